@@ -1,0 +1,5 @@
+"""``python -m varemi``."""
+
+from varemi.cli import main
+
+raise SystemExit(main())
