@@ -19,7 +19,12 @@ def check_bins(bins: int) -> int:
     Raises:
         BinsError: ``bins`` is not a positive odd integer.
     """
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1 or bins % 2 == 0:
+    if (
+        isinstance(bins, bool)
+        or not isinstance(bins, (int, np.integer))
+        or bins < 1
+        or bins % 2 == 0
+    ):
         raise BinsError(f"bins must be a positive odd integer, got {bins!r}")
     return (int(bins) - 1) // 2
 
@@ -81,5 +86,7 @@ def discretise_quantile(values: np.ndarray, edges: np.ndarray, bins: int = 9) ->
         int8 bins in ``-h..h``.
     """
     h = check_bins(bins)
-    k = np.searchsorted(np.asarray(edges, dtype=np.float64), np.asarray(values, dtype=np.float64), side="right")
+    k = np.searchsorted(
+        np.asarray(edges, dtype=np.float64), np.asarray(values, dtype=np.float64), side="right"
+    )
     return (k - h).astype(np.int8)

@@ -71,9 +71,13 @@ def normalize_pitches(
         PitchRangeError: unknown policy, ``low > high``, bounds outside 0..127, or
             ``fold`` on a range narrower than an octave.
     """
-    if not isinstance(pitches, np.ndarray) or pitches.dtype not in [np.dtype(d) for d in PITCH_DTYPES]:
+    if not isinstance(pitches, np.ndarray) or pitches.dtype not in [
+        np.dtype(d) for d in PITCH_DTYPES
+    ]:
         got = pitches.dtype if isinstance(pitches, np.ndarray) else type(pitches).__name__
-        raise TypeError(f"pitches must be a 1-D array of int8, uint8, int16, int32 or int64, got {got}")
+        raise TypeError(
+            f"pitches must be a 1-D array of int8, uint8, int16, int32 or int64, got {got}"
+        )
     if pitches.ndim != 1:
         raise TypeError(f"pitches must be 1-D, got {pitches.ndim}-D")
     _check_pitch_params(policy, low, high)
@@ -223,7 +227,7 @@ def prepend_conditioning(
     vals, aros = valence_ids.tolist(), arousal_ids.tolist()
     values: list[int] = []
     offsets = [0]
-    for f, a, b in zip(file_index.tolist(), start.tolist(), stop.tolist()):
+    for f, a, b in zip(file_index.tolist(), start.tolist(), stop.tolist(), strict=True):
         if not 0 <= f < len(vals):
             raise ConditioningError(f"file index {f} has no conditioning ids ({len(vals)} files)")
         if not 0 <= a <= b <= len(toks):

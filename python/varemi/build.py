@@ -1,0 +1,657 @@
+"""``build``: a MIDI folder to an emotion-conditioned Hugging Face dataset.
+
+The entry point is :func:`build`. It checks every parameter before any work, labels
+the files (or reads the user's CSV), tokenises them in worker processes (with a
+token cache), and streams windows into Arrow shards split by file, so memory does
+not grow with the corpus. Everything is written into a temporary folder beside the
+target, renamed into place only when complete (DESIGN.md contracts 5-9).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from varemi import conditioning, kernels, reference
+from varemi.cache import DamagedEntry, TokenCache, cache_key, default_cache_dir
+from varemi.encode import TRACK_MODES, EncodeOptions, RejectedFile, encode_midi, read_midi_bytes
+from varemi.errors import VaremiError
+
+FORMAT_VERSION = 1
+BINNINGS = ("uniform", "quantile")
+SHARD_TOKENS = 1 << 21  # tokens buffered per split before a shard is written
+
+
+class OutputFolderError(VaremiError):
+    """The output folder cannot be (over)written safely."""
+
+
+class MidiDirError(VaremiError):
+    """The MIDI folder is missing or holds no MIDI file."""
+
+
+@dataclass
+class BuildParams:
+    """Every build parameter, under its command-line option name (dashes as underscores).
+
+    Attributes:
+        midi_dir: Folder of MIDI files (searched recursively).
+        out: Output folder.
+        labels: A CSV of ``filename,valence,arousal``; None computes labels.
+        tokenizer: Hub id, local folder or tokenizer.json, or ``builtin``.
+        window_size: Tokens per window (W).
+        stride: Distance between window starts (S).
+        min_window_tokens: Shortest window kept.
+        bins: Bins per axis (odd).
+        binning: ``uniform`` or ``quantile``.
+        train_split: Fraction of files meant for ``train``, in (0, 1].
+        seed: Split seed (0..2**64-1).
+        pitch_policy: ``clamp``, ``fold`` or ``drop``.
+        pitch_range: Inclusive pitch range; None means the tokenizer's vocabulary range.
+        tracks: ``merge`` or ``first``.
+        max_minutes: Files lasting longer are rejected as ``too_long``.
+        max_file_mb: Files larger are rejected as ``too_large``.
+        workers: Worker processes; None means every core.
+        jitter: Standard deviation of label noise (computed labels only).
+        jitter_seed: Seed of that noise.
+        cache_dir: Token cache folder; None means the user cache folder.
+        cache: Whether to use the token cache.
+        overwrite: Replace a previous varemi dataset in ``out``.
+        quiet: No progress bars or summary.
+    """
+
+    midi_dir: Path
+    out: Path
+    labels: Path | None = None
+    tokenizer: str = "Natooz/Maestro-REMI-bpe20k"
+    window_size: int = 1024
+    stride: int = 512
+    min_window_tokens: int = 256
+    bins: int = 9
+    binning: str = "uniform"
+    train_split: float = 0.9
+    seed: int = 42
+    pitch_policy: str = "clamp"
+    pitch_range: tuple[int, int] | None = None
+    tracks: str = "merge"
+    max_minutes: float = 60.0
+    max_file_mb: float = 64.0
+    workers: int | None = None
+    jitter: float = 0.0
+    jitter_seed: int = 0
+    cache_dir: Path | None = None
+    cache: bool = True
+    overwrite: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class BuildResult:
+    """What a build produced.
+
+    Attributes:
+        out: The output folder.
+        info: The content of ``dataset_info.json``.
+    """
+
+    out: Path
+    info: dict = field(default_factory=dict)
+
+
+def check_params(p: BuildParams) -> None:
+    """Refuse bad parameters before any work, with one line naming the parameter.
+
+    Args:
+        p: The build parameters.
+
+    Raises:
+        VaremiError: a subclass naming the first bad parameter.
+    """
+    reference._check_window_params(p.window_size, p.stride, p.min_window_tokens)
+    conditioning.check_bins(p.bins)
+    if p.binning not in BINNINGS:
+        raise conditioning.BinsError(f"--binning must be one of {BINNINGS}, got {p.binning!r}")
+    reference._check_split_params(p.seed, p.train_split)
+    if p.tracks not in TRACK_MODES:
+        raise VaremiError(f"--tracks must be one of {TRACK_MODES}, got {p.tracks!r}")
+    if p.pitch_range is not None:
+        reference._check_pitch_params(p.pitch_policy, *p.pitch_range)
+    elif p.pitch_policy not in reference.PITCH_POLICIES:
+        reference._check_pitch_params(p.pitch_policy, 21, 108)
+    if not (p.max_minutes > 0):
+        raise VaremiError(f"--max-minutes must be > 0, got {p.max_minutes}")
+    if not (p.max_file_mb > 0):
+        raise VaremiError(f"--max-file-mb must be > 0, got {p.max_file_mb}")
+    if p.workers is not None and p.workers < 1:
+        raise VaremiError(f"--workers must be >= 1, got {p.workers}")
+    if not (p.jitter >= 0):
+        raise VaremiError(f"--jitter must be >= 0, got {p.jitter}")
+    if p.jitter and p.labels is not None:
+        raise VaremiError("--jitter applies to computed labels only; it cannot be used with --labels")
+    if not p.midi_dir.is_dir():
+        raise MidiDirError(f"--midi-dir {p.midi_dir} is not a folder")
+    if p.labels is not None and not p.labels.is_file():
+        raise VaremiError(f"--labels {p.labels} is not a file")
+    check_output_folder(p.out, p.overwrite)
+
+
+def is_varemi_dataset(folder: Path) -> bool:
+    """Whether ``folder`` holds a dataset that varemi built (its ``dataset_info.json``).
+
+    Args:
+        folder: A folder.
+
+    Returns:
+        True when ``folder/dataset_info.json`` parses and names a varemi version.
+    """
+    import json
+
+    try:
+        info = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "varemi_version" in info and "format_version" in info
+
+
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder that would lose someone's work (DESIGN.md contract 9).
+
+    Args:
+        out: The output folder.
+        overwrite: Whether ``--overwrite`` was given.
+
+    Raises:
+        OutputFolderError: ``out`` is a file, a non-empty folder that is not a varemi
+            dataset, or a varemi dataset without ``--overwrite``.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputFolderError(f"--out {out} exists and is not a folder")
+    if not any(out.iterdir()):
+        return
+    if not is_varemi_dataset(out):
+        raise OutputFolderError(
+            f"--out {out} is a non-empty folder that does not hold a varemi dataset; "
+            "varemi only ever replaces its own output: choose a new or empty folder"
+        )
+    if not overwrite:
+        raise OutputFolderError(f"--out {out} already holds a dataset; pass --overwrite to replace it")
+
+
+# --------------------------------------------------------------------------- workers
+_WORKER: dict = {}
+
+
+def _init_worker(tokenizer_path: str, options: EncodeOptions, cache_dir: str | None, key_parts):
+    from miditok import REMI
+
+    _WORKER["tokenizer"] = REMI(params=tokenizer_path)
+    _WORKER["options"] = options
+    _WORKER["cache"] = TokenCache(cache_dir) if cache_dir else None
+    _WORKER["key_parts"] = key_parts
+
+
+def _tokenise_one(path: str) -> tuple[np.ndarray | None, tuple[str, str] | None, str, dict]:
+    """Token ids of one file, via the cache; never raises for a bad file."""
+    options: EncodeOptions = _WORKER["options"]
+    cache: TokenCache | None = _WORKER["cache"]
+    timings: dict[str, float] = {}
+    status = "off"
+    try:
+        data = read_midi_bytes(path, options)
+        key = None
+        if cache is not None:
+            key = cache_key(hashlib.sha256(data).hexdigest(), *_WORKER["key_parts"])
+            try:
+                hit = cache.get(key)
+                status = "miss" if hit is None else "hit"
+            except DamagedEntry:
+                hit, status = None, "damaged"
+            if hit is not None:
+                ids, minutes = hit
+                if minutes > options.max_minutes:
+                    raise RejectedFile("too_long", f"{minutes:.1f} min > --max-minutes")
+                return ids, None, status, timings
+        ids, minutes = encode_midi(data, _WORKER["tokenizer"], options, timings)
+        if cache is not None and key is not None:
+            try:
+                cache.put(key, ids, minutes)
+            except OSError:
+                pass  # a read-only or full cache only costs speed
+        return ids, None, status, timings
+    except RejectedFile as e:
+        return None, (e.reason, e.detail), status, timings
+    except Exception as e:  # a bug in a dependency must not lose the run
+        return None, ("tokenize_failed", f"{type(e).__name__}: {e}"), status, timings
+
+
+def _tokenise_all(
+    paths: list[str], tokenizer_path: str, options: EncodeOptions, cache_dir, key_parts, workers
+) -> Iterator[tuple[np.ndarray | None, tuple[str, str] | None, str, dict]]:
+    """Yield each file's result in input order, from worker processes when workers > 1."""
+    init_args = (tokenizer_path, options, cache_dir, key_parts)
+    if workers <= 1 or len(paths) <= 1:
+        _init_worker(*init_args)
+        for path in paths:
+            yield _tokenise_one(path)
+        return
+    # forkserver: no fork of a process that may hold pyarrow's threads
+    ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+        yield from pool.imap(_tokenise_one, paths, chunksize=2)
+
+
+# --------------------------------------------------------------------------- build
+def _labels_for(p: BuildParams, files: list[str], rejects: list, workers: int, tmp: Path):
+    """Labels per usable file, computed or read from the user's CSV."""
+    from varemi import labels as labelling
+
+    if p.labels is not None:
+        table, bad, unmatched = labelling.read_labels_csv(p.labels, files)
+        rejects.extend(bad)
+        if unmatched and not p.quiet:
+            shown = ", ".join(unmatched[:3]) + (" ..." if len(unmatched) > 3 else "")
+            print(
+                f"warning: {len(unmatched)} row(s) of {p.labels} name no MIDI file: {shown}",
+                file=sys.stderr,
+            )
+        return table, "csv"
+    df, bad = labelling.label_folder(
+        p.midi_dir,
+        files=files,
+        workers=workers,
+        jitter=p.jitter,
+        seed=p.jitter_seed,
+        progress=not p.quiet,
+    )
+    rejects.extend(bad)
+    labelling.write_labels_csv(df, tmp / "labels.csv")
+    return {
+        f: (float(v), float(a))
+        for f, v, a in zip(df["filename"], df["valence"], df["arousal"], strict=True)
+    }, "heuristic"
+
+
+class _ShardWriter:
+    """Streams one split's examples into Arrow shards as files are tokenised."""
+
+    def __init__(self, split: str, folder: Path, features, cond: dict, p: BuildParams) -> None:
+        self.split, self.folder, self.features, self.p = split, folder, features, p
+        self.val_ids, self.aro_ids = cond["val"], cond["aro"]
+        self.pending: list[tuple[str, np.ndarray, float, float, int, int]] = []
+        self.pending_tokens = 0
+        self.shards: list[Path] = []
+        self.examples = 0
+        self.tokens = 0
+        self.files_with_examples = 0
+        self.lengths: Counter = Counter()
+        self.bin_counts: Counter = Counter()
+        self.seconds = {"window_prepend": 0.0, "export": 0.0}
+
+    def add(self, rel: str, ids: np.ndarray, labels: tuple[float, float], bins: tuple[int, int]):
+        self.pending.append((rel, ids, *labels, *bins))
+        self.pending_tokens += len(ids)
+        if self.pending_tokens >= SHARD_TOKENS:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        if not self.pending:
+            return
+        t0 = time.perf_counter()
+        rels = [x[0] for x in self.pending]
+        tokens = np.concatenate([x[1] for x in self.pending]).astype(np.int32, copy=False)
+        offsets = np.zeros(len(self.pending) + 1, dtype=np.int64)
+        np.cumsum([len(x[1]) for x in self.pending], out=offsets[1:])
+        vbin = np.array([x[4] for x in self.pending], dtype=np.int8)
+        abin = np.array([x[5] for x in self.pending], dtype=np.int8)
+        ex = kernels.make_examples(
+            tokens,
+            offsets,
+            self.val_ids[vbin.astype(np.int64) + self.p.bins // 2],
+            self.aro_ids[abin.astype(np.int64) + self.p.bins // 2],
+            self.p.window_size,
+            self.p.stride,
+            self.p.min_window_tokens,
+        )
+        t1 = time.perf_counter()
+        fi = ex.file_index
+        table = pa.table(
+            {
+                "input_ids": pa.ListArray.from_arrays(
+                    pa.array(ex.offsets.astype(np.int32)), pa.array(ex.values)
+                ),
+                "valence": pa.array(np.array([x[2] for x in self.pending], np.float32)[fi]),
+                "arousal": pa.array(np.array([x[3] for x in self.pending], np.float32)[fi]),
+                "valence_bin": pa.array(vbin[fi]),
+                "arousal_bin": pa.array(abin[fi]),
+                "source_file": pa.array(rels, pa.string()).take(pa.array(fi)),
+                "window_idx": pa.array(ex.window_index),
+            },
+            schema=self.features.arrow_schema,
+        )
+        path = self.folder / f"{self.split}-{len(self.shards):05d}.arrow"
+        with pa.ipc.new_stream(path, table.schema) as writer:
+            writer.write_table(table)
+        self.shards.append(path)
+        lengths = np.diff(ex.offsets)
+        self.examples += len(lengths)
+        self.tokens += int(lengths.sum())
+        self.files_with_examples += len(np.unique(fi))
+        self.lengths.update(lengths.tolist())
+        self.bin_counts.update(zip(vbin[fi].tolist(), abin[fi].tolist(), strict=True))
+        self.pending, self.pending_tokens = [], 0
+        self.seconds["window_prepend"] += t1 - t0
+        self.seconds["export"] += time.perf_counter() - t1
+
+    def dataset(self):
+        import datasets
+
+        self.flush()
+        if not self.shards:
+            empty = self.features.arrow_schema.empty_table()
+            return datasets.Dataset(datasets.table.InMemoryTable(empty))
+        parts = [datasets.Dataset.from_file(str(s)) for s in self.shards]
+        return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def features():
+    """The output columns (DESIGN.md contract 7) as ``datasets.Features``.
+
+    Returns:
+        ``datasets.Features`` of the ``train`` and ``val`` splits.
+    """
+    import datasets
+
+    return datasets.Features(
+        {
+            "input_ids": datasets.List(datasets.Value("int32")),
+            "valence": datasets.Value("float32"),
+            "arousal": datasets.Value("float32"),
+            "valence_bin": datasets.Value("int8"),
+            "arousal_bin": datasets.Value("int8"),
+            "source_file": datasets.Value("string"),
+            "window_idx": datasets.Value("int32"),
+        }
+    )
+
+
+def _bins(p: BuildParams, values: np.ndarray) -> tuple[np.ndarray, list[float] | None]:
+    if p.binning == "uniform":
+        return conditioning.discretise_uniform(values, p.bins), None
+    edges = conditioning.quantile_edges(values, p.bins)
+    return conditioning.discretise_quantile(values, edges, p.bins), [float(e) for e in edges]
+
+
+def build(p: BuildParams) -> BuildResult:
+    """Build the dataset described by ``p`` into ``p.out``.
+
+    Args:
+        p: The build parameters.
+
+    Returns:
+        The output folder and the content of its ``dataset_info.json``.
+
+    Raises:
+        VaremiError: a bad parameter (before any work is done).
+        TokenizerUnavailableError: the tokenizer cannot be loaded.
+    """
+    import datasets
+    from tqdm import tqdm
+
+    from varemi import __version__
+    from varemi.files import list_midi_files
+    from varemi.tokenizer import load_base_tokenizer, vocab_pitch_range
+
+    started = time.perf_counter()
+    p.midi_dir, p.out = Path(p.midi_dir), Path(p.out)
+    p.labels = Path(p.labels) if p.labels is not None else None
+    check_params(p)
+    base = load_base_tokenizer(p.tokenizer)
+    vocab_range = vocab_pitch_range(base.tokenizer)
+    if p.pitch_range is None:
+        p.pitch_range = vocab_range
+    elif not (vocab_range[0] <= p.pitch_range[0] and p.pitch_range[1] <= vocab_range[1]):
+        raise reference.PitchRangeError(
+            f"--pitch-range {p.pitch_range[0]} {p.pitch_range[1]} is outside the tokenizer's "
+            f"pitches {vocab_range[0]}..{vocab_range[1]}"
+        )
+    reference._check_pitch_params(p.pitch_policy, *p.pitch_range)
+    workers = p.workers or os.cpu_count() or 1
+    files = list_midi_files(p.midi_dir)
+    if not files:
+        raise MidiDirError(f"--midi-dir {p.midi_dir} holds no .mid or .midi file")
+
+    tmp = p.out.parent / f".{p.out.name}.varemi-tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        info = _build_into(p, tmp, base, files, workers, started, tqdm, datasets, __version__)
+        _move_into_place(tmp, p.out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # the previous output stays as it was
+        raise
+    if not p.quiet:
+        print(summary(info, p.out), file=sys.stderr)
+    return BuildResult(p.out, info)
+
+
+def _build_into(p, tmp, base, files, workers, started, tqdm, datasets, version) -> dict:
+    from varemi.tokenizer import add_conditioning_tokens, save_tokenizer
+
+    stage = {}
+    rejects: list[tuple[str, str, str]] = []
+    t = time.perf_counter()
+    label_table, label_source = _labels_for(p, files, rejects, workers, tmp)
+    stage["labels"] = time.perf_counter() - t
+    rejected = {r[0] for r in rejects}
+    usable = [f for f in files if f not in rejected and f in label_table]
+
+    t = time.perf_counter()
+    is_val = kernels.val_mask(usable, p.seed, p.train_split)
+    stage["split"] = time.perf_counter() - t
+    valence = np.array([label_table[f][0] for f in usable], dtype=np.float64)
+    arousal = np.array([label_table[f][1] for f in usable], dtype=np.float64)
+    vbins, vedges = _bins(p, valence)
+    abins, aedges = _bins(p, arousal)
+
+    tokenizer = base.tokenizer
+    cond_tokens = add_conditioning_tokens(tokenizer, p.bins)
+    cond_list = list(cond_tokens.values())
+    cond = {
+        "val": np.array(cond_list[: p.bins], dtype=np.int32),
+        "aro": np.array(cond_list[p.bins :], dtype=np.int32),
+    }
+    feats = features()
+    shard_dir = tmp / "_shards"
+    shard_dir.mkdir()
+    writers = {s: _ShardWriter(s, shard_dir, feats, cond, p) for s in ("train", "val")}
+
+    options = EncodeOptions(p.pitch_policy, tuple(p.pitch_range), p.tracks, p.max_minutes, p.max_file_mb)
+    key_parts = (base.sha256, p.pitch_policy, tuple(p.pitch_range), p.tracks, _encoder_version())
+    cache_dir = None
+    if p.cache:
+        cache_dir = str(p.cache_dir or default_cache_dir())
+    cache_stats: Counter = Counter()
+    worker_seconds: Counter = Counter()
+    no_windows = 0
+    t = time.perf_counter()
+    results = _tokenise_all(
+        [str(p.midi_dir / f) for f in usable], str(base.path), options, cache_dir, key_parts, workers
+    )
+    bar = tqdm(total=len(usable), desc="tokenise", unit="file", disable=p.quiet, file=sys.stderr)
+    for i, (ids, reject, status, timings) in enumerate(results):
+        rel = usable[i]
+        cache_stats[status] += 1
+        worker_seconds.update(timings)
+        bar.update(1)
+        if reject is not None:
+            rejects.append((rel, *reject))
+            continue
+        writer = writers["val" if is_val[i] else "train"]
+        writer.add(rel, ids, (valence[i], arousal[i]), (int(vbins[i]), int(abins[i])))
+        if len(ids) < p.min_window_tokens:
+            no_windows += 1
+    bar.close()
+    stage["tokenise_wall"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    dd = datasets.DatasetDict({s: w.dataset() for s, w in writers.items()})
+    empty = {s: 1 for s, w in writers.items() if not w.shards}
+    if p.quiet:
+        datasets.disable_progress_bars()
+    dd.save_to_disk(str(tmp), num_shards=empty or None)
+    del dd
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    stage["save"] = time.perf_counter() - t
+    for w in writers.values():
+        for k, v in w.seconds.items():
+            stage[k] = stage.get(k, 0.0) + v
+
+    save_tokenizer(tokenizer, tmp / "tokenizer.json")
+    _write_rejects(tmp / "rejects.csv", rejects)
+    info = {
+        "format_version": FORMAT_VERSION,
+        "varemi_version": version,
+        "tokenizer": {
+            "source": base.source,
+            "sha256": base.sha256,
+            "base_vocab_size": base.base_vocab_size,
+            "vocab_size": len(tokenizer),
+        },
+        "conditioning_tokens": cond_tokens,
+        "params": _params_record(p),
+        "labels": {
+            "source": label_source,
+            "file": "labels.csv" if label_source == "heuristic" else str(p.labels),
+            "binning_edges": {"valence": vedges, "arousal": aedges} if vedges else None,
+        },
+        "counts": {
+            "files_seen": len(files),
+            "files_kept": sum(w.files_with_examples for w in writers.values()),
+            "files_without_windows": no_windows,
+            "files_rejected": len(rejects),
+            "rejected_by_reason": dict(sorted(Counter(r[1] for r in rejects).items())),
+            "examples": {s: w.examples for s, w in writers.items()},
+            "tokens": {s: w.tokens for s, w in writers.items()},
+            "files": {s: w.files_with_examples for s, w in writers.items()},
+        },
+        "histograms": {
+            "valence_bin": _hist(vbins, p.bins),
+            "arousal_bin": _hist(abins, p.bins),
+            "examples_by_bin": {
+                f"{v:+d},{a:+d}": n
+                for (v, a), n in sorted(
+                    (writers["train"].bin_counts + writers["val"].bin_counts).items()
+                )
+            },
+        },
+        "cache": {"dir": cache_dir, **dict(sorted(cache_stats.items()))},
+        "timings_seconds": {
+            "total": round(time.perf_counter() - started, 3),
+            "workers": workers,
+            **{k: round(v, 3) for k, v in stage.items()},
+            "worker_cpu": {k: round(v, 3) for k, v in sorted(worker_seconds.items())},
+        },
+    }
+    _write_json(tmp / "dataset_info.json", info)
+    return info
+
+
+def _hist(bins: np.ndarray, n: int) -> dict[str, int]:
+    h = n // 2
+    counts = Counter(bins.tolist())
+    return {f"{b:+d}": counts.get(b, 0) for b in range(-h, h + 1)}
+
+
+def _encoder_version() -> str:
+    from importlib.metadata import version
+
+    from varemi import __version__
+
+    return f"varemi {__version__}; miditok {version('miditok')}; symusic {version('symusic')}"
+
+
+def _params_record(p: BuildParams) -> dict:
+    rec = asdict(p)
+    for k in ("midi_dir", "out", "labels", "cache_dir"):
+        rec[k] = None if rec[k] is None else str(rec[k])
+    rec["pitch_range"] = list(p.pitch_range) if p.pitch_range else None
+    for k in ("quiet", "overwrite"):
+        rec.pop(k)
+    return rec
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    import json
+
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _write_rejects(path: Path, rejects: list[tuple[str, str, str]]) -> None:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["source_file", "reason", "detail"])
+        for row in sorted(rejects):
+            w.writerow(row)
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Swap the finished dataset in; the old one is removed only after the swap."""
+    old = None
+    if out.exists():
+        if not any(out.iterdir()):
+            out.rmdir()
+        elif is_varemi_dataset(out):
+            old = out.parent / f".{out.name}.varemi-old-{os.getpid()}"
+            os.replace(out, old)
+        else:  # something appeared there during the build: never replace it
+            raise OutputFolderError(f"--out {out} changed during the build; refusing to replace it")
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def summary(info: dict, out: Path) -> str:
+    """A one-screen summary of a build.
+
+    Args:
+        info: The content of ``dataset_info.json``.
+        out: The output folder.
+
+    Returns:
+        Text to print.
+    """
+    c = info["counts"]
+    lines = [
+        f"varemi build: {out}",
+        f"  files   seen {c['files_seen']}, kept {c['files_kept']}, "
+        f"rejected {c['files_rejected']}, too short for a window {c['files_without_windows']}",
+    ]
+    for reason, n in c["rejected_by_reason"].items():
+        lines.append(f"          rejected as {reason}: {n}")
+    for s in ("train", "val"):
+        lines.append(
+            f"  {s:5s}   {c['files'][s]} files, {c['examples'][s]} examples, {c['tokens'][s]} tokens"
+        )
+    t = info["timings_seconds"]
+    lines.append(f"  time    {t['total']:.1f} s with {t['workers']} worker(s)")
+    if c["files_rejected"]:
+        lines.append(f"  rejects listed in {out / 'rejects.csv'}")
+    lines.append(f"  check it: python -m varemi verify {out}")
+    return "\n".join(lines)
+

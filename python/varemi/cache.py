@@ -1,0 +1,129 @@
+"""A content-addressed cache of each file's token ids (``build --cache-dir``).
+
+Users iterate on windows, bins, labels and split far more often than on the
+tokenizer, so ``build`` keeps each file's token ids keyed by everything that
+determines them: the sha256 of the file's bytes and of the tokenizer, the pitch
+policy and range, the track mode, and the versions of varemi and MidiTok.
+
+An entry is one small file: a header (magic, token count, the piece's duration in
+minutes, sha256 of the payload) then the little-endian int32 ids. Entries are written
+to a temporary file and renamed into place, so concurrent builds sharing a cache
+never see half an entry; a damaged or truncated entry fails its checksum and is
+recomputed, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+_MAGIC = b"VRMTOK1\0"
+_HEADER = struct.Struct("<8sQd32s")  # magic, n tokens, minutes, sha256 of payload
+
+
+def default_cache_dir() -> Path:
+    """The user cache folder: ``$XDG_CACHE_HOME/varemi`` or ``~/.cache/varemi``.
+
+    Returns:
+        The folder path (not created).
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "varemi"
+
+
+def cache_key(file_sha256: str, *parts: object) -> str:
+    """Combine a file's content hash with everything else that determines its tokens.
+
+    Args:
+        file_sha256: Hex sha256 of the MIDI file's bytes.
+        *parts: Tokenizer hash, pitch policy and range, track mode, versions.
+
+    Returns:
+        A hex key.
+    """
+    h = hashlib.sha256(file_sha256.encode())
+    for p in parts:
+        h.update(b"\0" + repr(p).encode())
+    return h.hexdigest()
+
+
+class TokenCache:
+    """Token ids on disk, one file per key, safe to share between concurrent builds."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        """Open (and create) a cache folder.
+
+        Args:
+            folder: Where entries live.
+        """
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.tok"
+
+    def get(self, key: str) -> tuple[np.ndarray, float] | None:
+        """Look an entry up.
+
+        Args:
+            key: From :func:`cache_key`.
+
+        Returns:
+            ``(token ids, minutes)``, or None when absent.
+
+        Raises:
+            DamagedEntry: the entry exists but is truncated or corrupt (it is removed).
+        """
+        path = self._path(key)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise DamagedEntry(f"{path}: {e}") from e
+        if len(raw) < _HEADER.size:
+            self._discard(path)
+            raise DamagedEntry(f"{path}: truncated header")
+        magic, n, minutes, digest = _HEADER.unpack_from(raw)
+        payload = raw[_HEADER.size :]
+        if magic != _MAGIC or len(payload) != 4 * n or hashlib.sha256(payload).digest() != digest:
+            self._discard(path)
+            raise DamagedEntry(f"{path}: bad magic, length or checksum")
+        return np.frombuffer(payload, dtype="<i4").astype(np.int32, copy=False), minutes
+
+    def put(self, key: str, tokens: np.ndarray, minutes: float) -> None:
+        """Store an entry atomically (write a temporary file, then rename).
+
+        Args:
+            key: From :func:`cache_key`.
+            tokens: int32 token ids.
+            minutes: The piece's duration, so ``--max-minutes`` still applies on a hit.
+        """
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = np.ascontiguousarray(tokens, dtype="<i4").tobytes()
+        header = _HEADER.pack(_MAGIC, len(tokens), float(minutes), hashlib.sha256(payload).digest())
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(header + payload)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _discard(path: Path) -> None:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+class DamagedEntry(Exception):
+    """A cache entry that failed its checks; the caller recomputes it."""

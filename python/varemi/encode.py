@@ -1,0 +1,160 @@
+"""One MIDI file to one sequence of music token ids (DESIGN.md contracts 3, 4 and 9).
+
+This is the per-file work that ``build`` runs in worker processes: read, reject what
+cannot be used, drop drum tracks, merge (or pick) tracks, normalise pitches with the
+native kernel, and encode with the MidiTok tokenizer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from varemi import kernels
+
+TRACK_MODES = ("merge", "first")
+
+
+class RejectedFile(Exception):
+    """A file that cannot become training data; recorded in ``rejects.csv``.
+
+    Attributes:
+        reason: Short machine-readable reason (``unreadable``, ``too_large``, ...).
+        detail: One human-readable line.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How a file becomes token ids; part of the token cache key.
+
+    Attributes:
+        pitch_policy: ``clamp``, ``fold`` or ``drop``.
+        pitch_range: Inclusive ``(low, high)`` pitch range.
+        tracks: ``merge`` (all non-drum tracks into one) or ``first``.
+        max_minutes: Longest duration accepted.
+        max_file_mb: Largest file size accepted, in MiB.
+    """
+
+    pitch_policy: str = "clamp"
+    pitch_range: tuple[int, int] = (21, 108)
+    tracks: str = "merge"
+    max_minutes: float = 60.0
+    max_file_mb: float = 64.0
+
+
+def read_midi_bytes(path: str | os.PathLike, options: EncodeOptions) -> bytes:
+    """Read a MIDI file's bytes, refusing files over the size limit without loading them.
+
+    Args:
+        path: The MIDI file.
+        options: Supplies ``max_file_mb``.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        RejectedFile: ``too_large`` or ``unreadable``.
+    """
+    try:
+        size = os.path.getsize(path)
+        if size > options.max_file_mb * 1024 * 1024:
+            raise RejectedFile(
+                "too_large", f"{size / 2**20:.1f} MiB > --max-file-mb {options.max_file_mb}"
+            )
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise RejectedFile("unreadable", f"{type(e).__name__}: {e}") from e
+
+
+def _normalise_track_pitches(track, options: EncodeOptions) -> None:
+    from symusic import Note
+
+    notes = track.notes.numpy()
+    pitches = notes["pitch"]
+    low, high = options.pitch_range
+    if len(pitches) == 0 or (int(pitches.min()) >= low and int(pitches.max()) <= high):
+        return  # nothing to move: keep symusic's own note objects untouched
+    new, keep = kernels.normalize_pitches(pitches, low, high, options.pitch_policy)
+    track.notes = Note.from_numpy(
+        notes["time"][keep],
+        notes["duration"][keep],
+        new[keep],
+        notes["velocity"][keep],
+        ttype="tick",
+    )
+
+
+def encode_midi(
+    data: bytes, tokenizer, options: EncodeOptions, timings: dict[str, float] | None = None
+) -> tuple[np.ndarray, float]:
+    """Turn a MIDI file's bytes into music token ids.
+
+    Args:
+        data: The MIDI file's bytes.
+        tokenizer: The base MidiTok tokenizer (without conditioning tokens).
+        options: Pitch and track handling, duration limit.
+        timings: If given, seconds spent per stage are added to it under ``parse``,
+            ``tracks_pitches`` and ``tokenize``.
+
+    Returns:
+        int32 token ids of the whole piece (possibly empty) and its length in minutes.
+
+    Raises:
+        RejectedFile: ``unreadable`` (symusic cannot parse it), ``too_long`` (lasts
+            longer than ``max_minutes``) or ``tokenize_failed`` (MidiTok raised).
+    """
+    from symusic import Score
+
+    clock = _Clock(timings)
+    try:
+        score = Score.from_midi(data)
+    except Exception as e:  # symusic raises several types for damaged files
+        raise RejectedFile("unreadable", f"{type(e).__name__}: {e}") from e
+    try:
+        minutes = score.to("second").end() / 60.0
+    except Exception as e:
+        raise RejectedFile("unreadable", f"{type(e).__name__}: {e}") from e
+    if minutes > options.max_minutes:
+        raise RejectedFile("too_long", f"{minutes:.1f} min > --max-minutes {options.max_minutes:g}")
+    clock.lap("parse")
+    score.tracks = [t for t in score.tracks if not t.is_drum]
+    if options.tracks == "merge" and len(score.tracks) > 1:
+        from miditok.utils import merge_tracks
+
+        merge_tracks(score)
+    for track in score.tracks:
+        _normalise_track_pitches(track, options)
+    clock.lap("tracks_pitches")
+    try:
+        result = tokenizer.encode(score)
+    except Exception as e:
+        raise RejectedFile("tokenize_failed", f"{type(e).__name__}: {e}") from e
+    sequences = result if isinstance(result, list) else [result]
+    # `first` takes the first sequence MidiTok returns: it drops empty tracks itself.
+    ids = np.asarray(sequences[0].ids if sequences else [], dtype=np.int32)
+    clock.lap("tokenize")
+    return ids, minutes
+
+
+class _Clock:
+    """Adds the seconds since the previous lap to a stage of ``timings`` (if any)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now

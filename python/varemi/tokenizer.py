@@ -1,0 +1,537 @@
+"""The base tokenizer (MidiTok REMI + BPE) and its conditioning tokens (DESIGN.md contract 1).
+
+A *base* tokenizer is loaded from the Hugging Face hub (``Natooz/Maestro-REMI-bpe20k`` by
+default), from a local ``tokenizer.json`` or folder, or from the small tokenizer shipped
+with varemi (``builtin``: the Maestro-REMI-bpe20k configuration, BPE-trained on the demo
+corpus). The dataset build adds the conditioning tokens to it and saves the result as
+``out/tokenizer.json``; training code reads that file back with :func:`load_tokenizer` and
+asks :func:`conditioning_ids` for the two prefix ids of a mood.
+
+MidiTok 3.1 pitfalls handled here:
+
+- a tokenizer saved before MidiTok 3.0.6 with ``pitch_range`` (21, 109) holds Pitch_21..108
+  only, while 3.0.6+ reads the bound as inclusive: :func:`vocab_pitch_range` gives the
+  range that really is in the vocabulary;
+- after ``add_to_vocab`` on a BPE-trained tokenizer, ``decode_token_ids`` raises
+  ``KeyError`` on the new ids (a save and reload fixes that, but decoding a sequence that
+  holds them to a score still fails): :func:`ids_to_tokens` and :func:`decode_music` never
+  hit it;
+- ``use_time_signatures`` is on by default: :func:`maestro_config` passes every flag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import numbers
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from varemi.conditioning import check_bins, conditioning_token_strings
+from varemi.errors import BinsError, VaremiError
+
+if TYPE_CHECKING:
+    from miditok import REMI, TokenizerConfig
+    from symusic import Score
+
+DEFAULT_TOKENIZER = "Natooz/Maestro-REMI-bpe20k"
+"""The hub model whose tokenizer varemi builds datasets for."""
+
+BUILTIN = "builtin"
+"""``--tokenizer builtin``: the tokenizer shipped with varemi (no download)."""
+
+TOKENIZER_FILE = "tokenizer.json"
+DATASET_INFO_FILE = "dataset_info.json"
+BUILTIN_FILE = "builtin_tokenizer.json"
+HUB_TIMEOUT_S = 10.0
+"""Seconds to wait for the hub before reporting it unreachable (no retries)."""
+
+_CONDITIONING_TOKEN = re.compile(r"^\[(VAL|ARO)=[+-]\d+\]$")
+_OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+class TokenizerError(VaremiError):
+    """A tokenizer file that cannot be used: unreadable, not REMI, or already extended."""
+
+
+class TokenizerUnavailableError(TokenizerError):
+    """A hub tokenizer that cannot be downloaded (offline, unreachable or not found)."""
+
+
+class TokenizerMismatchError(TokenizerError):
+    """A dataset's ``tokenizer.json`` whose conditioning ids differ from ``dataset_info.json``."""
+
+
+@dataclass
+class BaseTokenizer:
+    """A loaded base tokenizer (without conditioning tokens) and where it came from.
+
+    Attributes:
+        tokenizer: The MidiTok REMI tokenizer.
+        source: What was asked for: the hub id, the path given, or ``"builtin"``.
+        path: The ``tokenizer.json`` file that was loaded.
+        sha256: Hex SHA-256 of that file's bytes.
+        base_vocab_size: ``len(tokenizer)`` before any conditioning token is added.
+        pitch_range: ``(low, high)`` inclusive pitches of the vocabulary's Pitch tokens.
+    """
+
+    tokenizer: REMI
+    source: str
+    path: Path
+    sha256: str
+    base_vocab_size: int
+    pitch_range: tuple[int, int]
+
+
+def maestro_config() -> TokenizerConfig:
+    """The configuration of ``Natooz/Maestro-REMI-bpe20k``, every flag given explicitly.
+
+    REMI with pitches 21..108 (inclusive), 8/4/2/1 positions per beat over 0-1/1-2/2-4/4-8
+    beats, 16 velocities, the special tokens PAD, MASK, BOS, EOS and SEP, and no chord,
+    rest, tempo, program, time-signature, key-signature, sustain-pedal, pitch-bend,
+    control-change, pitch-interval or drum-pitch tokens. BPE splits sequences per bar
+    (``encode_ids_split="bar"``), the MidiTok 3 default, which is also what MidiTok 3.1
+    applies to a tokenizer file saved before that option existed.
+
+    Returns:
+        A fresh :class:`miditok.TokenizerConfig`.
+    """
+    from miditok import TokenizerConfig
+
+    return TokenizerConfig(
+        pitch_range=(21, 108),
+        beat_res={(0, 1): 8, (1, 2): 4, (2, 4): 2, (4, 8): 1},
+        num_velocities=16,
+        special_tokens=["PAD", "MASK", "BOS", "EOS", "SEP"],
+        encode_ids_split="bar",
+        use_velocities=True,
+        use_chords=False,
+        use_rests=False,
+        use_tempos=False,
+        use_time_signatures=False,
+        use_key_signatures=False,
+        use_sustain_pedals=False,
+        use_pitch_bends=False,
+        use_control_changes=False,
+        use_programs=False,
+        use_pitch_intervals=False,
+        use_pitchdrum_tokens=False,
+        remove_duplicated_notes=False,
+        sustain_pedal_duration=False,
+        program_changes=False,
+    )
+
+
+def vocab_pitch_range(tokenizer: REMI) -> tuple[int, int]:
+    """The lowest and highest pitch that have a ``Pitch_N`` token in the vocabulary.
+
+    This can differ from ``tokenizer.config.pitch_range``: a tokenizer saved before
+    MidiTok 3.0.6 with ``pitch_range`` (21, 109) has Pitch_21..Pitch_108 only.
+
+    Args:
+        tokenizer: A MidiTok tokenizer.
+
+    Returns:
+        ``(low, high)``, both inclusive.
+
+    Raises:
+        TokenizerError: The vocabulary has no Pitch tokens.
+    """
+    pitches = [int(token[6:]) for token in tokenizer.vocab if token.startswith("Pitch_")]
+    if not pitches:
+        raise TokenizerError("the tokenizer has no Pitch_N tokens")
+    return min(pitches), max(pitches)
+
+
+def builtin_tokenizer_path() -> Path:
+    """Path of the tokenizer shipped with varemi (``data/builtin_tokenizer.json``).
+
+    Returns:
+        The file's path inside the installed package.
+    """
+    return Path(str(resources.files("varemi") / "data" / BUILTIN_FILE))
+
+
+def load_base_tokenizer(spec: str | Path = DEFAULT_TOKENIZER) -> BaseTokenizer:
+    """Load a base REMI tokenizer from the hub, a local file or folder, or ``builtin``.
+
+    Args:
+        spec: ``"builtin"``; a folder holding ``tokenizer.json``; a tokenizer JSON file;
+            or a Hugging Face hub model id whose ``tokenizer.json`` is downloaded (or
+            taken from the local hub cache).
+
+    Returns:
+        The tokenizer with its source, file, SHA-256 and base vocabulary size.
+
+    Raises:
+        TokenizerUnavailableError: The hub cannot be reached, is switched off
+            (``HF_HUB_OFFLINE``) or does not have the model, and it is not cached.
+        TokenizerError: The file is missing, unreadable, not a MidiTok REMI tokenizer, or
+            already holds conditioning tokens.
+    """
+    spec = str(spec)
+    if spec == BUILTIN:
+        path = builtin_tokenizer_path()
+        if not path.is_file():
+            raise TokenizerError(f"the builtin tokenizer is missing from the package: {path}")
+    else:
+        local = Path(spec).expanduser()
+        if local.is_dir():
+            path = local / TOKENIZER_FILE
+            if not path.is_file():
+                raise TokenizerError(f"tokenizer folder {spec!r} has no {TOKENIZER_FILE}")
+        elif local.is_file():
+            path = local
+        elif _looks_like_path(spec):
+            raise TokenizerError(f"tokenizer file or folder {spec!r} does not exist")
+        else:
+            path = _download_from_hub(spec)
+    tokenizer = _read_remi(path)
+    if any(_CONDITIONING_TOKEN.match(token) for token in tokenizer.vocab):
+        raise TokenizerError(
+            f"tokenizer {spec!r} already holds conditioning tokens (a dataset's "
+            "out/tokenizer.json?): pass the base tokenizer"
+        )
+    return BaseTokenizer(
+        tokenizer=tokenizer,
+        source=spec,
+        path=path,
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        base_vocab_size=len(tokenizer),
+        pitch_range=vocab_pitch_range(tokenizer),
+    )
+
+
+def _looks_like_path(spec: str) -> bool:
+    """Whether a spec that names no existing file is meant as a path, not a hub id."""
+    return (
+        spec.endswith(".json")
+        or spec.startswith((".", "/", "~"))
+        or "\\" in spec
+        or spec.count("/") > 1
+    )
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    flags = (os.environ.get(name, "").strip().upper() for name in _OFFLINE_ENV)
+    return any(flag in ("1", "ON", "YES", "TRUE") for flag in flags) or bool(
+        getattr(constants, "HF_HUB_OFFLINE", False)
+    )
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    """Download (or take from the hub cache) a model's ``tokenizer.json``.
+
+    One metadata request with a short timeout comes first: ``hf_hub_download`` alone
+    retries a failed connection with back-off for about 25 seconds before giving up.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise TokenizerError(
+            f"--tokenizer {repo_id!r} is neither an existing file or folder nor a hub model id"
+        ) from None
+    hint = (
+        f"pass --tokenizer PATH (a local {TOKENIZER_FILE} or a folder holding one) "
+        f"or --tokenizer {BUILTIN}"
+    )
+
+    def cached() -> Path | None:
+        try:
+            return Path(hf_hub_download(repo_id, TOKENIZER_FILE, local_files_only=True))
+        except (LocalEntryNotFoundError, OSError, ValueError):
+            return None
+
+    if _hub_offline():
+        path = cached()
+        if path is None:
+            raise TokenizerUnavailableError(
+                f"cannot load tokenizer {repo_id!r}: the Hugging Face hub is switched off "
+                f"(HF_HUB_OFFLINE) and the model is not in the local cache; {hint}"
+            )
+        return path
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, TOKENIZER_FILE), timeout=HUB_TIMEOUT_S)
+        return Path(hf_hub_download(repo_id, TOKENIZER_FILE, etag_timeout=HUB_TIMEOUT_S))
+    except LocalEntryNotFoundError as error:  # a subclass of EntryNotFoundError
+        reason = _one_line(error)
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as error:
+        raise TokenizerUnavailableError(
+            f"cannot load tokenizer {repo_id!r}: the Hugging Face hub has no {TOKENIZER_FILE} "
+            f"for it (not found, private or gated: {type(error).__name__}); {hint}"
+        ) from None
+    except Exception as error:  # connection refused, DNS failure, timeout, HTTP error
+        reason = _one_line(error)
+    path = cached()
+    if path is None:
+        raise TokenizerUnavailableError(
+            f"cannot load tokenizer {repo_id!r}: the Hugging Face hub could not be reached "
+            f"({reason}); {hint}"
+        )
+    return path
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _read_remi(path: Path) -> REMI:
+    """Load a MidiTok tokenizer file, checking first that it is one, and a REMI one."""
+    from miditok import REMI
+
+    try:
+        params = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TokenizerError(f"{path} is not a JSON tokenizer file ({_one_line(error)})") from None
+    if not isinstance(params, dict) or "tokenization" not in params:
+        raise TokenizerError(f"{path} is not a MidiTok tokenizer file (no 'tokenization' key)")
+    if params["tokenization"] != "REMI":
+        raise TokenizerError(
+            f"{path} is a {params['tokenization']} tokenizer; varemi needs a REMI tokenizer"
+        )
+    try:
+        return REMI(params=path)
+    except Exception as error:  # MidiTok raises anything on a damaged file
+        raise TokenizerError(f"cannot load tokenizer file {path}: {_one_line(error)}") from None
+
+
+def add_conditioning_tokens(tokenizer: REMI, bins: int = 9) -> dict[str, int]:
+    """Add the conditioning tokens (contract 1) to a base tokenizer, in place.
+
+    The ``2 * bins`` tokens of :func:`varemi.conditioning.conditioning_token_strings` are
+    added with MidiTok's ``add_to_vocab`` in that order, so their ids are
+    ``base .. base + 2 * bins - 1`` where ``base = len(tokenizer)`` before adding.
+
+    Args:
+        tokenizer: A base tokenizer (without conditioning tokens).
+        bins: Bins per axis (odd).
+
+    Returns:
+        Token string to id, in vocabulary order.
+
+    Raises:
+        BinsError: ``bins`` is not a positive odd integer.
+        TokenizerError: The tokenizer already holds conditioning tokens, or MidiTok gave
+            the new tokens other ids than expected.
+    """
+    names = conditioning_token_strings(bins)
+    if any(_CONDITIONING_TOKEN.match(token) for token in tokenizer.vocab):
+        raise TokenizerError("the tokenizer already holds conditioning tokens")
+    base = len(tokenizer)
+    for name in names:
+        tokenizer.add_to_vocab(name)
+    ids = {name: int(tokenizer.vocab[name]) for name in names}
+    expected = list(range(base, base + len(names)))
+    if list(ids.values()) != expected or len(tokenizer) != base + len(names):
+        raise TokenizerError(
+            f"conditioning tokens got ids {list(ids.values())}, expected {base}..{expected[-1]}"
+        )
+    return ids
+
+
+def save_tokenizer(tokenizer: REMI, path: str | Path) -> Path:
+    """Save a tokenizer (with its conditioning tokens) and check that it reloads the same.
+
+    Args:
+        tokenizer: The tokenizer to save.
+        path: The JSON file to write, or a folder (an existing one, or a path without a
+            suffix) to write ``tokenizer.json`` into.
+
+    Returns:
+        The file written.
+
+    Raises:
+        TokenizerError: The reloaded tokenizer differs (vocabulary, length or BPE model).
+    """
+    from miditok import REMI
+
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        path = path / TOKENIZER_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(path)
+    reloaded = REMI(params=path)
+    if (
+        reloaded.vocab != tokenizer.vocab
+        or len(reloaded) != len(tokenizer)
+        or reloaded.is_trained != tokenizer.is_trained
+    ):
+        raise TokenizerError(f"{path} does not reload as the tokenizer that was saved")
+    return path
+
+
+def _read_dataset_info(out: Path) -> dict[str, Any]:
+    info_path = out / DATASET_INFO_FILE
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TokenizerMismatchError(
+            f"{out} is not a varemi dataset: no {DATASET_INFO_FILE}"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TokenizerMismatchError(f"cannot read {info_path}: {_one_line(error)}") from None
+    tokens = info.get("conditioning_tokens") if isinstance(info, dict) else None
+    if (
+        not isinstance(tokens, dict)
+        or not tokens
+        or not all(isinstance(k, str) and type(v) is int for k, v in tokens.items())
+    ):
+        raise TokenizerMismatchError(
+            f"{info_path}: 'conditioning_tokens' must be an object from token string to id"
+        )
+    return info
+
+
+def _dataset_bins(info: dict[str, Any]) -> int:
+    params = info.get("params")
+    if isinstance(params, dict) and "bins" in params:
+        return check_bins(params["bins"]) * 2 + 1
+    return len(info["conditioning_tokens"]) // 2
+
+
+def load_tokenizer(out: str | Path) -> REMI:
+    """Load a dataset's tokenizer (``out/tokenizer.json``, conditioning tokens included).
+
+    Checks that its conditioning tokens have exactly the ids recorded under
+    ``conditioning_tokens`` in ``out/dataset_info.json``, and that those are the
+    tokens of contract 1 in vocabulary order.
+
+    Args:
+        out: The dataset folder written by ``varemi build``.
+
+    Returns:
+        The MidiTok REMI tokenizer, ready to encode and decode.
+
+    Raises:
+        TokenizerMismatchError: ``dataset_info.json`` is missing or malformed, or its
+            conditioning ids differ from the tokenizer's.
+        TokenizerError: ``tokenizer.json`` is missing or not a REMI tokenizer.
+    """
+    out = Path(out)
+    info = _read_dataset_info(out)
+    recorded: dict[str, int] = info["conditioning_tokens"]
+    path = out / TOKENIZER_FILE
+    if not path.is_file():
+        raise TokenizerError(f"{out} has no {TOKENIZER_FILE}")
+    tokenizer = _read_remi(path)
+
+    expected_names = conditioning_token_strings(_dataset_bins(info))
+    if list(recorded) != expected_names:
+        raise TokenizerMismatchError(
+            f"{out / DATASET_INFO_FILE}: conditioning_tokens are {list(recorded)[:4]}..., "
+            f"expected {expected_names[0]}..{expected_names[-1]} in that order"
+        )
+    ids = list(recorded.values())
+    if ids != list(range(ids[0], ids[0] + len(ids))):
+        raise TokenizerMismatchError(
+            f"{out / DATASET_INFO_FILE}: conditioning ids {ids} are not consecutive"
+        )
+    for name, recorded_id in recorded.items():
+        actual = tokenizer.vocab.get(name)
+        if actual != recorded_id:
+            raise TokenizerMismatchError(
+                f"{path}: token {name} has id {actual}, but {DATASET_INFO_FILE} records "
+                f"{recorded_id}: the tokenizer does not belong to this dataset"
+            )
+    return tokenizer
+
+
+def conditioning_ids(out: str | Path, valence_bin: int, arousal_bin: int) -> tuple[int, int]:
+    """The two prefix ids (valence token, arousal token) for a mood, from a dataset.
+
+    Args:
+        out: The dataset folder (its ``dataset_info.json`` is read).
+        valence_bin: Valence bin in ``-h..h`` (``h = (bins - 1) / 2``).
+        arousal_bin: Arousal bin in ``-h..h``.
+
+    Returns:
+        ``(valence_token_id, arousal_token_id)``.
+
+    Raises:
+        BinsError: A bin is not an integer in ``-h..h``.
+        TokenizerMismatchError: ``dataset_info.json`` is missing or malformed.
+    """
+    out = Path(out)
+    info = _read_dataset_info(out)
+    h = (_dataset_bins(info) - 1) // 2
+    for name, value in (("valence_bin", valence_bin), ("arousal_bin", arousal_bin)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or abs(value) > h:
+            raise BinsError(f"{name} must be an integer in {-h}..{h}, got {value!r}")
+    tokens = info["conditioning_tokens"]
+    names = (f"[VAL={int(valence_bin):+d}]", f"[ARO={int(arousal_bin):+d}]")
+    missing = [name for name in names if name not in tokens]
+    if missing:
+        raise TokenizerMismatchError(f"{out / DATASET_INFO_FILE} has no token {missing[0]}")
+    return tokens[names[0]], tokens[names[1]]
+
+
+def ids_to_tokens(tokenizer: REMI, ids: Iterable[int]) -> list[str]:
+    """Token strings for ids that may hold conditioning tokens and BPE ids; never raises.
+
+    Conditioning ids are shown as their strings (``"[VAL=+2]"``), each BPE id is expanded
+    to the base tokens it stands for (so the result can be longer than ``ids``), and an id
+    the tokenizer does not know is shown as ``"<unk:N>"``. This works on a tokenizer just
+    extended in memory, where MidiTok's own ``decode_token_ids`` raises ``KeyError``.
+
+    Args:
+        tokenizer: A REMI tokenizer, BPE-trained or not, with or without conditioning
+            tokens.
+        ids: Token ids (ints or numpy integers).
+
+    Returns:
+        The token strings.
+    """
+    id_to_token = {i: token for token, i in tokenizer.vocab.items()}
+    model = tokenizer._model  # noqa: SLF001 - MidiTok 3.1 keeps the BPE model private
+    learned = tokenizer._vocab_learned_bytes_to_tokens  # noqa: SLF001
+    byte_to_token = tokenizer._vocab_base_byte_to_token  # noqa: SLF001
+    tokens: list[str] = []
+    for raw in ids:
+        i = int(raw)
+        if i in id_to_token:  # a base token or an added (conditioning) token
+            tokens.append(id_to_token[i])
+            continue
+        key = model.id_to_token(i) if model is not None and i >= 0 else None
+        if key is not None and key in learned:
+            tokens.extend(learned[key])
+        elif key is not None and key and all(ch in byte_to_token for ch in key):
+            tokens.extend(byte_to_token[ch] for ch in key)
+        else:
+            tokens.append(f"<unk:{i}>")
+    return tokens
+
+
+def decode_music(tokenizer: REMI, ids: Iterable[int]) -> Score:
+    """Decode one example's ids to a score, ignoring its conditioning tokens.
+
+    Args:
+        tokenizer: The dataset's tokenizer (conditioning tokens included) or the base one.
+        ids: Token ids, e.g. an example's ``input_ids``.
+
+    Returns:
+        The decoded :class:`symusic.Score`.
+    """
+    from miditok import TokSequence
+
+    tokens = [t for t in ids_to_tokens(tokenizer, ids) if not _CONDITIONING_TOKEN.match(t)]
+    tokens = [t for t in tokens if not t.startswith("<unk:")]
+    seq = TokSequence(tokens=tokens)
+    tokenizer.complete_sequence(seq)
+    return tokenizer.decode([seq])
