@@ -68,6 +68,7 @@ class BuildParams:
         cache: Whether to use the token cache.
         overwrite: Replace a previous varemi dataset in ``out``.
         quiet: No progress bars or summary.
+        profile: Print where the time and memory went (also kept in dataset_info.json).
     """
 
     midi_dir: Path
@@ -93,6 +94,7 @@ class BuildParams:
     cache: bool = True
     overwrite: bool = False
     quiet: bool = False
+    profile: bool = False
 
 
 @dataclass
@@ -202,8 +204,20 @@ def _init_worker(tokenizer_path: str, options: EncodeOptions, cache_dir: str | N
     _WORKER["key_parts"] = key_parts
 
 
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
 def _tokenise_one(path: str) -> tuple[np.ndarray | None, tuple[str, str] | None, str, dict]:
     """Token ids of one file, via the cache; never raises for a bad file."""
+    result = _tokenise_uncaught(path)
+    result[3]["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def _tokenise_uncaught(path: str) -> tuple[np.ndarray | None, tuple[str, str] | None, str, dict]:
     options: EncodeOptions = _WORKER["options"]
     cache: TokenCache | None = _WORKER["cache"]
     timings: dict[str, float] = {}
@@ -274,6 +288,7 @@ def _labels_for(p: BuildParams, files: list[str], rejects: list, workers: int, t
         jitter=p.jitter,
         seed=p.jitter_seed,
         progress=not p.quiet,
+        max_file_mb=p.max_file_mb,
     )
     rejects.extend(bad)
     labelling.write_labels_csv(df, tmp / "labels.csv")
@@ -443,8 +458,8 @@ def build(p: BuildParams) -> BuildResult:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # the previous output stays as it was
         raise
-    if not p.quiet:
-        print(summary(info, p.out), file=sys.stderr)
+    if not p.quiet or p.profile:
+        print(summary(info, p.out, p.profile), file=sys.stderr)
     return BuildResult(p.out, info)
 
 
@@ -486,6 +501,7 @@ def _build_into(p, tmp, base, files, workers, started, tqdm, datasets, version) 
         cache_dir = str(p.cache_dir or default_cache_dir())
     cache_stats: Counter = Counter()
     worker_seconds: Counter = Counter()
+    worker_rss = 0.0
     no_windows = 0
     t = time.perf_counter()
     results = _tokenise_all(
@@ -495,6 +511,7 @@ def _build_into(p, tmp, base, files, workers, started, tqdm, datasets, version) 
     for i, (ids, reject, status, timings) in enumerate(results):
         rel = usable[i]
         cache_stats[status] += 1
+        worker_rss = max(worker_rss, timings.pop("peak_rss_mb"))
         worker_seconds.update(timings)
         bar.update(1)
         if reject is not None:
@@ -565,6 +582,7 @@ def _build_into(p, tmp, base, files, workers, started, tqdm, datasets, version) 
             **{k: round(v, 3) for k, v in stage.items()},
             "worker_cpu": {k: round(v, 3) for k, v in sorted(worker_seconds.items())},
         },
+        "peak_rss_mb": {"main": round(_peak_rss_mb(), 1), "worker": round(worker_rss, 1)},
     }
     _write_json(tmp / "dataset_info.json", info)
     return info
@@ -589,7 +607,7 @@ def _params_record(p: BuildParams) -> dict:
     for k in ("midi_dir", "out", "labels", "cache_dir"):
         rec[k] = None if rec[k] is None else str(rec[k])
     rec["pitch_range"] = list(p.pitch_range) if p.pitch_range else None
-    for k in ("quiet", "overwrite"):
+    for k in ("quiet", "overwrite", "profile"):
         rec.pop(k)
     return rec
 
@@ -626,12 +644,13 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def summary(info: dict, out: Path) -> str:
+def summary(info: dict, out: Path, profile: bool = False) -> str:
     """A one-screen summary of a build.
 
     Args:
         info: The content of ``dataset_info.json``.
         out: The output folder.
+        profile: Add the per-stage time breakdown and peak memory.
 
     Returns:
         Text to print.
@@ -650,6 +669,14 @@ def summary(info: dict, out: Path) -> str:
         )
     t = info["timings_seconds"]
     lines.append(f"  time    {t['total']:.1f} s with {t['workers']} worker(s)")
+    if profile:
+        lines.append("  stages  (wall seconds in the main process; worker CPU seconds summed)")
+        for k in ("labels", "split", "tokenise_wall", "window_prepend", "export", "save"):
+            lines.append(f"          {k:15s} {t.get(k, 0.0):8.3f}")
+        for k, v in t["worker_cpu"].items():
+            lines.append(f"          worker {k:8s} {v:8.3f}")
+        rss = info["peak_rss_mb"]
+        lines.append(f"  memory  peak RSS {rss['main']:.0f} MiB main, {rss['worker']:.0f} MiB per worker")
     if c["files_rejected"]:
         lines.append(f"  rejects listed in {out / 'rejects.csv'}")
     lines.append(f"  check it: python -m varemi verify {out}")

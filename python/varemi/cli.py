@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true",
                    help="replace OUT if it holds a previous varemi dataset")
     b.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    b.add_argument("--profile", action="store_true",
+                   help="print time per stage and peak memory (also in dataset_info.json)")
 
     v = sub.add_parser(
         "verify",
@@ -157,6 +159,7 @@ def _build(a: argparse.Namespace) -> int:
         cache=not a.no_cache,
         overwrite=a.overwrite,
         quiet=a.quiet,
+        profile=a.profile,
     )
     build(params)
     if demo and not a.quiet:
