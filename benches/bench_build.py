@@ -1,0 +1,105 @@
+"""End-to-end benchmarks of ``python -m varemi build`` on ../shared/corpora/pop909.
+
+Each run is a fresh subprocess (interpreter start included), so the pure-Python
+reference (``VAREMI_PURE_PYTHON=1``, one worker) and the native build (every core)
+are timed the same way. The token cache is off except in the cache benchmarks.
+Under ``--benchmark-disable`` or ``CI`` only the first 40 files are built, so the
+suite stays cheap while still running every code path.
+
+    python -m pytest benches/bench_build.py --benchmark-only
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+POP909 = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "pop909"
+RESULTS: dict[str, Path] = {}
+
+pytestmark = pytest.mark.skipif(not POP909.is_dir(), reason="../shared/corpora/pop909 absent")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, request) -> Path:
+    quick = os.environ.get("CI") or request.config.getoption("benchmark_disable")
+    if not quick:
+        return POP909
+    folder = tmp_path_factory.mktemp("pop909-subset")
+    for f in sorted(POP909.glob("*.mid"))[:40]:
+        (folder / f.name).symlink_to(f)
+    return folder
+
+
+def _build(corpus: Path, out: Path, *args: str, pure: bool = False) -> dict:
+    env = dict(os.environ)
+    env.pop("VAREMI_PURE_PYTHON", None)
+    if pure:
+        env["VAREMI_PURE_PYTHON"] = "1"
+    cmd = [sys.executable, "-m", "varemi", "build", "--midi-dir", str(corpus), "--out", str(out)]
+    cmd += ["--tokenizer", "builtin", "--quiet", "--overwrite", *args]
+    subprocess.run(cmd, env=env, check=True)
+    return json.loads((out / "dataset_info.json").read_text())
+
+
+def _same_dataset(a: Path, b: Path) -> bool:
+    import datasets
+
+    da, db = datasets.load_from_disk(str(a)), datasets.load_from_disk(str(b))
+    return all(da[s].data.table.equals(db[s].data.table) for s in ("train", "val"))
+
+
+@pytest.mark.parametrize("impl", ["native", "python"])
+def test_build_pop909(benchmark, corpus, tmp_path_factory, impl):
+    """Native kernels on every core against the pure-Python reference on one worker."""
+    out = tmp_path_factory.mktemp(f"build-{impl}") / "out"
+    workers = str(os.cpu_count() or 1) if impl == "native" else "1"
+    benchmark.group = "build end to end (pop909)"
+    info = benchmark.pedantic(
+        _build,
+        args=(corpus, out, "--workers", workers, "--no-cache"),
+        kwargs={"pure": impl == "python"},
+        rounds=1,
+        iterations=1,
+    )
+    RESULTS[impl] = out
+    other = RESULTS.get("native" if impl == "python" else "python")
+    benchmark.extra_info.update(
+        impl=impl,
+        kernel="build",
+        size=info["counts"]["files_seen"],
+        workers=int(workers),
+        timings=info["timings_seconds"],
+        peak_rss_mb=info["peak_rss_mb"],
+    )
+    if other is not None:
+        benchmark.extra_info["equal"] = _same_dataset(out, other)
+        assert benchmark.extra_info["equal"]
+
+
+@pytest.mark.parametrize("phase", ["cold", "warm"])
+def test_build_cache(benchmark, corpus, tmp_path_factory, phase):
+    """A rebuild that changes only the windows reuses every file's cached token ids."""
+    cache = tmp_path_factory.getbasetemp() / "token-cache"
+    out = tmp_path_factory.mktemp(f"cache-{phase}") / "out"
+    window = ["--window-size", "1024"] if phase == "cold" else ["--window-size", "512"]
+    workers = str(os.cpu_count() or 1)
+    benchmark.group = "token cache (pop909, every core)"
+    info = benchmark.pedantic(
+        _build,
+        args=(corpus, out, "--workers", workers, "--cache-dir", str(cache), *window),
+        rounds=1,
+        iterations=1,
+    )
+    benchmark.extra_info.update(impl=phase, kernel="build", cache=info["cache"])
+    if phase == "warm":
+        reference = tmp_path_factory.mktemp("cache-ref") / "out"
+        _build(corpus, reference, "--workers", workers, "--no-cache", *window)
+        benchmark.extra_info["equal"] = _same_dataset(out, reference)
+        assert benchmark.extra_info["equal"]
+        assert info["cache"].get("hit", 0) == info["counts"]["files_seen"]

@@ -1,0 +1,73 @@
+"""Run the benchmark suites and print a markdown table of native/python ratios.
+
+    python scripts/bench_report.py                # runs benches/, then prints the table
+    python scripts/bench_report.py --json FILE    # prints the table of an earlier run
+
+Each benchmark group holds the same work done by both implementations (or a cold
+and a warm build); the ratio is the slower mean over the faster, from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+
+
+def _machine() -> str:
+    cpu = platform.processor() or "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def table(data: dict) -> str:
+    groups: dict[str, dict[str, dict]] = defaultdict(dict)
+    for b in data["benchmarks"]:
+        impl = b["extra_info"].get("impl") or b["name"]
+        groups[b["group"] or b["name"]][impl] = b
+    rows = [
+        "| benchmark | native / fast (s) | python / slow (s) | ratio | outputs equal |",
+        "|---|---:|---:|---:|:---:|",
+    ]
+    for group, impls in groups.items():
+        fast = impls.get("native") or impls.get("warm")
+        slow = impls.get("python") or impls.get("cold")
+        if not fast or not slow:
+            continue
+        tf, ts = fast["stats"]["mean"], slow["stats"]["mean"]
+        equal = fast["extra_info"].get("equal", slow["extra_info"].get("equal", "-"))
+        rows.append(f"| {group} | {tf:.4g} | {ts:.4g} | {ts / tf:.1f}x | {equal} |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--json", help="a pytest-benchmark JSON file to report instead of running")
+    ap.add_argument("pytest_args", nargs="*", default=["benches"], help="what to run")
+    a = ap.parse_args()
+    path = a.json
+    if path is None:
+        path = os.path.join(tempfile.mkdtemp(), "bench.json")
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-only"]
+        subprocess.run([*cmd, f"--benchmark-json={path}", *a.pytest_args], check=True)
+    with open(path) as f:
+        data = json.load(f)
+    print(f"Machine: {_machine()}\n")
+    print(table(data))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
