@@ -1,0 +1,152 @@
+"""Type stubs for ``varemi._native``, the Rust kernels (built by maturin from ``rust/``).
+
+Every function has a pure-Python twin in :mod:`varemi.reference`, its executable
+specification: same arguments, same results, and the same exception class for the same
+bad input. Arrays are borrowed without copying, so they must be 1-D, C-contiguous and
+aligned, of exactly the documented dtype; anything else raises :class:`TypeError`
+(:mod:`varemi.kernels` copies non-contiguous views first). The work runs with the GIL
+released.
+"""
+
+from collections.abc import Iterable
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: Final[str]
+build_profile: Final[Literal["release", "debug"]]
+
+_PitchArray = (
+    npt.NDArray[np.int8]
+    | npt.NDArray[np.uint8]
+    | npt.NDArray[np.int16]
+    | npt.NDArray[np.int32]
+    | npt.NDArray[np.int64]
+)
+
+def normalize_pitches(
+    pitches: _PitchArray,
+    low: int = 21,
+    high: int = 108,
+    policy: str = "clamp",
+) -> tuple[_PitchArray, npt.NDArray[np.bool_]]:
+    """Move pitches into the inclusive range ``[low, high]`` (DESIGN.md contract 3).
+
+    Args:
+        pitches: 1-D array of MIDI pitches: int8, uint8, int16, int32 or int64.
+        low: Lowest pitch kept, inclusive, in 0..127.
+        high: Highest pitch kept, inclusive, in 0..127.
+        policy: ``clamp`` moves a pitch to the nearest bound; ``fold`` moves it by whole
+            octaves until it is inside (the range must span at least 12 semitones);
+            ``drop`` leaves the pitch as it is and marks it to be removed.
+
+    Returns:
+        The new pitches (a new array, same dtype and length) and a boolean keep mask
+        (all True except for the notes ``drop`` removes).
+
+    Raises:
+        TypeError: ``pitches`` is not a 1-D, contiguous array of a supported dtype.
+        PitchRangeError: unknown policy, ``low > high``, bounds outside 0..127, or
+            ``fold`` on a range narrower than an octave.
+    """
+
+def window_spans(
+    tokens: npt.NDArray[np.int32],
+    offsets: npt.NDArray[np.int64],
+    window_size: int = 1024,
+    stride: int = 512,
+    min_window_tokens: int = 256,
+) -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.int64]
+]:
+    """Cut every file of a batch into windows (DESIGN.md contract 5).
+
+    File ``f`` holds ``tokens[offsets[f]:offsets[f+1]]``. Windows of a file of length
+    ``n`` start at ``i = 0, stride, 2*stride, ...``; the window is ``t[i:i+window_size]``,
+    kept iff its length is at least ``min_window_tokens``; iteration stops after the
+    first ``i`` with ``i + window_size >= n``.
+
+    Args:
+        tokens: Flat int32 token ids of all files (only its length is read).
+        offsets: int64 array of ``n_files + 1`` non-decreasing positions into ``tokens``.
+        window_size: Tokens per window, at least 1.
+        stride: Distance between window starts, at least 1.
+        min_window_tokens: Shortest window kept, in 1..window_size.
+
+    Returns:
+        ``(file_index, window_index, start, stop)``, one entry per kept window in file
+        order then window order: int64, int32 (0.. within each file), and int64
+        absolute positions into ``tokens``.
+
+    Raises:
+        TypeError: ``tokens`` is not int32 or ``offsets`` is not int64 (1-D, contiguous).
+        WindowParameterError: a window parameter out of range.
+        OffsetsError: offsets empty, negative, decreasing or past the end of ``tokens``.
+    """
+
+def prepend_conditioning(
+    tokens: npt.NDArray[np.int32],
+    file_index: npt.NDArray[np.int64],
+    start: npt.NDArray[np.int64],
+    stop: npt.NDArray[np.int64],
+    valence_ids: npt.NDArray[np.int32],
+    arousal_ids: npt.NDArray[np.int32],
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+    """Write ``[VAL id, ARO id] + window`` for every window into one flat array.
+
+    Args:
+        tokens: Flat int32 token ids of all files.
+        file_index: int64 file of each window (indexes ``valence_ids``/``arousal_ids``).
+        start: int64 absolute start of each window in ``tokens``.
+        stop: int64 absolute end (exclusive) of each window in ``tokens``.
+        valence_ids: int32 valence conditioning id per file.
+        arousal_ids: int32 arousal conditioning id per file.
+
+    Returns:
+        ``(values, offsets)``: int32 values (all examples back to back, allocated once at
+        their exact size) and int64 offsets (``n_windows + 1`` entries from 0), the
+        layout of an Arrow list array.
+
+    Raises:
+        TypeError: an array of the wrong dtype, not 1-D, or not contiguous.
+        ConditioningError: arrays of different lengths, a window outside ``tokens``, or
+            a file index without conditioning ids.
+        MemoryError: the output cannot be allocated.
+    """
+
+def split_hashes(keys: Iterable[str], seed: int = 42) -> npt.NDArray[np.uint64]:
+    """Keyed BLAKE2b of each key (DESIGN.md contract 6), as unsigned 64-bit integers.
+
+    Args:
+        keys: File paths relative to the MIDI root, POSIX separators.
+        seed: The split seed in 0..2**64-1, used little-endian as the 8-byte BLAKE2b key.
+
+    Returns:
+        uint64 array: the 8-byte digest of each key's UTF-8 bytes, read little-endian.
+
+    Raises:
+        SplitParameterError: seed outside 0..2**64-1.
+        TypeError: a key that is not a string.
+        UnicodeEncodeError: a key that is not valid Unicode (a lone surrogate).
+    """
+
+def val_mask(
+    keys: Iterable[str], seed: int = 42, train_split: float = 0.9
+) -> npt.NDArray[np.bool_]:
+    """Which files go to the validation split (DESIGN.md contract 6).
+
+    Args:
+        keys: File paths relative to the MIDI root, POSIX separators.
+        seed: The split seed in 0..2**64-1.
+        train_split: Fraction of files meant for ``train``, in (0, 1].
+
+    Returns:
+        Boolean array, True where the file belongs to ``val``:
+        ``hash < floor((1 - train_split) * 2**64)`` in float64.
+
+    Raises:
+        SplitParameterError: seed or train_split out of range.
+        TypeError: a key that is not a string.
+        UnicodeEncodeError: a key that is not valid Unicode (a lone surrogate).
+    """

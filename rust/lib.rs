@@ -1,0 +1,477 @@
+//! `varemi._native`: the hot array kernels of varemi, over borrowed numpy arrays.
+//!
+//! This file holds only the Python boundary: argument extraction and validation, the
+//! borrowing of numpy arrays (never copied: a non-contiguous or misaligned array is
+//! refused with `TypeError`), the release of the GIL around the work, and the mapping
+//! of Rust errors to the Python exception classes of `varemi.errors`. The kernels
+//! themselves are pure Rust on slices, in [`pitch`], [`window`] and [`split`].
+//!
+//! Every function has a pure-Python twin in `varemi.reference` (its specification):
+//! same arguments, same results, same exception class for the same bad input, raised
+//! after the same checks in the same order.
+
+pub mod pitch;
+pub mod split;
+pub mod window;
+
+use numpy::{
+    Element, IntoPyArray, PyArray1, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1,
+    PyUntypedArray, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+use pyo3::{Borrowed, PyTypeInfo};
+
+use crate::pitch::{Pitch, PitchRange, Policy};
+
+pyo3::import_exception!(varemi.errors, WindowParameterError);
+pyo3::import_exception!(varemi.errors, OffsetsError);
+pyo3::import_exception!(varemi.errors, PitchRangeError);
+pyo3::import_exception!(varemi.errors, SplitParameterError);
+pyo3::import_exception!(varemi.errors, ConditioningError);
+
+/// A new exception of class `E` whose message is `message`'s `Display`.
+fn error<E: PyTypeInfo>(message: impl std::fmt::Display) -> PyErr {
+    PyErr::new::<E, _>(message.to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// Arguments
+// ---------------------------------------------------------------------------------------
+
+/// An integer parameter of any size, saturated to `i64`.
+///
+/// Python ints are unbounded: a negative or huge value must raise the parameter's
+/// `VaremiError` subclass (as the reference does), never `OverflowError`. Values outside
+/// `i64` are saturated to `i64::MIN`/`i64::MAX`, which every range check treats as the
+/// original; the original object is kept for the one comparison between two parameters
+/// (`min_window_tokens > window_size`).
+pub struct IntArg<'py> {
+    value: i64,
+    /// The original int, when it did not fit in `i64`.
+    big: Option<Bound<'py, PyAny>>,
+}
+
+impl IntArg<'_> {
+    const fn new(value: i64) -> Self {
+        IntArg { value, big: None }
+    }
+
+    /// `self > other`, exactly, even for ints outside `i64`.
+    fn gt(&self, other: &IntArg<'_>, py: Python<'_>) -> PyResult<bool> {
+        match (&self.big, &other.big) {
+            (None, None) => Ok(self.value > other.value),
+            (Some(a), Some(b)) => a.gt(b),
+            (Some(a), None) => a.gt(other.value),
+            (None, Some(b)) => self.value.into_pyobject(py)?.gt(b),
+        }
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for IntArg<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match obj.extract::<i64>() {
+            Ok(value) => Ok(IntArg::new(value)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
+                let value = if obj.lt(0)? { i64::MIN } else { i64::MAX };
+                Ok(IntArg {
+                    value,
+                    big: Some(obj.to_owned()),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The pitch policy argument: any object; only the strings `clamp`, `fold`, `drop` pass.
+pub struct PolicyArg {
+    name: Option<String>,
+    repr: String,
+}
+
+impl PolicyArg {
+    fn clamp() -> Self {
+        PolicyArg {
+            name: Some("clamp".into()),
+            repr: "'clamp'".into(),
+        }
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PolicyArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let name = match obj.cast::<PyString>() {
+            Ok(s) => s.to_str().ok().map(str::to_owned),
+            Err(_) => None,
+        };
+        let repr = obj.repr()?.to_string_lossy().into_owned();
+        Ok(PolicyArg { name, repr })
+    }
+}
+
+/// The split seed: an int in 0..2**64-1, else `SplitParameterError`.
+pub struct SeedArg(u64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for SeedArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match obj.extract::<u64>() {
+            Ok(seed) => Ok(SeedArg(seed)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
+                Err(error::<SplitParameterError>(format_args!(
+                    "seed must be in 0..2**64-1, got {}",
+                    &*obj
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `train_split` as a float64; an int too large for a float becomes an infinity (and is
+/// then refused, like the reference refuses it).
+pub struct TrainSplitArg(f64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for TrainSplitArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match obj.extract::<f64>() {
+            Ok(value) => Ok(TrainSplitArg(value)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
+                let sign = if obj.lt(0)? { -1.0 } else { 1.0 };
+                Ok(TrainSplitArg(sign * f64::INFINITY))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Borrowing numpy arrays
+// ---------------------------------------------------------------------------------------
+
+/// `obj` as a numpy array, else `TypeError` naming the argument and the expected dtype.
+fn ndarray<'a, 'py>(
+    obj: &'a Bound<'py, PyAny>,
+    name: &str,
+    expected: &str,
+) -> PyResult<&'a Bound<'py, PyUntypedArray>> {
+    obj.cast::<PyUntypedArray>().map_err(|_| {
+        let got = obj
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_owned(), |n| n.to_string_lossy().into_owned());
+        error::<PyTypeError>(format_args!(
+            "{name} must be a 1-D numpy array of {expected}, got {got}"
+        ))
+    })
+}
+
+/// Refuses anything but a 1-D, C-contiguous, aligned array (the kernels borrow the
+/// memory as a slice and never copy it).
+fn check_layout(array: &Bound<'_, PyUntypedArray>, name: &str) -> PyResult<()> {
+    if array.ndim() != 1 {
+        return Err(error::<PyTypeError>(format_args!(
+            "{name} must be 1-D, got {}-D",
+            array.ndim()
+        )));
+    }
+    if array.len() > 0 && !array.is_contiguous() {
+        return Err(error::<PyTypeError>(format_args!(
+            "{name} must be C-contiguous: varemi._native borrows arrays without copying; \
+             pass np.ascontiguousarray({name}) or call varemi.kernels, which copies views"
+        )));
+    }
+    if array.len() > 0 && !array.is_aligned() {
+        return Err(error::<PyTypeError>(format_args!(
+            "{name} must be aligned: varemi._native borrows arrays without copying; \
+             pass a copy (np.array({name}))"
+        )));
+    }
+    Ok(())
+}
+
+/// Borrows `obj` as a read-only 1-D array of `T` (numpy dtype `expected`).
+fn borrow<'py, T: Element>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+    expected: &str,
+) -> PyResult<PyReadonlyArray1<'py, T>> {
+    let array = ndarray(obj, name, expected)?;
+    let dtype = array.dtype();
+    if !dtype.is_equiv_to(&numpy::dtype::<T>(obj.py())) {
+        return Err(error::<PyTypeError>(format_args!(
+            "{name} must be a 1-D numpy array of {expected}, got {dtype}"
+        )));
+    }
+    check_layout(array, name)?;
+    read_only(array, name)
+}
+
+fn read_only<'py, T: Element>(
+    array: &Bound<'py, PyUntypedArray>,
+    name: &str,
+) -> PyResult<PyReadonlyArray1<'py, T>> {
+    let typed = array.cast::<PyArray1<T>>()?;
+    typed
+        .try_readonly()
+        .map_err(|e| error::<PyTypeError>(format_args!("{name} cannot be borrowed: {e}")))
+}
+
+/// The borrowed array's memory (its layout was checked by [`check_layout`]).
+fn slice<'a, T: Element>(array: &'a PyReadonlyArray1<'_, T>, name: &str) -> PyResult<&'a [T]> {
+    array.as_slice().map_err(|_| {
+        error::<PyTypeError>(format_args!("{name} must be a C-contiguous, aligned array"))
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Kernels
+// ---------------------------------------------------------------------------------------
+
+const PITCH_DTYPES: &str = "int8, uint8, int16, int32 or int64";
+
+fn normalize_as<'py, T: Pitch + Element>(
+    array: &Bound<'py, PyUntypedArray>,
+    policy: Policy,
+    range: PitchRange,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let py = array.py();
+    let pitches = read_only::<T>(array, "pitches")?;
+    let pitches = slice(&pitches, "pitches")?;
+    let (out, keep) = py.detach(|| pitch::normalize(pitches, policy, range));
+    Ok((
+        out.into_pyarray(py).into_any(),
+        keep.into_pyarray(py).into_any(),
+    ))
+}
+
+/// Move pitches into ``[low, high]`` (clamp, fold or drop): see varemi.reference.
+#[pyfunction]
+#[pyo3(name = "normalize_pitches")]
+#[pyo3(
+    signature = (pitches, low = IntArg::new(21), high = IntArg::new(108), policy = PolicyArg::clamp()),
+    text_signature = "(pitches, low=21, high=108, policy='clamp')"
+)]
+fn py_normalize_pitches<'py>(
+    pitches: &Bound<'py, PyAny>,
+    low: IntArg<'py>,
+    high: IntArg<'py>,
+    policy: PolicyArg,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let py = pitches.py();
+    let array = ndarray(pitches, "pitches", PITCH_DTYPES)?;
+    let dtype = array.dtype();
+    let is = |other: Bound<'py, numpy::PyArrayDescr>| dtype.is_equiv_to(&other);
+    let kind = [
+        is(numpy::dtype::<i8>(py)),
+        is(numpy::dtype::<u8>(py)),
+        is(numpy::dtype::<i16>(py)),
+        is(numpy::dtype::<i32>(py)),
+        is(numpy::dtype::<i64>(py)),
+    ]
+    .iter()
+    .position(|&equal| equal)
+    .ok_or_else(|| {
+        error::<PyTypeError>(format_args!(
+            "pitches must be a 1-D array of {PITCH_DTYPES}, got {dtype}"
+        ))
+    })?;
+    check_layout(array, "pitches")?;
+    let (policy, range) =
+        pitch::check_params(policy.name.as_deref(), &policy.repr, low.value, high.value)
+            .map_err(error::<PitchRangeError>)?;
+    match kind {
+        0 => normalize_as::<i8>(array, policy, range),
+        1 => normalize_as::<u8>(array, policy, range),
+        2 => normalize_as::<i16>(array, policy, range),
+        3 => normalize_as::<i32>(array, policy, range),
+        _ => normalize_as::<i64>(array, policy, range),
+    }
+}
+
+type SpansOut<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+);
+
+/// Cut every file of a batch into windows: see varemi.reference.window_spans.
+#[pyfunction]
+#[pyo3(name = "window_spans")]
+#[pyo3(
+    signature = (
+        tokens,
+        offsets,
+        window_size = IntArg::new(1024),
+        stride = IntArg::new(512),
+        min_window_tokens = IntArg::new(256),
+    ),
+    text_signature = "(tokens, offsets, window_size=1024, stride=512, min_window_tokens=256)"
+)]
+fn py_window_spans<'py>(
+    tokens: &Bound<'py, PyAny>,
+    offsets: &Bound<'py, PyAny>,
+    window_size: IntArg<'py>,
+    stride: IntArg<'py>,
+    min_window_tokens: IntArg<'py>,
+) -> PyResult<SpansOut<'py>> {
+    let py = tokens.py();
+    let tokens = borrow::<i32>(tokens, "tokens", "int32")?;
+    let offsets = borrow::<i64>(offsets, "offsets", "int64")?;
+    let min_above_window = min_window_tokens.gt(&window_size, py)?;
+    let params = window::check_params(
+        window_size.value,
+        stride.value,
+        min_window_tokens.value,
+        min_above_window,
+    )
+    .map_err(error::<WindowParameterError>)?;
+    let n_tokens = tokens.len();
+    let offsets = slice(&offsets, "offsets")?;
+    let spans = py
+        .detach(|| window::window_spans(n_tokens, offsets, &params))
+        .map_err(|e| match e {
+            window::WindowError::Param(e) => error::<WindowParameterError>(e),
+            window::WindowError::Offsets(e) => error::<OffsetsError>(e),
+            e @ window::WindowError::TooManyWindows { .. } => error::<PyOverflowError>(e),
+            e @ window::WindowError::Memory(_) => error::<PyMemoryError>(e),
+        })?;
+    Ok((
+        spans.file_index.into_pyarray(py),
+        spans.window_index.into_pyarray(py),
+        spans.start.into_pyarray(py),
+        spans.stop.into_pyarray(py),
+    ))
+}
+
+type ExamplesOut<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>);
+
+/// Write ``[VAL id, ARO id] + window`` for every window: see varemi.reference.
+#[pyfunction]
+#[pyo3(name = "prepend_conditioning")]
+fn py_prepend_conditioning<'py>(
+    tokens: &Bound<'py, PyAny>,
+    file_index: &Bound<'py, PyAny>,
+    start: &Bound<'py, PyAny>,
+    stop: &Bound<'py, PyAny>,
+    valence_ids: &Bound<'py, PyAny>,
+    arousal_ids: &Bound<'py, PyAny>,
+) -> PyResult<ExamplesOut<'py>> {
+    let py = tokens.py();
+    let tokens = borrow::<i32>(tokens, "tokens", "int32")?;
+    let file_index = borrow::<i64>(file_index, "file_index", "int64")?;
+    let start = borrow::<i64>(start, "start", "int64")?;
+    let stop = borrow::<i64>(stop, "stop", "int64")?;
+    let valence_ids = borrow::<i32>(valence_ids, "valence_ids", "int32")?;
+    let arousal_ids = borrow::<i32>(arousal_ids, "arousal_ids", "int32")?;
+    let (t, f) = (slice(&tokens, "tokens")?, slice(&file_index, "file_index")?);
+    let (a, b) = (slice(&start, "start")?, slice(&stop, "stop")?);
+    let (v, r) = (
+        slice(&valence_ids, "valence_ids")?,
+        slice(&arousal_ids, "arousal_ids")?,
+    );
+    let (values, offsets) = py
+        .detach(|| window::prepend_conditioning(t, f, a, b, v, r))
+        .map_err(|e| match e {
+            e @ window::ConditioningError::Memory(_) => error::<PyMemoryError>(e),
+            e => error::<ConditioningError>(e),
+        })?;
+    Ok((values.into_pyarray(py), offsets.into_pyarray(py)))
+}
+
+/// The keys as `str` objects, checked one by one in order as the reference does: a key
+/// that is not a `str` raises `TypeError`, one that cannot be encoded in UTF-8 (a lone
+/// surrogate) raises `UnicodeEncodeError`.
+fn key_strings<'py>(keys: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyString>>> {
+    let mut out = Vec::new();
+    for key in keys.try_iter()? {
+        let key = key?;
+        let key = key.cast_into::<PyString>().map_err(|e| {
+            let got = e
+                .into_inner()
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".to_owned(), |n| n.to_string_lossy().into_owned());
+            error::<PyTypeError>(format_args!("split keys must be str, got {got}"))
+        })?;
+        key.to_str()?;
+        out.push(key);
+    }
+    Ok(out)
+}
+
+/// Keyed 8-byte BLAKE2b of each key as uint64: see varemi.reference.split_hashes.
+#[pyfunction]
+#[pyo3(name = "split_hashes")]
+#[pyo3(signature = (keys, seed = SeedArg(42)), text_signature = "(keys, seed=42)")]
+fn py_split_hashes<'py>(
+    keys: &Bound<'py, PyAny>,
+    seed: SeedArg,
+) -> PyResult<Bound<'py, PyArray1<u64>>> {
+    let py = keys.py();
+    let strings = key_strings(keys)?;
+    let keys = strings
+        .iter()
+        .map(|s| s.to_str())
+        .collect::<PyResult<Vec<&str>>>()?;
+    let hashes = py.detach(|| split::split_hashes(&keys, seed.0));
+    Ok(hashes.into_pyarray(py))
+}
+
+/// True for each file that belongs to ``val``: see varemi.reference.val_mask.
+#[pyfunction]
+#[pyo3(name = "val_mask")]
+#[pyo3(
+    signature = (keys, seed = SeedArg(42), train_split = TrainSplitArg(0.9)),
+    text_signature = "(keys, seed=42, train_split=0.9)"
+)]
+fn py_val_mask<'py>(
+    keys: &Bound<'py, PyAny>,
+    seed: SeedArg,
+    train_split: TrainSplitArg,
+) -> PyResult<Bound<'py, PyArray1<bool>>> {
+    let py = keys.py();
+    split::check_train_split(train_split.0).map_err(error::<SplitParameterError>)?;
+    let strings = key_strings(keys)?;
+    let keys = strings
+        .iter()
+        .map(|s| s.to_str())
+        .collect::<PyResult<Vec<&str>>>()?;
+    let mask = py
+        .detach(|| split::val_mask(&keys, seed.0, train_split.0))
+        .map_err(error::<SplitParameterError>)?;
+    Ok(mask.into_pyarray(py))
+}
+
+/// The native kernels of varemi (see varemi.kernels for the public API).
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The exception classes are imported lazily on first use; importing them now makes a
+    // broken installation fail here, at import, rather than on the first bad parameter.
+    m.py().import("varemi.errors")?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add(
+        "build_profile",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    )?;
+    m.add_function(wrap_pyfunction!(py_normalize_pitches, m)?)?;
+    m.add_function(wrap_pyfunction!(py_window_spans, m)?)?;
+    m.add_function(wrap_pyfunction!(py_prepend_conditioning, m)?)?;
+    m.add_function(wrap_pyfunction!(py_split_hashes, m)?)?;
+    m.add_function(wrap_pyfunction!(py_val_mask, m)?)?;
+    Ok(())
+}
