@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from varemi import _native, reference
 
 IMPLS = {"native": _native, "python": reference}

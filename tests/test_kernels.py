@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
 from varemi import _native as native
 from varemi import kernels, reference
 from varemi.errors import (
@@ -881,6 +882,31 @@ def test_zero_copy_rss(ten_million_tokens: tuple[np.ndarray, np.ndarray]) -> Non
     grown = (_peak_rss_kib() - before) * 1024
     # The output itself (about twice the tokens) but no copy of the 40 MB input.
     assert grown < values.nbytes + tokens.nbytes // 4, (grown, values.nbytes)
+
+
+def test_read_only_inputs(impl: ModuleType) -> None:
+    tokens, offsets = np.arange(3000, dtype=np.int32), i64(0, 1500, 3000)
+    pitches = np.arange(128, dtype=np.uint8)
+    for a in (tokens, offsets, pitches):
+        a.flags.writeable = False
+    assert_same_arrays(
+        impl.window_spans(tokens, offsets), reference.window_spans(tokens.copy(), offsets.copy())
+    )
+    assert_same_arrays(
+        impl.normalize_pitches(pitches, 21, 108, "fold"),
+        reference.normalize_pitches(pitches.copy(), 21, 108, "fold"),
+    )
+
+
+def test_equivalent_dtype_spellings(impl: ModuleType) -> None:
+    # int64 is also spelled longlong ('q'); on Linux both are the same 8-byte integer.
+    offsets = np.array([0, 1500], dtype=np.longlong)
+    if offsets.dtype != np.dtype(np.int64):
+        pytest.skip("longlong is not int64 here")
+    assert_same_arrays(
+        impl.window_spans(np.zeros(1500, np.int32), offsets),
+        spans((0, 0, 0, 1024), (0, 1, 512, 1500)),
+    )
 
 
 def test_outputs_are_owned_writeable_arrays(impl: ModuleType) -> None:

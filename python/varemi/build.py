@@ -139,7 +139,9 @@ def check_params(p: BuildParams) -> None:
     if not (p.jitter >= 0):
         raise VaremiError(f"--jitter must be >= 0, got {p.jitter}")
     if p.jitter and p.labels is not None:
-        raise VaremiError("--jitter applies to computed labels only; it cannot be used with --labels")
+        raise VaremiError(
+            "--jitter applies to computed labels only; it cannot be used with --labels"
+        )
     if not p.midi_dir.is_dir():
         raise MidiDirError(f"--midi-dir {p.midi_dir} is not a folder")
     if p.labels is not None and not p.labels.is_file():
@@ -188,7 +190,9 @@ def check_output_folder(out: Path, overwrite: bool) -> None:
             "varemi only ever replaces its own output: choose a new or empty folder"
         )
     if not overwrite:
-        raise OutputFolderError(f"--out {out} already holds a dataset; pass --overwrite to replace it")
+        raise OutputFolderError(
+            f"--out {out} already holds a dataset; pass --overwrite to replace it"
+        )
 
 
 # --------------------------------------------------------------------------- workers
@@ -250,10 +254,57 @@ def _tokenise_uncaught(path: str) -> tuple[np.ndarray | None, tuple[str, str] | 
         return None, ("tokenize_failed", f"{type(e).__name__}: {e}"), status, timings
 
 
+def _cache_lookup(path: str, options: EncodeOptions, cache: TokenCache, key_parts):
+    """A cached result for one file, or ``(None, status)`` when it must be tokenised."""
+    try:
+        data = read_midi_bytes(path, options)
+    except RejectedFile as e:
+        return (None, (e.reason, e.detail), "off", {}), "off"
+    try:
+        hit = cache.get(cache_key(hashlib.sha256(data).hexdigest(), *key_parts))
+    except DamagedEntry:
+        return None, "damaged"
+    if hit is None:
+        return None, "miss"
+    ids, minutes = hit
+    if minutes > options.max_minutes:
+        return (None, ("too_long", f"{minutes:.1f} min > --max-minutes"), "hit", {}), "hit"
+    return (ids, None, "hit", {}), "hit"
+
+
 def _tokenise_all(
     paths: list[str], tokenizer_path: str, options: EncodeOptions, cache_dir, key_parts, workers
 ) -> Iterator[tuple[np.ndarray | None, tuple[str, str] | None, str, dict]]:
-    """Yield each file's result in input order, from worker processes when workers > 1."""
+    """Yield each file's result in input order, from worker processes when workers > 1.
+
+    Cache hits are served here in the main process, so a rebuild that only changes
+    windows, bins, labels or split starts no worker and never loads MidiTok's encoder.
+    """
+    cached: dict[int, tuple] = {}
+    damaged: set[int] = set()
+    if cache_dir is not None:
+        cache = TokenCache(cache_dir)
+        for i, path in enumerate(paths):
+            result, status = _cache_lookup(path, options, cache, key_parts)
+            if result is not None:
+                cached[i] = result
+            elif status == "damaged":
+                damaged.add(i)
+    misses = [i for i in range(len(paths)) if i not in cached]
+    computed = _tokenise_misses(
+        [paths[i] for i in misses], tokenizer_path, options, cache_dir, key_parts, workers
+    )
+    for i in range(len(paths)):
+        if i in cached:
+            yield cached.pop(i)
+            continue
+        ids, reject, status, timings = next(computed)
+        yield ids, reject, "damaged" if i in damaged else status, timings
+
+
+def _tokenise_misses(paths, tokenizer_path, options, cache_dir, key_parts, workers):
+    if not paths:
+        return
     init_args = (tokenizer_path, options, cache_dir, key_parts)
     if workers <= 1 or len(paths) <= 1:
         _init_worker(*init_args)
@@ -267,8 +318,12 @@ def _tokenise_all(
 
 
 # --------------------------------------------------------------------------- build
-def _labels_for(p: BuildParams, files: list[str], rejects: list, workers: int, tmp: Path):
-    """Labels per usable file, computed or read from the user's CSV."""
+def _labels_for(
+    p: BuildParams, files: list[str], rejects: list, workers: int, tmp: Path, cache_dir
+):
+    """Labels per usable file, computed (through the cache) or read from the user's CSV."""
+    import pandas as pd
+
     from varemi import labels as labelling
 
     if p.labels is not None:
@@ -281,17 +336,51 @@ def _labels_for(p: BuildParams, files: list[str], rejects: list, workers: int, t
                 file=sys.stderr,
             )
         return table, "csv"
-    df, bad = labelling.label_folder(
-        p.midi_dir,
-        files=files,
-        workers=workers,
-        jitter=p.jitter,
-        seed=p.jitter_seed,
-        progress=not p.quiet,
-        max_file_mb=p.max_file_mb,
-    )
-    rejects.extend(bad)
-    labelling.write_labels_csv(df, tmp / "labels.csv")
+    cache = TokenCache(cache_dir) if cache_dir is not None else None
+    keys: dict[str, str] = {}
+    rows: list[dict] = []
+    if cache is not None:
+        # The labeller's own source is part of the key: a new formula never reuses old labels.
+        version = hashlib.sha256(Path(labelling.__file__).read_bytes()).hexdigest()
+        for f in files:
+            try:
+                path = p.midi_dir / f
+                if path.stat().st_size > p.max_file_mb * 2**20:
+                    continue
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                continue  # the labeller reports it
+            name = f if p.jitter else ""  # jitter depends on the file's name
+            keys[f] = cache_key(digest, "labels", version, p.jitter, p.jitter_seed, name)
+            try:
+                row = cache.get_json(keys[f])
+            except DamagedEntry:
+                row = None
+            if row is not None:
+                rows.append({**row, "filename": f})
+    done = {r["filename"] for r in rows}
+    todo = [f for f in files if f not in done]
+    if todo:
+        df, bad = labelling.label_folder(
+            p.midi_dir,
+            files=todo,
+            workers=workers,
+            jitter=p.jitter,
+            seed=p.jitter_seed,
+            progress=not p.quiet,
+            max_file_mb=p.max_file_mb,
+        )
+        rejects.extend(bad)
+        for row in df.to_dict("records"):
+            rows.append(row)
+            if cache is not None and row["filename"] in keys:
+                try:
+                    cache.put_json(keys[row["filename"]], row)
+                except OSError:
+                    pass  # a read-only or full cache only costs speed
+    columns = list(labelling.LABEL_COLUMNS)
+    df = pd.DataFrame(rows, columns=columns).sort_values("filename", kind="stable")
+    labelling.write_labels_csv(df.reset_index(drop=True), tmp / "labels.csv")
     return {
         f: (float(v), float(a))
         for f, v, a in zip(df["filename"], df["valence"], df["arousal"], strict=True)
@@ -468,8 +557,9 @@ def _build_into(p, tmp, base, files, workers, started, tqdm, datasets, version) 
 
     stage = {}
     rejects: list[tuple[str, str, str]] = []
+    cache_dir = str(p.cache_dir or default_cache_dir()) if p.cache else None
     t = time.perf_counter()
-    label_table, label_source = _labels_for(p, files, rejects, workers, tmp)
+    label_table, label_source = _labels_for(p, files, rejects, workers, tmp, cache_dir)
     stage["labels"] = time.perf_counter() - t
     rejected = {r[0] for r in rejects}
     usable = [f for f in files if f not in rejected and f in label_table]
@@ -494,24 +584,28 @@ def _build_into(p, tmp, base, files, workers, started, tqdm, datasets, version) 
     shard_dir.mkdir()
     writers = {s: _ShardWriter(s, shard_dir, feats, cond, p) for s in ("train", "val")}
 
-    options = EncodeOptions(p.pitch_policy, tuple(p.pitch_range), p.tracks, p.max_minutes, p.max_file_mb)
+    options = EncodeOptions(
+        p.pitch_policy, tuple(p.pitch_range), p.tracks, p.max_minutes, p.max_file_mb
+    )
     key_parts = (base.sha256, p.pitch_policy, tuple(p.pitch_range), p.tracks, _encoder_version())
-    cache_dir = None
-    if p.cache:
-        cache_dir = str(p.cache_dir or default_cache_dir())
     cache_stats: Counter = Counter()
     worker_seconds: Counter = Counter()
     worker_rss = 0.0
     no_windows = 0
     t = time.perf_counter()
     results = _tokenise_all(
-        [str(p.midi_dir / f) for f in usable], str(base.path), options, cache_dir, key_parts, workers
+        [str(p.midi_dir / f) for f in usable],
+        str(base.path),
+        options,
+        cache_dir,
+        key_parts,
+        workers,
     )
     bar = tqdm(total=len(usable), desc="tokenise", unit="file", disable=p.quiet, file=sys.stderr)
     for i, (ids, reject, status, timings) in enumerate(results):
         rel = usable[i]
         cache_stats[status] += 1
-        worker_rss = max(worker_rss, timings.pop("peak_rss_mb"))
+        worker_rss = max(worker_rss, timings.pop("peak_rss_mb", 0.0))
         worker_seconds.update(timings)
         bar.update(1)
         if reject is not None:
@@ -664,9 +758,8 @@ def summary(info: dict, out: Path, profile: bool = False) -> str:
     for reason, n in c["rejected_by_reason"].items():
         lines.append(f"          rejected as {reason}: {n}")
     for s in ("train", "val"):
-        lines.append(
-            f"  {s:5s}   {c['files'][s]} files, {c['examples'][s]} examples, {c['tokens'][s]} tokens"
-        )
+        n_files, n_examples, n_tokens = c["files"][s], c["examples"][s], c["tokens"][s]
+        lines.append(f"  {s:5s}   {n_files} files, {n_examples} examples, {n_tokens} tokens")
     t = info["timings_seconds"]
     lines.append(f"  time    {t['total']:.1f} s with {t['workers']} worker(s)")
     if profile:
@@ -676,9 +769,10 @@ def summary(info: dict, out: Path, profile: bool = False) -> str:
         for k, v in t["worker_cpu"].items():
             lines.append(f"          worker {k:8s} {v:8.3f}")
         rss = info["peak_rss_mb"]
-        lines.append(f"  memory  peak RSS {rss['main']:.0f} MiB main, {rss['worker']:.0f} MiB per worker")
+        lines.append(
+            f"  memory  peak RSS {rss['main']:.0f} MiB main, {rss['worker']:.0f} MiB per worker"
+        )
     if c["files_rejected"]:
         lines.append(f"  rejects listed in {out / 'rejects.csv'}")
     lines.append(f"  check it: python -m varemi verify {out}")
     return "\n".join(lines)
-

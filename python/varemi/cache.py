@@ -15,6 +15,7 @@ recomputed, never trusted.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import struct
 import tempfile
@@ -104,14 +105,54 @@ class TokenCache:
             tokens: int32 token ids.
             minutes: The piece's duration, so ``--max-minutes`` still applies on a hit.
         """
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = np.ascontiguousarray(tokens, dtype="<i4").tobytes()
         header = _HEADER.pack(_MAGIC, len(tokens), float(minutes), hashlib.sha256(payload).digest())
+        self._write(self._path(key), header + payload)
+
+    def get_json(self, key: str) -> dict | None:
+        """Look up a small JSON entry (a file's labels and features).
+
+        Args:
+            key: From :func:`cache_key`.
+
+        Returns:
+            The stored object, or None when absent.
+
+        Raises:
+            DamagedEntry: the entry exists but does not parse (it is removed).
+        """
+        path = self.folder / key[:2] / f"{key}.json"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise DamagedEntry(f"{path}: {e}") from e
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            self._discard(path)
+            raise DamagedEntry(f"{path}: {e}") from e
+        if not isinstance(obj, dict):
+            self._discard(path)
+            raise DamagedEntry(f"{path}: not an object")
+        return obj
+
+    def put_json(self, key: str, obj: dict) -> None:
+        """Store a small JSON entry atomically.
+
+        Args:
+            key: From :func:`cache_key`.
+            obj: A JSON-serialisable object.
+        """
+        self._write(self.folder / key[:2] / f"{key}.json", json.dumps(obj).encode())
+
+    def _write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(header + payload)
+                f.write(data)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

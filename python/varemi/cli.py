@@ -59,40 +59,72 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     b.add_argument("--midi-dir", type=Path, default=None, help="folder of MIDI files (recursive)")
-    b.add_argument("--out", type=Path, default=None, help="output folder (required with --midi-dir)")
-    b.add_argument("--labels", type=Path, default=None,
-                   help="CSV filename,valence,arousal; without it labels are computed "
-                   "and written to OUT/labels.csv")
-    b.add_argument("--tokenizer", default=None,
-                   help="hub id, local folder or tokenizer.json, or 'builtin' "
-                   "(default: Natooz/Maestro-REMI-bpe20k; the demo uses builtin)")
+    b.add_argument(
+        "--out", type=Path, default=None, help="output folder (required with --midi-dir)"
+    )
+    b.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="CSV filename,valence,arousal; without it labels are computed "
+        "and written to OUT/labels.csv",
+    )
+    b.add_argument(
+        "--tokenizer",
+        default=None,
+        help="hub id, local folder or tokenizer.json, or 'builtin' "
+        "(default: Natooz/Maestro-REMI-bpe20k; the demo uses builtin)",
+    )
     b.add_argument("--window-size", type=int, default=1024, help="tokens per window")
     b.add_argument("--stride", type=int, default=512, help="distance between window starts")
     b.add_argument("--min-window-tokens", type=int, default=256, help="shortest window kept")
     b.add_argument("--bins", type=int, default=9, help="bins per axis (odd)")
-    b.add_argument("--binning", choices=["uniform", "quantile"], default="uniform",
-                   help="uniform bins over [-1, 1], or equal-count bins over the corpus")
+    b.add_argument(
+        "--binning",
+        choices=["uniform", "quantile"],
+        default="uniform",
+        help="uniform bins over [-1, 1], or equal-count bins over the corpus",
+    )
     b.add_argument("--train-split", type=float, default=0.9, help="fraction of files in train")
     b.add_argument("--seed", type=int, default=42, help="split seed")
-    b.add_argument("--pitch-policy", choices=["clamp", "fold", "drop"], default="clamp",
-                   help="what happens to notes outside --pitch-range")
-    b.add_argument("--pitch-range", type=int, nargs=2, metavar=("LOW", "HIGH"), default=None,
-                   help="inclusive pitch range (default: the tokenizer's pitches, 21 108)")
-    b.add_argument("--tracks", choices=["merge", "first"], default="merge",
-                   help="merge all non-drum tracks, or keep only the first")
+    b.add_argument(
+        "--pitch-policy",
+        choices=["clamp", "fold", "drop"],
+        default="clamp",
+        help="what happens to notes outside --pitch-range",
+    )
+    b.add_argument(
+        "--pitch-range",
+        type=int,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=None,
+        help="inclusive pitch range (default: the tokenizer's pitches, 21 108)",
+    )
+    b.add_argument(
+        "--tracks",
+        choices=["merge", "first"],
+        default="merge",
+        help="merge all non-drum tracks, or keep only the first",
+    )
     b.add_argument("--max-minutes", type=float, default=60.0, help="reject longer files")
     b.add_argument("--max-file-mb", type=float, default=64.0, help="reject larger files")
     b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     b.add_argument("--jitter", type=float, default=0.0, help="noise on computed labels")
     b.add_argument("--jitter-seed", type=int, default=0, help="seed of that noise")
-    b.add_argument("--cache-dir", type=Path, default=None,
-                   help="token cache folder (default: ~/.cache/varemi)")
+    b.add_argument(
+        "--cache-dir", type=Path, default=None, help="token cache folder (default: ~/.cache/varemi)"
+    )
     b.add_argument("--no-cache", action="store_true", help="do not read or write the token cache")
-    b.add_argument("--overwrite", action="store_true",
-                   help="replace OUT if it holds a previous varemi dataset")
+    b.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it holds a previous varemi dataset"
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-    b.add_argument("--profile", action="store_true",
-                   help="print time per stage and peak memory (also in dataset_info.json)")
+    b.add_argument(
+        "--profile",
+        action="store_true",
+        help="print time per stage and peak memory (also in dataset_info.json)",
+    )
 
     v = sub.add_parser(
         "verify",

@@ -51,7 +51,7 @@ class Examples(NamedTuple):
 
 def _contiguous(array: object) -> object:
     # Only views need a copy; a contiguous array passes through untouched (zero copy).
-    if isinstance(array, np.ndarray) and not array.flags.c_contiguous:
+    if isinstance(array, np.ndarray) and not (array.flags.c_contiguous and array.flags.aligned):
         return np.ascontiguousarray(array)
     return array
 
