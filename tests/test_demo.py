@@ -6,6 +6,7 @@ import pytest
 pytest.importorskip("symusic")
 
 from symusic import Score  # noqa: E402
+
 from varemi.demo import DEMO_PIECES, write_demo_corpus  # noqa: E402
 
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
@@ -151,6 +152,7 @@ def test_measured_features_follow_descriptions(scores):
 def test_pieces_give_several_windows(scores):
     pytest.importorskip("miditok")
     from miditok.utils import merge_tracks
+
     from varemi.tokenizer import load_base_tokenizer
 
     tok = load_base_tokenizer("builtin").tokenizer

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from symusic import Note, Score, Tempo, Track
+
 from varemi import labels as labels_module
 from varemi.errors import VaremiError
 from varemi.files import list_midi_files

@@ -12,6 +12,7 @@ pytest.importorskip("miditok")
 from miditok import REMI, TokSequence  # noqa: E402
 from miditok.utils import merge_tracks  # noqa: E402
 from symusic import Score  # noqa: E402
+
 from varemi import tokenizer as vt  # noqa: E402
 from varemi.demo import DEMO_PIECES, make_score  # noqa: E402
 from varemi.errors import BinsError, VaremiError  # noqa: E402
@@ -54,9 +55,18 @@ def test_maestro_config_flags():
     assert c.beat_res == {(0, 1): 8, (1, 2): 4, (2, 4): 2, (4, 8): 1}
     assert c.num_velocities == 16
     assert list(c.special_tokens) == ["PAD_None", "MASK_None", "BOS_None", "EOS_None", "SEP_None"]
-    for flag in ("use_chords", "use_rests", "use_tempos", "use_programs",
-                 "use_time_signatures", "use_sustain_pedals", "use_pitch_bends",
-                 "use_control_changes", "use_key_signatures", "use_pitch_intervals"):
+    for flag in (
+        "use_chords",
+        "use_rests",
+        "use_tempos",
+        "use_programs",
+        "use_time_signatures",
+        "use_sustain_pedals",
+        "use_pitch_bends",
+        "use_control_changes",
+        "use_key_signatures",
+        "use_pitch_intervals",
+    ):
         assert getattr(c, flag) is False, flag
     assert c.use_velocities is True
 
@@ -77,8 +87,18 @@ def test_builtin_tokenizer_matches_maestro_config():
     assert as_json(tok.config.to_dict(True)) == as_json(fresh.config.to_dict(True))
     assert tok.vocab == fresh.vocab  # the base vocabulary
     kinds = {t.split("_")[0] for t in tok.vocab}
-    assert kinds == {"PAD", "MASK", "BOS", "EOS", "SEP", "Bar", "Position", "Pitch",
-                     "Velocity", "Duration"}
+    assert kinds == {
+        "PAD",
+        "MASK",
+        "BOS",
+        "EOS",
+        "SEP",
+        "Bar",
+        "Position",
+        "Pitch",
+        "Velocity",
+        "Duration",
+    }
     assert sum(t.startswith("Velocity_") for t in tok.vocab) == 16
 
 
@@ -190,7 +210,9 @@ def test_ids_to_tokens_untrained():
     tok = REMI(vt.maestro_config())
     ids = vt.add_conditioning_tokens(tok, 3)
     assert vt.ids_to_tokens(tok, [0, ids["[ARO=+1]"], len(tok)]) == [
-        "PAD_None", "[ARO=+1]", f"<unk:{len(tok)}>"
+        "PAD_None",
+        "[ARO=+1]",
+        f"<unk:{len(tok)}>",
     ]
 
 
@@ -302,7 +324,8 @@ def test_hub_silent_server_times_out(monkeypatch, empty_hub_cache):
         server.listen(8)
         port = server.getsockname()[1]
         monkeypatch.setattr(
-            hc, "HUGGINGFACE_CO_URL_TEMPLATE",
+            hc,
+            "HUGGINGFACE_CO_URL_TEMPLATE",
             f"http://127.0.0.1:{port}/{{repo_id}}/resolve/{{revision}}/{{filename}}",
         )
         monkeypatch.setattr(vt, "HUB_TIMEOUT_S", 1.0)
