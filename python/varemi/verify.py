@@ -14,6 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from varemi import kernels
+from varemi.errors import VaremiError
+
+_INFO_KEYS = (
+    "format_version",
+    "varemi_version",
+    "tokenizer",
+    "conditioning_tokens",
+    "params",
+    "counts",
+)
+_TOKENIZER_KEYS = ("source", "sha256", "base_vocab_size", "vocab_size")
 
 
 @dataclass
@@ -93,14 +104,21 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
     except (OSError, ValueError) as e:
         rep.fail("dataset_info", f"cannot read {out / 'dataset_info.json'}: {e}")
         return rep
+    missing = _missing_info_keys(info)
+    if missing:
+        rep.fail("dataset_info", f"{out / 'dataset_info.json'} lacks {', '.join(missing)}")
+        return rep
     datasets.disable_progress_bars()
     try:
         dd = datasets.load_from_disk(str(out))
     except Exception as e:
         rep.fail("load_from_disk", f"{type(e).__name__}: {e}")
         return rep
-    if sorted(dd.keys()) != ["train", "val"]:
-        rep.fail("splits", f"expected train and val, found {sorted(dd.keys())}")
+    if not isinstance(dd, datasets.DatasetDict) or sorted(dd.keys()) != ["train", "val"]:
+        found = sorted(dd.keys()) if isinstance(dd, datasets.DatasetDict) else type(dd).__name__
+        rep.fail("splits", f"expected a DatasetDict of train and val, found {found}")
+        return rep
+    if not _check_columns(rep, dd):
         return rep
 
     params = info.get("params", {})
@@ -112,7 +130,11 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
     cond = info["conditioning_tokens"]
     cond_ids = np.array(list(cond.values()), dtype=np.int64)
     val_ids, aro_ids = cond_ids[:bins], cond_ids[bins:]
-    tokenizer = load_tokenizer(out)
+    try:
+        tokenizer = load_tokenizer(out)
+    except VaremiError as e:
+        rep.fail("tokenizer", str(e))
+        tokenizer = None
 
     arrays = {s: _split_arrays(dd[s]) for s in ("train", "val")}
     files_of = {s: set(a["source_file"]) for s, a in arrays.items()}
@@ -122,10 +144,38 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
 
     rep.lines += _statistics(arrays, files_of, half)
     rep.lines.append("")
-    rep.lines += _decoded(arrays, tokenizer, ids_to_tokens, num_examples)
+    if tokenizer is not None:
+        rep.lines += _decoded(arrays, tokenizer, ids_to_tokens, num_examples)
     if plot is not None:
         rep.lines.append(_plot(arrays, half, Path(plot)))
     return rep
+
+
+def _missing_info_keys(info) -> list[str]:
+    """The keys of contract 7 that ``dataset_info.json`` lacks (or holds in the wrong shape)."""
+    if not isinstance(info, dict):
+        return ["everything (it is not a JSON object)"]
+    missing = [k for k in _INFO_KEYS if k not in info]
+    for k in ("tokenizer", "conditioning_tokens", "params", "counts"):
+        if k in info and not isinstance(info[k], dict):
+            missing.append(f"{k} (not an object)")
+    if isinstance(info.get("tokenizer"), dict):
+        missing += [f"tokenizer.{k}" for k in _TOKENIZER_KEYS if k not in info["tokenizer"]]
+    return missing
+
+
+def _check_columns(rep, dd) -> bool:
+    """Record columns that differ from contract 7; False when one is missing altogether."""
+    from varemi.build import features
+
+    want = features()
+    usable = True
+    for s in ("train", "val"):
+        if dd[s].features != want:
+            got = {k: str(v) for k, v in dd[s].features.items()}
+            rep.fail("columns", f"{s}: columns {got}, expected those of contract 7")
+            usable = usable and set(want) <= set(got)
+    return usable
 
 
 def _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_tokens) -> None:
@@ -141,7 +191,9 @@ def _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_toke
             rep.fail("length", f"{s}: {len(long_rows)} examples longer than window_size + 2")
         short_rows = np.nonzero(lens < min_tokens + 2)[0]
         if len(short_rows):
-            rep.fail("length", f"{s}: {len(short_rows)} examples shorter than min_window_tokens + 2")
+            rep.fail(
+                "length", f"{s}: {len(short_rows)} examples shorter than min_window_tokens + 2"
+            )
         vb, ab = a["valence_bin"], a["arousal_bin"]
         out_of_range = (vb < -half) | (vb > half) | (ab < -half) | (ab > half)
         if out_of_range.any():
@@ -178,7 +230,9 @@ def _check_splits(rep, arrays, files_of, params) -> None:
             in_val = kernels.val_mask(names, seed, train_split)
             wrong = [n for n, v in zip(names, in_val, strict=True) if v != (s == "val")]
             if wrong:
-                rep.fail("split_rule", f"{len(wrong)} files in {s} against the hash rule: {wrong[0]}")
+                rep.fail(
+                    "split_rule", f"{len(wrong)} files in {s} against the hash rule: {wrong[0]}"
+                )
         keys = list(zip(a["source_file"], a["window_idx"].tolist(), strict=True))
         if keys != sorted(keys):
             rep.fail("order", f"{s}: rows not ordered by source_file then window_idx")
@@ -201,7 +255,9 @@ def _check_counts(rep, arrays, files_of, info) -> None:
         for key, value in want.items():
             recorded = counts.get(key, {}).get(s)
             if recorded != value:
-                rep.fail("counts", f"dataset_info.json says {key}[{s}] = {recorded}, data has {value}")
+                rep.fail(
+                    "counts", f"dataset_info.json says {key}[{s}] = {recorded}, data has {value}"
+                )
 
 
 def _statistics(arrays, files_of, half) -> list[str]:
@@ -209,9 +265,7 @@ def _statistics(arrays, files_of, half) -> list[str]:
     for s, a in arrays.items():
         lens = a["lengths"]
         stats = f"{lens.min()} / {int(np.median(lens))} / {lens.max()}" if a["n"] else "-"
-        lines.append(
-            f"{s:5s} {len(files_of[s]):7d} {a['n']:9d} {int(lens.sum()):11d}   {stats}"
-        )
+        lines.append(f"{s:5s} {len(files_of[s]):7d} {a['n']:9d} {int(lens.sum()):11d}   {stats}")
     counts = Counter()
     for a in arrays.values():
         counts.update(zip(a["valence_bin"].tolist(), a["arousal_bin"].tolist(), strict=True))

@@ -1,0 +1,302 @@
+"""The command line, run for real: ``python -m varemi labels | build | verify``."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("symusic")
+pytest.importorskip("datasets")
+
+import helpers as h  # noqa: E402
+
+import varemi  # noqa: E402
+from varemi.demo import write_demo_corpus  # noqa: E402
+
+QUICK = ("--tokenizer", "builtin", "--no-cache", "--quiet", "--workers", "1")
+SMALL = ("--window-size", "16", "--stride", "8", "--min-window-tokens", "4")
+
+
+@pytest.fixture(scope="module")
+def midi(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cli") / "midi"
+    h.write_tiny_corpus(folder, [f"m{k}.mid" for k in range(5)] + ["sub/n.mid"], notes=40)
+    return folder
+
+
+def one_error(res, *words: str) -> str:
+    """Assert a refusal: exit 2, exactly one ``error:`` line naming ``words``, no traceback."""
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = h.error_lines(res.stderr)
+    assert len(lines) == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    plain = re.sub(r"[-_ ]+", " ", lines[0].lower())
+    for w in words:
+        assert re.sub(r"[-_ ]+", " ", w.lower()) in plain, (w, lines[0])
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- help, version
+@pytest.mark.parametrize(
+    "command,options",
+    [
+        ((), ["labels", "build", "verify", "--version"]),
+        (("labels",), ["--midi-dir", "--out", "--workers", "--jitter", "--seed"]),
+        (
+            ("build",),
+            ["--midi-dir", "--out", "--labels", "--tokenizer", "--window-size", "--stride",
+             "--min-window-tokens", "--bins", "--binning", "--train-split", "--seed",
+             "--pitch-policy", "--pitch-range", "--tracks", "--max-minutes", "--max-file-mb",
+             "--workers", "--cache-dir", "--no-cache", "--overwrite"],
+        ),
+        (("verify",), ["--plot", "--num-examples"]),
+    ],
+)  # fmt: skip
+def test_help(command, options):
+    res = h.run_cli(*command, "--help")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("usage:")
+    for option in options:
+        assert option in res.stdout, option
+
+
+def test_version():
+    res = h.run_cli("--version")
+    assert res.returncode == 0
+    assert res.stdout.strip() == f"varemi {varemi.__version__}"
+
+
+def test_no_command_prints_help():
+    res = h.run_cli()
+    assert res.returncode == 0 and "usage:" in res.stdout
+
+
+def test_unknown_option_is_an_argparse_error(tmp_path):
+    res = h.run_cli("build", "--no-such-option", "8", cwd=tmp_path)
+    assert res.returncode == 2 and "error:" in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- demo
+def test_demo_build_then_verify(tmp_path):
+    res = h.run_cli("build", "--no-cache", "--workers", "2", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    demo = tmp_path / "varemi-demo"
+    assert len(list((demo / "midi").rglob("*.mid"))) == 20
+    out = demo / "dataset"
+    assert "verify" in res.stderr  # the summary says what to do next
+    info = h.info(out)
+    assert info["tokenizer"]["source"] == "builtin"
+    assert info["counts"]["files_kept"] == 20
+    res = h.run_cli("verify", "varemi-demo/dataset", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "verify: OK"
+
+    # a second demo build refuses to replace it, until --overwrite
+    before = h.snapshot(out)
+    res = h.run_cli("build", "--no-cache", "--workers", "1", cwd=tmp_path)
+    one_error(res, "--out", "--overwrite")
+    assert h.snapshot(out) == before
+    res = h.run_cli("build", "--no-cache", "--workers", "1", "--overwrite", "--quiet",
+                    cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    h.same_data(out, out)
+    assert h.tables(out)["train"].num_rows == info["counts"]["examples"]["train"]
+
+
+# --------------------------------------------------------------------------- labels
+def test_labels_command_and_api_agree(tmp_path):
+    from varemi.labels import label_folder
+
+    midi = tmp_path / "midi"
+    write_demo_corpus(midi)
+    out_csv = tmp_path / "labels.csv"
+    res = h.run_cli("labels", "--midi-dir", midi, "--out", out_csv, "--workers", "2", "--quiet")
+    assert res.returncode == 0, res.stderr
+    with open(out_csv, newline="", encoding="utf-8") as f:
+        table = list(csv.reader(f))
+    assert table[0][:3] == ["filename", "valence", "arousal"]
+    assert len(table[0]) > 3  # the features follow
+    assert len(table) == 21
+    got = {r[0]: (float(r[1]), float(r[2])) for r in table[1:]}
+    assert all(-1 <= v <= 1 and -1 <= a <= 1 for v, a in got.values())
+
+    df, rejects = label_folder(midi, workers=1, progress=False)
+    assert rejects == []
+    want = {f: (v, a) for f, v, a in zip(df["filename"], df["valence"], df["arousal"], strict=True)}
+    assert got == want  # written in full precision
+
+    # the CSV feeds a build; the dataset carries the labels as float32
+    out = tmp_path / "out"
+    res = h.run_cli("build", "--midi-dir", midi, "--out", out, "--labels", out_csv, *QUICK)
+    assert res.returncode == 0, res.stderr
+    import numpy as np
+
+    for rs in h.rows(out).values():
+        for r in rs:
+            v, a = want[r["source_file"]]
+            assert (r["valence"], r["arousal"]) == (float(np.float32(v)), float(np.float32(a)))
+
+
+def test_labels_command_on_a_missing_folder(tmp_path):
+    res = h.run_cli("labels", "--midi-dir", tmp_path / "nowhere", "--out", tmp_path / "l.csv")
+    one_error(res, "--midi-dir")
+    assert not (tmp_path / "l.csv").exists()
+
+
+def test_labels_command_reports_bad_files(tmp_path):
+    midi = tmp_path / "midi"
+    h.write_tiny_corpus(midi, ["ok.mid"])
+    (midi / "bad.mid").write_bytes(b"MThd garbage")
+    out_csv = tmp_path / "l.csv"
+    res = h.run_cli("labels", "--midi-dir", midi, "--out", out_csv, "--workers", "1", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "bad.mid" in res.stderr
+    lines = out_csv.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2 and lines[1].startswith("ok.mid,")
+
+
+# --------------------------------------------------------------------------- bad parameters
+BAD = [
+    (("--bins", "4"), ["bins"]),
+    (("--bins", "0"), ["bins"]),
+    (("--window-size", "0"), ["window size"]),
+    (("--stride", "0"), ["stride"]),
+    (("--window-size", "10", "--min-window-tokens", "20"), ["min window tokens"]),
+    (("--train-split", "0"), ["train split"]),
+    (("--train-split", "1.5"), ["train split"]),
+    (("--pitch-range", "90", "30"), ["pitch range"]),
+    (("--seed", "-1"), ["seed"]),
+    (("--max-minutes", "0"), ["--max-minutes"]),
+    (("--workers", "0"), ["--workers"]),
+]
+
+
+@pytest.mark.parametrize("args,words", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_parameter_is_refused_before_any_work(tmp_path, midi, args, words):
+    out = tmp_path / "out"
+    res = h.run_cli("build", "--midi-dir", midi, "--out", out, "--tokenizer", "builtin",
+                    "--no-cache", *args)  # fmt: skip
+    one_error(res, *words)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_midi_dir(tmp_path):
+    out = tmp_path / "out"
+    res = h.run_cli("build", "--midi-dir", tmp_path / "nowhere", "--out", out, *QUICK)
+    one_error(res, "--midi-dir")
+    assert not out.exists()
+
+
+def test_out_is_required_with_midi_dir(tmp_path, midi):
+    res = h.run_cli("build", "--midi-dir", midi, *QUICK, cwd=tmp_path)
+    one_error(res, "--out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_labels_csv_missing_a_column(tmp_path, midi):
+    bad = tmp_path / "labels.csv"
+    bad.write_text("filename,valence\nm0.mid,0.5\n", encoding="utf-8")
+    out = tmp_path / "out"
+    res = h.run_cli("build", "--midi-dir", midi, "--out", out, "--labels", bad, *QUICK)
+    one_error(res, "arousal")
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv"]
+
+
+def test_missing_tokenizer_file(tmp_path, midi):
+    out = tmp_path / "out"
+    res = h.run_cli("build", "--midi-dir", midi, "--out", out, "--tokenizer",
+                    tmp_path / "nope.json", "--no-cache")  # fmt: skip
+    one_error(res, "nope.json")
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- output folder
+def test_existing_output_and_overwrite(tmp_path, midi):
+    out = tmp_path / "out"
+    res = h.run_cli("build", "--midi-dir", midi, "--out", out, *QUICK, *SMALL)
+    assert res.returncode == 0, res.stderr
+    before = h.snapshot(out)
+    bigger = ("--window-size", "32", "--stride", "16", "--min-window-tokens", "4")
+    res = h.run_cli("build", "--midi-dir", midi, "--out", out, *QUICK, *bigger)
+    one_error(res, "--out", "--overwrite")
+    assert h.snapshot(out) == before
+    res = h.run_cli("build", "--midi-dir", midi, "--out", out, *QUICK, *bigger, "--overwrite")
+    assert res.returncode == 0, res.stderr
+    assert h.info(out)["params"]["window_size"] == 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_dataset(tmp_path, midi):
+    home = tmp_path / "home"
+    (home / "src").mkdir(parents=True)
+    (home / "src" / "main.py").write_text("print('hi')\n", encoding="utf-8")
+    (home / ".bashrc").write_text("export X=1\n", encoding="utf-8")
+    before = h.snapshot(home)
+    res = h.run_cli("build", "--midi-dir", midi, "--out", home, *QUICK, *SMALL, "--overwrite")
+    one_error(res, "--out")
+    assert h.snapshot(home) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_interrupt_exits_130_and_keeps_the_previous_output(tmp_path, midi, monkeypatch, capsys):
+    import varemi.build as vb
+    from varemi.cli import main
+
+    out = tmp_path / "out"
+    assert main(["build", "--midi-dir", str(midi), "--out", str(out), *QUICK, *SMALL]) == 0
+    before = h.snapshot(out)
+
+    def interrupt(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vb, "_write_rejects", interrupt)
+    capsys.readouterr()
+    code = main(
+        ["build", "--midi-dir", str(midi), "--out", str(out), *QUICK, *SMALL, "--overwrite"]
+    )
+    assert code == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert h.snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# --------------------------------------------------------------------------- implementations
+def build_in_subprocess(midi: Path, out: Path, *args: str, **env: str) -> None:
+    res = h.run_cli("build", "--midi-dir", midi, "--out", out, *QUICK, *args,
+                    env=h.subprocess_env(**env))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+
+
+def test_pure_python_and_native_builds_are_identical(tmp_path):
+    if importlib.util.find_spec("varemi._native") is None:
+        pytest.skip("the native extension is not built")
+    midi = tmp_path / "midi"
+    write_demo_corpus(midi)
+    h.write_midi(midi / "wide.mid", h.track([10, 60, 115, 64, 20, 109, 108, 21] * 8))
+    args = ("--window-size", "200", "--stride", "70", "--min-window-tokens", "50")
+    build_in_subprocess(midi, tmp_path / "native", *args, VAREMI_PURE_PYTHON="0")
+    build_in_subprocess(midi, tmp_path / "python", *args, VAREMI_PURE_PYTHON="1")
+    h.same_data(tmp_path / "native", tmp_path / "python")
+    # fold and drop go through the pitch kernel too
+    for policy in ("fold", "drop"):
+        more = (*args, "--pitch-policy", policy)
+        build_in_subprocess(midi, tmp_path / f"n-{policy}", *more, VAREMI_PURE_PYTHON="0")
+        build_in_subprocess(midi, tmp_path / f"p-{policy}", *more, VAREMI_PURE_PYTHON="1")
+        h.same_data(tmp_path / f"n-{policy}", tmp_path / f"p-{policy}")
+
+
+def test_workers_do_not_change_the_dataset(tmp_path):
+    midi = tmp_path / "midi"
+    write_demo_corpus(midi)
+    for w in ("1", "2"):
+        res = h.run_cli("build", "--midi-dir", midi, "--out", tmp_path / w, "--tokenizer",
+                        "builtin", "--no-cache", "--quiet", "--workers", w)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+    h.same_data(tmp_path / "1", tmp_path / "2")

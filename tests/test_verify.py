@@ -1,0 +1,282 @@
+"""``verify`` finds every kind of damage in a built dataset (and passes a good one)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("symusic")
+pytest.importorskip("datasets")
+
+import helpers as h  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+from varemi.verify import verify  # noqa: E402
+
+NAMES = [f"p{k:02d}.mid" for k in range(10)]
+WINDOW = 16
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("verify")
+    midi = root / "midi"
+    h.write_tiny_corpus(midi, NAMES, notes=40)
+    seed = next(
+        s for s in range(10_000) if {h.split_of(n, s, 0.5) for n in NAMES} == {"train", "val"}
+    )
+    out = root / "out"
+    h.build(
+        midi, out, window_size=WINDOW, stride=8, min_window_tokens=4, train_split=0.5, seed=seed
+    )
+    return out
+
+
+@pytest.fixture
+def copy(built, tmp_path) -> Path:
+    out = tmp_path / "copy"
+    shutil.copytree(built, out)
+    return out
+
+
+def arrow_files(out: Path, split: str) -> list[Path]:
+    return sorted((out / split).glob("*.arrow"))
+
+
+def rewrite_split(out: Path, split: str, change) -> None:
+    """Rewrite a split's Arrow data in place: ``change(table) -> table``."""
+    (path,) = arrow_files(out, split)
+    with pa.ipc.open_stream(pa.py_buffer(path.read_bytes())) as reader:
+        table = reader.read_all()  # read from memory: the file is rewritten below
+    new = change(table)
+    with pa.ipc.new_stream(path, new.schema) as writer:
+        writer.write_table(new)
+
+
+def with_ids(table: pa.Table, edit) -> pa.Table:
+    """A table whose input_ids rows are replaced by ``edit(list_of_rows)``."""
+    rows = table.column("input_ids").to_pylist()
+    edit(rows)
+    i = table.schema.get_field_index("input_ids")
+    return table.set_column(i, table.schema.field(i), pa.array(rows, pa.list_(pa.int32())))
+
+
+def with_column(table: pa.Table, name: str, values, type_=None) -> pa.Table:
+    i = table.schema.get_field_index(name)
+    field = table.schema.field(i) if type_ is None else pa.field(name, type_)
+    return table.set_column(i, field, pa.array(values, field.type))
+
+
+def failure_names(out: Path) -> list[str]:
+    return [f.split(":")[0].removeprefix("FAIL ") for f in verify(out).failures]
+
+
+def test_a_good_dataset_verifies(built, tmp_path):
+    report = verify(built, num_examples=4, plot=None)
+    assert report.ok, report.failures
+    text = "\n".join(report.lines)
+    assert "train" in text and "val" in text
+    assert "[VAL=" in text and "[ARO=" in text  # decoded examples show the prefix tokens
+    res = h.run_cli("verify", built, "--num-examples", "2")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "verify: OK"
+
+
+def test_conditioning_id_inside_the_body(copy):
+    info = h.info(copy)
+    cond = info["conditioning_tokens"]["[VAL=+0]"]
+
+    def edit(rows):
+        rows[0][5] = cond
+
+    rewrite_split(copy, "train", lambda t: with_ids(t, edit))
+    assert "conditioning_in_body" in failure_names(copy)
+    res = h.run_cli("verify", copy)
+    assert res.returncode == 1
+    assert "FAIL conditioning_in_body" in res.stdout
+    assert "verify: FAILED" in res.stdout.splitlines()[-1]
+
+
+def test_wrong_prefix(copy):
+    info = h.info(copy)
+    ids = list(info["conditioning_tokens"].values())
+
+    def edit(rows):
+        rows[1][0] = ids[0] if rows[1][0] != ids[0] else ids[1]
+
+    rewrite_split(copy, "val", lambda t: with_ids(t, edit))
+    assert failure_names(copy) == ["prefix"]
+
+
+def test_prefix_that_does_not_match_the_bins(copy):
+    def change(t):
+        vb = t.column("valence_bin").to_pylist()
+        vb[0] = -4 if vb[0] != -4 else 4
+        return with_column(t, "valence_bin", vb)
+
+    rewrite_split(copy, "train", change)
+    assert "prefix" in failure_names(copy)
+
+
+def test_bins_out_of_range(copy):
+    rewrite_split(copy, "train", lambda t: with_column(t, "arousal_bin", [7] * t.num_rows))
+    assert "bins" in failure_names(copy)
+
+
+def test_id_outside_the_vocabulary(copy):
+    vocab = h.info(copy)["tokenizer"]["vocab_size"]
+
+    def edit(rows):
+        rows[-1][-1] = vocab
+
+    rewrite_split(copy, "train", lambda t: with_ids(t, edit))
+    assert "id_range" in failure_names(copy)
+
+
+def test_example_too_long(copy):
+    def edit(rows):
+        rows[0].extend(rows[0][2:])
+
+    rewrite_split(copy, "train", lambda t: with_ids(t, edit))
+    names = failure_names(copy)
+    assert "length" in names and "counts" in names  # the tokens count moved too
+
+
+def test_rows_out_of_order(copy):
+    rewrite_split(copy, "train", lambda t: t.take(pa.array(np.arange(t.num_rows)[::-1])))
+    assert "order" in failure_names(copy)
+
+
+def test_file_in_both_splits(copy):
+    val_file = h.tables(copy)["val"].column("source_file")[0].as_py()
+
+    def change(t):
+        files = t.column("source_file").to_pylist()
+        files = [val_file if f == files[0] else f for f in files]
+        return with_column(t, "source_file", files)
+
+    rewrite_split(copy, "train", change)
+    names = failure_names(copy)
+    assert "file_in_both_splits" in names and "split_rule" in names
+
+
+def test_window_idx_gap(copy):
+    def change(t):
+        w = t.column("window_idx").to_pylist()
+        w[0] = 50
+        return with_column(t, "window_idx", w)
+
+    rewrite_split(copy, "val", change)
+    names = failure_names(copy)
+    assert "window_idx" in names
+
+
+def test_counts_in_dataset_info(copy):
+    info = h.info(copy)
+    info["counts"]["examples"]["train"] += 1
+    (copy / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    assert failure_names(copy) == ["counts"]
+    res = h.run_cli("verify", copy)
+    assert res.returncode == 1 and "FAIL counts" in res.stdout
+
+
+def test_missing_dataset_info(copy):
+    (copy / "dataset_info.json").unlink()
+    assert failure_names(copy) == ["dataset_info"]
+    res = h.run_cli("verify", copy)
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+
+
+def test_not_a_dataset(tmp_path):
+    res = h.run_cli("verify", tmp_path / "nothing_here")
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert "FAIL" in res.stdout
+
+
+def test_a_missing_split(copy):
+    shutil.rmtree(copy / "val")
+    dd = json.loads((copy / "dataset_dict.json").read_text())
+    dd["splits"] = ["train"]
+    (copy / "dataset_dict.json").write_text(json.dumps(dd))
+    assert failure_names(copy) == ["splits"]
+
+
+@pytest.mark.parametrize(
+    "key", ["format_version", "varemi_version", "tokenizer", "conditioning_tokens", "params",
+            "counts", "tokenizer.vocab_size", "tokenizer.sha256"]
+)  # fmt: skip
+def test_dataset_info_without_a_required_key(copy, key):
+    info = h.info(copy)
+    if "." in key:
+        outer, inner = key.split(".")
+        del info[outer][inner]
+    else:
+        del info[key]
+    (copy / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    (failure,) = verify(copy).failures
+    assert failure.startswith("FAIL dataset_info:") and key in failure
+    res = h.run_cli("verify", copy)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_tokenizer_that_does_not_belong_to_the_dataset(copy):
+    info = h.info(copy)
+    info["conditioning_tokens"] = {k: v + 1 for k, v in info["conditioning_tokens"].items()}
+    info["tokenizer"]["vocab_size"] += 1
+    (copy / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    assert "tokenizer" in failure_names(copy)
+    res = h.run_cli("verify", copy)
+    assert res.returncode == 1
+    assert "FAIL tokenizer" in res.stdout and "Traceback" not in res.stderr
+
+
+def test_missing_tokenizer_file(copy):
+    (copy / "tokenizer.json").unlink()
+    assert failure_names(copy) == ["tokenizer"]
+
+
+def resave(out: Path, change) -> None:
+    """Save ``change(DatasetDict)`` over a dataset, keeping its other files."""
+    dd = change(h.load(out))
+    tmp = out.parent / "resaved"
+    dd.save_to_disk(str(tmp))
+    for split in ("train", "val"):
+        shutil.rmtree(out / split)
+        shutil.move(str(tmp / split), str(out / split))
+
+
+def test_wrong_column_type(copy):
+    import datasets
+
+    def change(dd):
+        return dd.cast_column("input_ids", datasets.List(datasets.Value("int64")))
+
+    resave(copy, change)
+    assert h.load(copy)["train"].features["input_ids"].feature.dtype == "int64"
+    assert failure_names(copy) == ["columns", "columns"]
+
+
+def test_missing_column(copy):
+    resave(copy, lambda dd: dd.remove_columns("window_idx"))
+    assert failure_names(copy) == ["columns", "columns"]
+    res = h.run_cli("verify", copy)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+
+
+def test_plot_writes_a_png(built, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "va.png"
+    report = verify(built, plot=png)
+    assert report.ok
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png2 = tmp_path / "cli.png"
+    res = h.run_cli("verify", built, "--plot", png2)
+    assert res.returncode == 0, res.stderr
+    assert png2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
