@@ -460,15 +460,33 @@ class _ShardWriter:
         self.seconds["window_prepend"] += t1 - t0
         self.seconds["export"] += time.perf_counter() - t1
 
-    def dataset(self):
+    def finish(self, split_dir: Path) -> None:
+        """Lay the shards out as ``save_to_disk`` does, without copying their data.
+
+        ``datasets`` writes the split's metadata (from an empty split with the same
+        features); the shards are then moved in as its data files. Copying them through
+        ``save_to_disk`` would read every page back and make memory grow with the corpus.
+        """
+        import json
+
         import datasets
 
         self.flush()
+        empty = datasets.Dataset(
+            datasets.table.InMemoryTable(self.features.arrow_schema.empty_table())
+        )
+        # One (empty) data file: an empty split saved with no file fails to load.
+        empty.save_to_disk(str(split_dir), num_shards=1)
         if not self.shards:
-            empty = self.features.arrow_schema.empty_table()
-            return datasets.Dataset(datasets.table.InMemoryTable(empty))
-        parts = [datasets.Dataset.from_file(str(s)) for s in self.shards]
-        return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+            return
+        (split_dir / "data-00000-of-00001.arrow").unlink()
+        names = [f"data-{k:05d}-of-{len(self.shards):05d}.arrow" for k in range(len(self.shards))]
+        for shard, name in zip(self.shards, names, strict=True):
+            os.replace(shard, split_dir / name)
+        state_path = split_dir / "state.json"
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state["_data_files"] = [{"filename": n} for n in names]
+        state_path.write_text(json.dumps(state, indent=2), encoding="utf-8")
 
 
 def features():
@@ -619,12 +637,10 @@ def _build_into(p, tmp, base, files, workers, started, tqdm, datasets, version) 
     stage["tokenise_wall"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    dd = datasets.DatasetDict({s: w.dataset() for s, w in writers.items()})
-    empty = {s: 1 for s, w in writers.items() if not w.shards}
-    if p.quiet:
-        datasets.disable_progress_bars()
-    dd.save_to_disk(str(tmp), num_shards=empty or None)
-    del dd
+    datasets.disable_progress_bars()  # saving metadata only: nothing worth a bar
+    for split, writer in writers.items():
+        writer.finish(tmp / split)
+    _write_json(tmp / "dataset_dict.json", {"splits": list(writers)})
     shutil.rmtree(shard_dir, ignore_errors=True)
     stage["save"] = time.perf_counter() - t
     for w in writers.values():
