@@ -10,6 +10,7 @@ and a warm build); the ratio is the slower mean over the faster, from one run.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -55,8 +56,11 @@ def table(data: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--json", help="a pytest-benchmark JSON file to report instead of running")
-    ap.add_argument("pytest_args", nargs="*", default=["benches"], help="what to run")
+    ap.add_argument("pytest_args", nargs="*", help="files to run (default: benches/bench_*.py)")
     a = ap.parse_args()
+    if not a.pytest_args:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        a.pytest_args = sorted(glob.glob(os.path.join(root, "benches", "bench_*.py")))
     path = a.json
     if path is None:
         path = os.path.join(tempfile.mkdtemp(), "bench.json")
