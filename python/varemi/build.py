@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import time
@@ -110,15 +111,34 @@ class BuildResult:
     info: dict = field(default_factory=dict)
 
 
-def check_params(p: BuildParams) -> None:
-    """Refuse bad parameters before any work, with one line naming the parameter.
+def check_params(p: BuildParams, midi_dir: bool = True) -> None:
+    """Refuse bad parameters before any work, with one line naming the option.
 
     Args:
         p: The build parameters.
+        midi_dir: Also check that ``p.midi_dir`` is a folder (the demo checks the
+            other parameters before it writes its corpus).
 
     Raises:
-        VaremiError: a subclass naming the first bad parameter.
+        VaremiError: a subclass naming the first bad parameter by its option.
     """
+    try:
+        _check_params(p, midi_dir)
+    except VaremiError as e:
+        raise type(e)(
+            _OPTION_NAMES.sub(
+                lambda m: "--" + m.group(0).replace("_", "-").replace(" ", "-"), str(e)
+            )
+        ) from None
+
+
+# Kernel-level messages name parameters as Python does; the CLI user typed options.
+_OPTION_NAMES = re.compile(
+    r"\b(window_size|stride|min_window_tokens|train_split|seed|bins|pitch range|pitch policy)\b"
+)
+
+
+def _check_params(p: BuildParams, midi_dir: bool) -> None:
     reference._check_window_params(p.window_size, p.stride, p.min_window_tokens)
     conditioning.check_bins(p.bins)
     if p.binning not in BINNINGS:
@@ -142,7 +162,7 @@ def check_params(p: BuildParams) -> None:
         raise VaremiError(
             "--jitter applies to computed labels only; it cannot be used with --labels"
         )
-    if not p.midi_dir.is_dir():
+    if midi_dir and not p.midi_dir.is_dir():
         raise MidiDirError(f"--midi-dir {p.midi_dir} is not a folder")
     if p.labels is not None and not p.labels.is_file():
         raise VaremiError(f"--labels {p.labels} is not a file")

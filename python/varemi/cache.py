@@ -5,8 +5,8 @@ tokenizer, so ``build`` keeps each file's token ids keyed by everything that
 determines them: the sha256 of the file's bytes and of the tokenizer, the pitch
 policy and range, the track mode, and the versions of varemi and MidiTok.
 
-An entry is one small file: a header (magic, token count, the piece's duration in
-minutes, sha256 of the payload) then the little-endian int32 ids. Entries are written
+An entry is one small file: a header (magic, its own key, token count, the piece's
+duration in minutes, sha256 of the payload) then the little-endian int32 ids. Entries are written
 to a temporary file and renamed into place, so concurrent builds sharing a cache
 never see half an entry; a damaged or truncated entry fails its checksum and is
 recomputed, never trusted.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-_MAGIC = b"VRMTOK1\0"
-_HEADER = struct.Struct("<8sQd32s")  # magic, n tokens, minutes, sha256 of payload
+_MAGIC = b"VRMTOK2\0"
+_HEADER = struct.Struct("<8s32sQd32s")  # magic, key, n tokens, minutes, sha256 of payload
 
 
 def default_cache_dir() -> Path:
@@ -90,11 +90,16 @@ class TokenCache:
         if len(raw) < _HEADER.size:
             self._discard(path)
             raise DamagedEntry(f"{path}: truncated header")
-        magic, n, minutes, digest = _HEADER.unpack_from(raw)
+        magic, stored_key, n, minutes, digest = _HEADER.unpack_from(raw)
         payload = raw[_HEADER.size :]
-        if magic != _MAGIC or len(payload) != 4 * n or hashlib.sha256(payload).digest() != digest:
+        if (
+            magic != _MAGIC
+            or stored_key != bytes.fromhex(key)  # an entry copied over another's
+            or len(payload) != 4 * n
+            or hashlib.sha256(payload).digest() != digest
+        ):
             self._discard(path)
-            raise DamagedEntry(f"{path}: bad magic, length or checksum")
+            raise DamagedEntry(f"{path}: bad magic, key, length or checksum")
         return np.frombuffer(payload, dtype="<i4").astype(np.int32, copy=False), minutes
 
     def put(self, key: str, tokens: np.ndarray, minutes: float) -> None:
@@ -106,7 +111,8 @@ class TokenCache:
             minutes: The piece's duration, so ``--max-minutes`` still applies on a hit.
         """
         payload = np.ascontiguousarray(tokens, dtype="<i4").tobytes()
-        header = _HEADER.pack(_MAGIC, len(tokens), float(minutes), hashlib.sha256(payload).digest())
+        digest = hashlib.sha256(payload).digest()
+        header = _HEADER.pack(_MAGIC, bytes.fromhex(key), len(tokens), float(minutes), digest)
         self._write(self._path(key), header + payload)
 
     def get_json(self, key: str) -> dict | None:
@@ -133,10 +139,14 @@ class TokenCache:
         except ValueError as e:
             self._discard(path)
             raise DamagedEntry(f"{path}: {e}") from e
-        if not isinstance(obj, dict):
+        if (
+            not isinstance(obj, dict)
+            or obj.get("key") != key
+            or not isinstance(obj.get("value"), dict)
+        ):
             self._discard(path)
-            raise DamagedEntry(f"{path}: not an object")
-        return obj
+            raise DamagedEntry(f"{path}: not an entry for this key")
+        return obj["value"]
 
     def put_json(self, key: str, obj: dict) -> None:
         """Store a small JSON entry atomically.
@@ -145,7 +155,8 @@ class TokenCache:
             key: From :func:`cache_key`.
             obj: A JSON-serialisable object.
         """
-        self._write(self.folder / key[:2] / f"{key}.json", json.dumps(obj).encode())
+        entry = {"key": key, "value": obj}  # the key inside: a copied entry is caught
+        self._write(self.folder / key[:2] / f"{key}.json", json.dumps(entry).encode())
 
     def _write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -154,17 +154,13 @@ def _labels(a: argparse.Namespace) -> int:
 
 
 def _build(a: argparse.Namespace) -> int:
-    from varemi.build import BuildParams, build
+    from varemi.build import BuildParams, build, check_params
 
     demo = a.midi_dir is None
     if demo:
-        from varemi.demo import write_demo_corpus
-
         a.midi_dir = DEMO_DIR / "midi"
         a.out = a.out or DEMO_DIR / "dataset"
         a.tokenizer = a.tokenizer or "builtin"
-        write_demo_corpus(a.midi_dir)
-        print(f"demo: wrote the built-in corpus to {a.midi_dir}/", file=sys.stderr)
     elif a.out is None:
         raise VaremiError("--out is required with --midi-dir")
     params = BuildParams(
@@ -193,6 +189,12 @@ def _build(a: argparse.Namespace) -> int:
         quiet=a.quiet,
         profile=a.profile,
     )
+    if demo:
+        from varemi.demo import write_demo_corpus
+
+        check_params(params, midi_dir=False)  # refuse bad options before writing anything
+        write_demo_corpus(a.midi_dir)
+        print(f"demo: wrote the built-in corpus to {a.midi_dir}/", file=sys.stderr)
     build(params)
     if demo and not a.quiet:
         print(

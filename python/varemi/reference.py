@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,6 +38,7 @@ def _require_dtype(name: str, array: np.ndarray, dtype: type) -> None:
 
 
 def _check_pitch_params(policy: str, low: int, high: int) -> None:
+    low, high = operator.index(low), operator.index(high)  # ints only, as the native side
     if policy not in PITCH_POLICIES:
         raise PitchRangeError(f"pitch policy must be one of {PITCH_POLICIES}, got {policy!r}")
     if low > high:
@@ -100,6 +102,8 @@ def normalize_pitches(
 
 
 def _check_window_params(window_size: int, stride: int, min_window_tokens: int) -> None:
+    window_size, stride = operator.index(window_size), operator.index(stride)
+    min_window_tokens = operator.index(min_window_tokens)
     if window_size < 1:
         raise WindowParameterError(f"window_size must be >= 1, got {window_size}")
     if stride < 1:
@@ -240,6 +244,7 @@ def prepend_conditioning(
 
 
 def _check_split_params(seed: int, train_split: float) -> None:
+    seed = operator.index(seed)
     if not 0 <= seed < _TWO_64:
         raise SplitParameterError(f"seed must be in 0..2**64-1, got {seed}")
     if not 0.0 < train_split <= 1.0:  # also refuses NaN
@@ -261,7 +266,7 @@ def split_hashes(keys: Sequence[str], seed: int = 42) -> np.ndarray:
         TypeError: a key that is not a string.
     """
     _check_split_params(seed, 0.5)
-    key = seed.to_bytes(8, "little")
+    key = operator.index(seed).to_bytes(8, "little")
     out = []
     for k in keys:
         if not isinstance(k, str):
@@ -288,5 +293,5 @@ def val_mask(keys: Sequence[str], seed: int = 42, train_split: float = 0.9) -> n
         TypeError: a key that is not a string.
     """
     _check_split_params(seed, train_split)
-    threshold = math.floor((1 - train_split) * 2**64)
+    threshold = math.floor((1 - float(train_split)) * 2**64)
     return np.array([int(h) < threshold for h in split_hashes(keys, seed).tolist()], dtype=bool)
