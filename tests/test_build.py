@@ -677,6 +677,12 @@ def test_token_cache_hits_and_damaged_entries(tmp_path):
     h.build(midi, tmp_path / "four", **kw)  # the damaged entries were rewritten
     assert h.info(tmp_path / "four")["cache"].get("hit") == 6
 
+    # a valid entry copied over another file's entry is caught by the key it carries
+    entries[0].write_bytes(entries[1].read_bytes())
+    h.build(midi, tmp_path / "swapped", **kw)
+    assert h.info(tmp_path / "swapped")["cache"].get("damaged") == 1
+    h.same_data(tmp_path / "one", tmp_path / "swapped")
+
     # what determines the tokens is part of the key: another pitch policy misses
     h.build(midi, tmp_path / "five", pitch_policy="drop", **kw)
     assert h.info(tmp_path / "five")["cache"].get("miss") == 6
