@@ -27,10 +27,10 @@ from varemi import conditioning, kernels, reference
 from varemi.cache import DamagedEntry, TokenCache, cache_key, default_cache_dir
 from varemi.encode import TRACK_MODES, EncodeOptions, RejectedFile, encode_midi, read_midi_bytes
 from varemi.errors import VaremiError
+from varemi.export import SplitWriter, write_dataset_dict
 
 FORMAT_VERSION = 1
 BINNINGS = ("uniform", "quantile")
-SHARD_TOKENS = 1 << 21  # tokens buffered per split before a shard is written
 
 
 class OutputFolderError(VaremiError):
@@ -407,129 +407,6 @@ def _labels_for(
     }, "heuristic"
 
 
-class _ShardWriter:
-    """Streams one split's examples into Arrow shards as files are tokenised."""
-
-    def __init__(self, split: str, folder: Path, features, cond: dict, p: BuildParams) -> None:
-        self.split, self.folder, self.features, self.p = split, folder, features, p
-        self.val_ids, self.aro_ids = cond["val"], cond["aro"]
-        self.pending: list[tuple[str, np.ndarray, float, float, int, int]] = []
-        self.pending_tokens = 0
-        self.shards: list[Path] = []
-        self.examples = 0
-        self.tokens = 0
-        self.files_with_examples = 0
-        self.lengths: Counter = Counter()
-        self.bin_counts: Counter = Counter()
-        self.seconds = {"window_prepend": 0.0, "export": 0.0}
-
-    def add(self, rel: str, ids: np.ndarray, labels: tuple[float, float], bins: tuple[int, int]):
-        self.pending.append((rel, ids, *labels, *bins))
-        self.pending_tokens += len(ids)
-        if self.pending_tokens >= SHARD_TOKENS:
-            self.flush()
-
-    def flush(self) -> None:
-        import pyarrow as pa
-
-        if not self.pending:
-            return
-        t0 = time.perf_counter()
-        rels = [x[0] for x in self.pending]
-        tokens = np.concatenate([x[1] for x in self.pending]).astype(np.int32, copy=False)
-        offsets = np.zeros(len(self.pending) + 1, dtype=np.int64)
-        np.cumsum([len(x[1]) for x in self.pending], out=offsets[1:])
-        vbin = np.array([x[4] for x in self.pending], dtype=np.int8)
-        abin = np.array([x[5] for x in self.pending], dtype=np.int8)
-        ex = kernels.make_examples(
-            tokens,
-            offsets,
-            self.val_ids[vbin.astype(np.int64) + self.p.bins // 2],
-            self.aro_ids[abin.astype(np.int64) + self.p.bins // 2],
-            self.p.window_size,
-            self.p.stride,
-            self.p.min_window_tokens,
-        )
-        t1 = time.perf_counter()
-        fi = ex.file_index
-        table = pa.table(
-            {
-                "input_ids": pa.ListArray.from_arrays(
-                    pa.array(ex.offsets.astype(np.int32)), pa.array(ex.values)
-                ),
-                "valence": pa.array(np.array([x[2] for x in self.pending], np.float32)[fi]),
-                "arousal": pa.array(np.array([x[3] for x in self.pending], np.float32)[fi]),
-                "valence_bin": pa.array(vbin[fi]),
-                "arousal_bin": pa.array(abin[fi]),
-                "source_file": pa.array(rels, pa.string()).take(pa.array(fi)),
-                "window_idx": pa.array(ex.window_index),
-            },
-            schema=self.features.arrow_schema,
-        )
-        path = self.folder / f"{self.split}-{len(self.shards):05d}.arrow"
-        with pa.ipc.new_stream(path, table.schema) as writer:
-            writer.write_table(table)
-        self.shards.append(path)
-        lengths = np.diff(ex.offsets)
-        self.examples += len(lengths)
-        self.tokens += int(lengths.sum())
-        self.files_with_examples += len(np.unique(fi))
-        self.lengths.update(lengths.tolist())
-        self.bin_counts.update(zip(vbin[fi].tolist(), abin[fi].tolist(), strict=True))
-        self.pending, self.pending_tokens = [], 0
-        self.seconds["window_prepend"] += t1 - t0
-        self.seconds["export"] += time.perf_counter() - t1
-
-    def finish(self, split_dir: Path) -> None:
-        """Lay the shards out as ``save_to_disk`` does, without copying their data.
-
-        ``datasets`` writes the split's metadata (from an empty split with the same
-        features); the shards are then moved in as its data files. Copying them through
-        ``save_to_disk`` would read every page back and make memory grow with the corpus.
-        """
-        import json
-
-        import datasets
-
-        self.flush()
-        empty = datasets.Dataset(
-            datasets.table.InMemoryTable(self.features.arrow_schema.empty_table())
-        )
-        # One (empty) data file: an empty split saved with no file fails to load.
-        empty.save_to_disk(str(split_dir), num_shards=1)
-        if not self.shards:
-            return
-        (split_dir / "data-00000-of-00001.arrow").unlink()
-        names = [f"data-{k:05d}-of-{len(self.shards):05d}.arrow" for k in range(len(self.shards))]
-        for shard, name in zip(self.shards, names, strict=True):
-            os.replace(shard, split_dir / name)
-        state_path = split_dir / "state.json"
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-        state["_data_files"] = [{"filename": n} for n in names]
-        state_path.write_text(json.dumps(state, indent=2), encoding="utf-8")
-
-
-def features():
-    """The output columns (DESIGN.md contract 7) as ``datasets.Features``.
-
-    Returns:
-        ``datasets.Features`` of the ``train`` and ``val`` splits.
-    """
-    import datasets
-
-    return datasets.Features(
-        {
-            "input_ids": datasets.List(datasets.Value("int32")),
-            "valence": datasets.Value("float32"),
-            "arousal": datasets.Value("float32"),
-            "valence_bin": datasets.Value("int8"),
-            "arousal_bin": datasets.Value("int8"),
-            "source_file": datasets.Value("string"),
-            "window_idx": datasets.Value("int32"),
-        }
-    )
-
-
 def _bins(p: BuildParams, values: np.ndarray) -> tuple[np.ndarray, list[float] | None]:
     if p.binning == "uniform":
         return conditioning.discretise_uniform(values, p.bins), None
@@ -550,7 +427,6 @@ def build(p: BuildParams) -> BuildResult:
         VaremiError: a bad parameter (before any work is done).
         TokenizerUnavailableError: the tokenizer cannot be loaded.
     """
-    import datasets
     from tqdm import tqdm
 
     from varemi import __version__
@@ -580,7 +456,7 @@ def build(p: BuildParams) -> BuildResult:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        info = _build_into(p, tmp, base, files, workers, started, tqdm, datasets, __version__)
+        info = _build_into(p, tmp, base, files, workers, started, tqdm, __version__)
         _move_into_place(tmp, p.out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # the previous output stays as it was
@@ -590,7 +466,7 @@ def build(p: BuildParams) -> BuildResult:
     return BuildResult(p.out, info)
 
 
-def _build_into(p, tmp, base, files, workers, started, tqdm, datasets, version) -> dict:
+def _build_into(p, tmp, base, files, workers, started, tqdm, version) -> dict:
     from varemi.tokenizer import add_conditioning_tokens, save_tokenizer
 
     stage = {}
@@ -617,10 +493,14 @@ def _build_into(p, tmp, base, files, workers, started, tqdm, datasets, version) 
         "val": np.array(cond_list[: p.bins], dtype=np.int32),
         "aro": np.array(cond_list[p.bins :], dtype=np.int32),
     }
-    feats = features()
     shard_dir = tmp / "_shards"
     shard_dir.mkdir()
-    writers = {s: _ShardWriter(s, shard_dir, feats, cond, p) for s in ("train", "val")}
+    writers = {
+        s: SplitWriter(
+            s, shard_dir, cond["val"], cond["aro"], p.window_size, p.stride, p.min_window_tokens
+        )
+        for s in ("train", "val")
+    }
 
     options = EncodeOptions(
         p.pitch_policy, tuple(p.pitch_range), p.tracks, p.max_minutes, p.max_file_mb
@@ -657,10 +537,9 @@ def _build_into(p, tmp, base, files, workers, started, tqdm, datasets, version) 
     stage["tokenise_wall"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    datasets.disable_progress_bars()  # saving metadata only: nothing worth a bar
     for split, writer in writers.items():
         writer.finish(tmp / split)
-    _write_json(tmp / "dataset_dict.json", {"splits": list(writers)})
+    write_dataset_dict(tmp, list(writers))
     shutil.rmtree(shard_dir, ignore_errors=True)
     stage["save"] = time.perf_counter() - t
     for w in writers.values():

@@ -166,7 +166,7 @@ def _missing_info_keys(info) -> list[str]:
 
 def _check_columns(rep, dd) -> bool:
     """Record columns that differ from contract 7; False when one is missing altogether."""
-    from varemi.build import features
+    from varemi.export import features
 
     want = features()
     usable = True
