@@ -45,6 +45,8 @@ pub enum Fallback {
     EndOverflow,
     /// The arrays of one track have different lengths.
     Lengths,
+    /// A kept note's pitch has no token in the vocabulary (MidiTok raises `KeyError`).
+    MissingPitchToken(i32),
 }
 
 impl fmt::Display for Fallback {
@@ -59,6 +61,7 @@ impl fmt::Display for Fallback {
             Fallback::NegativeOnset(t) => write!(f, "a note starts at a negative tick ({t})"),
             Fallback::EndOverflow => write!(f, "a note ends past the int32 tick range"),
             Fallback::Lengths => write!(f, "time, duration, pitch and velocity lengths differ"),
+            Fallback::MissingPitchToken(p) => write!(f, "pitch {p} has no token in the vocabulary"),
         }
     }
 }
@@ -79,7 +82,9 @@ impl fmt::Display for TableError {
 pub struct PitchTable {
     /// Lowest pitch kept, inclusive.
     pub low: i32,
-    /// `ids[p - low]` is the token id of pitch `p`; `high = low + ids.len() - 1`.
+    /// `ids[p - low]` is the token id of pitch `p`, or -1 when the vocabulary lacks it
+    /// (a tokenizer saved before MidiTok 3.0.6 with `pitch_range` (21, 109) has no
+    /// `Pitch_109`); `high = low + ids.len() - 1`.
     pub ids: Vec<i32>,
 }
 
@@ -357,7 +362,11 @@ pub fn encode_track(
             ids.push(tables.position_ids[(time - bar_tick) as usize]);
             previous_tick = time;
         }
-        ids.push(pitch_table.ids[(note.pitch - low) as usize]);
+        let pitch_id = pitch_table.ids[(note.pitch - low) as usize];
+        if pitch_id < 0 {
+            return Err(Fallback::MissingPitchToken(note.pitch));
+        }
+        ids.push(pitch_id);
         if let Some(velocities) = &tables.velocities {
             ids.push(velocities.ids[note.velocity_idx]);
         }
@@ -580,6 +589,13 @@ mod tests {
             encode(&[0], &[1, 2], &[60], &[1], opts(8), &t),
             Err(Fallback::Lengths)
         );
+        let mut missing = tables(8);
+        missing.pitches[0].ids[108 - 21] = -1;
+        assert_eq!(
+            encode(&[0], &[1], &[108], &[1], opts(8), &missing),
+            Err(Fallback::MissingPitchToken(108))
+        );
+        assert!(encode(&[0], &[1], &[107], &[1], opts(8), &missing).is_ok());
         assert_eq!(
             encode(&[i32::MAX - 1], &[5], &[60], &[1], opts(8), &t),
             Err(Fallback::EndOverflow)

@@ -61,7 +61,12 @@ CONFIGS = {
     "coarse_all_pitches": dict(
         beat_res={(0, 2): 4, (2, 8): 2, (8, 16): 1}, num_velocities=8, pitch_range=(0, 127)
     ),
-    "odd_resolution": dict(beat_res={(0, 4): 6, (4, 8): 4}, num_velocities=5),
+    "odd_resolution_attribute_controls": dict(
+        beat_res={(0, 4): 6, (4, 8): 4},
+        num_velocities=5,
+        ac_polyphony_bar=True,
+        ac_note_density_track=True,
+    ),
     "no_velocities_dedup": dict(use_velocities=False, remove_duplicated_notes=True),
     "bar_end_trailing_drums": dict(
         use_bar_end_tokens=True,
@@ -191,6 +196,8 @@ def scores(draw: st.DrawFn) -> Score:
         ]
         if n and draw(st.booleans()):  # a note far past the others
             times[-1] = draw(st.integers(horizon, tpq * 4000))
+        if n and draw(st.integers(0, 9)) == 0:  # a negative onset: MidiTok raises
+            times[0] = draw(st.integers(-tpq * 8, -1))
         durations = draw(
             st.lists(
                 st.one_of(st.just(0), st.integers(0, tpq * 2), st.integers(0, tpq * 40)),
@@ -343,8 +350,17 @@ def test_other_tokenizers_are_refused() -> None:
         NativeREMI.from_tokenizer(MIDILike(TokenizerConfig(**MAESTRO)))
 
 
-def test_vocabulary_without_a_pitch_of_the_range_is_refused() -> None:
+def test_vocabulary_without_a_pitch_of_the_range() -> None:
+    # The pre-3.0.6 tokenizer files: pitch_range (21, 109) but no Pitch_109 token.
     tok = REMI(TokenizerConfig(**MAESTRO))
-    tok.config.pitch_range = (21, 109)  # the pre-3.0.6 tokenizer files: no Pitch_109
-    with pytest.raises(UnsupportedConfig, match="Pitch_109"):
-        NativeREMI.from_tokenizer(tok)
+    tok.config.pitch_range = (21, 109)
+    nat = NativeREMI.from_tokenizer(tok)
+    fine = one_track_score(480, [(0, 480, 108, 80), (480, 480, 110, 80)])
+    assert [a.tolist() for a in nat.encode_base(fine)] == miditok_ids(tok, fine)
+    assert nat.fallbacks == 0
+    bad = one_track_score(480, [(0, 480, 109, 80)])
+    with pytest.raises(KeyError, match="Pitch_109"):
+        miditok_ids(tok, bad)
+    with pytest.raises(KeyError, match="Pitch_109"):
+        nat.encode_base(bad)
+    assert nat.fallbacks == 1

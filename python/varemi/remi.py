@@ -50,7 +50,7 @@ _OFF_FLAGS = (
 )
 """Config flags that must be off: each adds tokens or preprocessing the kernel lacks."""
 
-_REMI_PARAMS = {"max_bar_embedding", "use_bar_end_tokens", "add_trailing_bars"}
+_REMI_PARAMS = ("max_bar_embedding", "use_bar_end_tokens", "add_trailing_bars")
 
 
 def _id(vocab: dict[str, int], token: str) -> int:
@@ -118,10 +118,8 @@ class NativeREMI:
             raise UnsupportedConfig("multi-vocabulary tokenizers are not covered")
         if getattr(tokenizer, "_note_on_off", False):
             raise UnsupportedConfig("NoteOn/NoteOff tokenizers are not covered")
-        params = dict(config.additional_params)
-        unknown = sorted(set(params) - _REMI_PARAMS)
-        if unknown:
-            raise UnsupportedConfig(f"config.additional_params {unknown} are not covered")
+        # REMI reads only these three; other keys (from older tokenizer files) are unused.
+        params = {key: config.additional_params.get(key) for key in _REMI_PARAMS}
         if params.get("max_bar_embedding") is not None:
             raise UnsupportedConfig("additional_params max_bar_embedding is set")
         tpq = int(config.max_num_pos_per_beat)
@@ -235,7 +233,16 @@ class NativeREMI:
 def _pitch_table(
     vocab: dict[str, int], kind: str, pitch_range: tuple[int, int]
 ) -> tuple[int, list[int]]:
+    """``(low, ids)`` of a pitch range; -1 for a pitch the vocabulary lacks.
+
+    A tokenizer saved before MidiTok 3.0.6 with ``pitch_range`` (21, 109) has no
+    ``Pitch_109``: MidiTok raises ``KeyError`` on such a note, so the kernel hands any
+    score holding one back to MidiTok, and encodes every other score itself.
+    """
     low, high = int(pitch_range[0]), int(pitch_range[1])
     if not 0 <= low <= high <= 127:
         raise UnsupportedConfig(f"{kind} range {pitch_range} is outside 0..127")
-    return low, [_id(vocab, f"{kind}_{p}") for p in range(low, high + 1)]
+    ids = [int(vocab.get(f"{kind}_{p}", -1)) for p in range(low, high + 1)]
+    if all(i < 0 for i in ids):
+        raise UnsupportedConfig(f"the vocabulary has no {kind} token of {pitch_range}")
+    return low, ids
