@@ -4,13 +4,14 @@
 //! borrowing of numpy arrays (never copied: a non-contiguous or misaligned array is
 //! refused with `TypeError`), the release of the GIL around the work, and the mapping
 //! of Rust errors to the Python exception classes of `varemi.errors`. The kernels
-//! themselves are pure Rust on slices, in [`pitch`], [`window`] and [`split`].
+//! themselves are pure Rust on slices, in [`pitch`], [`window`], [`split`] and [`remi`].
 //!
 //! Every function has a pure-Python twin in `varemi.reference` (its specification):
 //! same arguments, same results, same exception class for the same bad input, raised
 //! after the same checks in the same order.
 
 pub mod pitch;
+pub mod remi;
 pub mod split;
 pub mod window;
 
@@ -18,7 +19,7 @@ use numpy::{
     Element, IntoPyArray, PyArray1, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1,
     PyUntypedArray, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyTypeError};
+use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use pyo3::{Borrowed, PyTypeInfo};
@@ -453,6 +454,109 @@ fn py_val_mask<'py>(
     Ok(mask.into_pyarray(py))
 }
 
+// ---------------------------------------------------------------------------------------
+// REMI base-token encoder
+// ---------------------------------------------------------------------------------------
+
+pyo3::import_exception!(varemi.errors, UnsupportedScore);
+
+/// A nearest-value table given from Python: ``(values, ids)``.
+type ValueTableArg = (Vec<i32>, Vec<i32>);
+
+/// MidiTok REMI base-token encoder over fixed vocabulary tables: see varemi.remi.
+#[pyclass(frozen, name = "RemiEncoder", module = "varemi._native")]
+struct PyRemiEncoder {
+    tables: remi::RemiTables,
+}
+
+#[pymethods]
+impl PyRemiEncoder {
+    #[new]
+    #[pyo3(signature = (
+        tpq,
+        bar_id,
+        bar_end_id,
+        trailing_bars,
+        position_ids,
+        pitch_tables,
+        velocities,
+        durations,
+        remove_duplicated_notes,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        tpq: i32,
+        bar_id: i32,
+        bar_end_id: Option<i32>,
+        trailing_bars: bool,
+        position_ids: Vec<i32>,
+        pitch_tables: Vec<(i32, Vec<i32>)>,
+        velocities: Option<ValueTableArg>,
+        durations: ValueTableArg,
+        remove_duplicated_notes: bool,
+    ) -> PyResult<Self> {
+        let value_table = |(values, ids): ValueTableArg| remi::ValueTable { values, ids };
+        let tables = remi::RemiTables {
+            tpq,
+            bar_id,
+            bar_end_id,
+            trailing_bars,
+            position_ids,
+            pitches: pitch_tables
+                .into_iter()
+                .map(|(low, ids)| remi::PitchTable { low, ids })
+                .collect(),
+            velocities: velocities.map(value_table),
+            durations: value_table(durations),
+            remove_duplicated_notes,
+        };
+        tables.check().map_err(error::<PyValueError>)?;
+        Ok(PyRemiEncoder { tables })
+    }
+
+    /// One track's base ids, or None when MidiTok drops the track.
+    #[pyo3(signature = (time, duration, pitch, velocity, ticks_per_quarter, pitch_table, use_durations))]
+    #[allow(clippy::too_many_arguments)]
+    fn encode_track<'py>(
+        &self,
+        time: &Bound<'py, PyAny>,
+        duration: &Bound<'py, PyAny>,
+        pitch: &Bound<'py, PyAny>,
+        velocity: &Bound<'py, PyAny>,
+        ticks_per_quarter: i64,
+        pitch_table: usize,
+        use_durations: bool,
+    ) -> PyResult<Option<Bound<'py, PyArray1<i32>>>> {
+        let py = time.py();
+        let time = borrow::<i32>(time, "time", "int32")?;
+        let duration = borrow::<i32>(duration, "duration", "int32")?;
+        let pitch = borrow::<i8>(pitch, "pitch", "int8")?;
+        let velocity = borrow::<i8>(velocity, "velocity", "int8")?;
+        if pitch_table >= self.tables.pitches.len() {
+            return Err(error::<PyValueError>(format_args!(
+                "pitch_table must be below {}, got {pitch_table}",
+                self.tables.pitches.len()
+            )));
+        }
+        let notes = remi::Notes {
+            time: slice(&time, "time")?,
+            duration: slice(&duration, "duration")?,
+            pitch: slice(&pitch, "pitch")?,
+            velocity: slice(&velocity, "velocity")?,
+        };
+        let options = remi::TrackOptions {
+            score_tpq: ticks_per_quarter,
+            pitch_table,
+            use_durations,
+        };
+        let tables = &self.tables;
+        let ids = py
+            .detach(|| remi::encode_track(notes, options, tables))
+            .map_err(error::<UnsupportedScore>)?;
+        Ok(ids.map(|ids| ids.into_pyarray(py)))
+    }
+}
+
 /// The native kernels of varemi (see varemi.kernels for the public API).
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -473,5 +577,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_prepend_conditioning, m)?)?;
     m.add_function(wrap_pyfunction!(py_split_hashes, m)?)?;
     m.add_function(wrap_pyfunction!(py_val_mask, m)?)?;
+    m.add_class::<PyRemiEncoder>()?;
     Ok(())
 }

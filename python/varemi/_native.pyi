@@ -150,3 +150,72 @@ def val_mask(
         TypeError: a key that is not a string.
         UnicodeEncodeError: a key that is not valid Unicode (a lone surrogate).
     """
+
+class RemiEncoder:
+    """MidiTok 3.1 REMI base-token encoding over fixed vocabulary tables.
+
+    Built by :meth:`varemi.remi.NativeREMI.from_tokenizer` from the tokenizer's own
+    tables; use that class rather than this one.
+    """
+
+    def __init__(
+        self,
+        tpq: int,
+        bar_id: int,
+        bar_end_id: int | None,
+        trailing_bars: bool,
+        position_ids: list[int],
+        pitch_tables: list[tuple[int, list[int]]],
+        velocities: tuple[list[int], list[int]] | None,
+        durations: tuple[list[int], list[int]],
+        remove_duplicated_notes: bool,
+    ) -> None:
+        """Check and keep the tables.
+
+        Args:
+            tpq: The tokenizer's ticks per quarter (``config.max_num_pos_per_beat``).
+            bar_id: Id of ``Bar_None``.
+            bar_end_id: Id of ``Bar_End`` (``use_bar_end_tokens``), else None.
+            trailing_bars: Add the bars up to the last note's end (``add_trailing_bars``).
+            position_ids: Ids of ``Position_0`` .. ``Position_{4*tpq-1}``.
+            pitch_tables: ``(low, ids)`` per pitch kind: ``ids[p - low]`` is the id of
+                pitch ``p``; index 0 for ``Pitch``, 1 for ``PitchDrum`` if used.
+            velocities: Non-decreasing velocity values and their ids, or None when
+                velocities are off.
+            durations: Non-decreasing durations in ticks (at ``tpq``) and their ids.
+            remove_duplicated_notes: ``config.remove_duplicated_notes``.
+
+        Raises:
+            ValueError: inconsistent tables.
+        """
+
+    def encode_track(
+        self,
+        time: npt.NDArray[np.int32],
+        duration: npt.NDArray[np.int32],
+        pitch: npt.NDArray[np.int8],
+        velocity: npt.NDArray[np.int8],
+        ticks_per_quarter: int,
+        pitch_table: int,
+        use_durations: bool,
+    ) -> npt.NDArray[np.int32] | None:
+        """One track's base ids, as MidiTok gives them, or None if MidiTok drops it.
+
+        Args:
+            time: Onsets in ticks (``track.notes.numpy()["time"]``).
+            duration: Durations in ticks.
+            pitch: MIDI pitches.
+            velocity: Velocities.
+            ticks_per_quarter: The score's resolution (resampled to ``tpq``).
+            pitch_table: Which pitch table the track uses.
+            use_durations: Whether the track's program has ``Duration`` tokens.
+
+        Returns:
+            int32 ids, or None when no note is left in the pitch range.
+
+        Raises:
+            TypeError: an array of the wrong dtype, not 1-D, or not contiguous.
+            ValueError: ``pitch_table`` out of range.
+            UnsupportedScore: MidiTok must encode this score itself (arrays of different
+                lengths, a negative onset, ticks outside int32 after resampling).
+        """

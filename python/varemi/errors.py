@@ -34,3 +34,19 @@ class SplitParameterError(VaremiError):
 
 class ConditioningError(VaremiError):
     """Conditioning ids or window arrays that do not fit together."""
+
+
+class UnsupportedConfig(VaremiError):
+    """A tokenizer configuration the native REMI encoder does not reproduce exactly.
+
+    Attributes:
+        reason: One line naming the configuration flag or table that is not covered.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnsupportedScore(VaremiError):
+    """A score the native REMI encoder hands back to MidiTok (e.g. a negative onset)."""
