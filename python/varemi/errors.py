@@ -34,3 +34,19 @@ class SplitParameterError(VaremiError):
 
 class ConditioningError(VaremiError):
     """Conditioning ids or window arrays that do not fit together."""
+
+
+class UnsupportedConfig(VaremiError):  # noqa: N818 - the name the native BPE API documents
+    """A tokenizer whose BPE step :class:`varemi.bpe.NativeBPE` cannot reproduce exactly.
+
+    Attributes:
+        reason: Why, in one line.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownTokenIdError(VaremiError):
+    """A base token id that is not in the tokenizer's base vocabulary."""
