@@ -23,6 +23,62 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A small, fast, non-cryptographic hasher for integer keys (the `FxHash` mixing step
+/// of rustc): the merge table and the chunk cache hash a few integers per lookup.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// `HashMap` with [`FxHasher`].
+pub type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// What the character of one base id becomes in the Hugging Face pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,14 +124,22 @@ pub struct Bpe {
     table: Vec<BaseSymbol>,
     prefix: Option<u32>,
     /// `(left, right) -> (rank, new_id)`, as `tokenizers`' `MergeMap`.
-    merges: HashMap<(u32, u32), (u32, u32)>,
+    merges: FxHashMap<(u32, u32), (u32, u32)>,
 }
 
 /// Results per distinct chunk of base ids.
-pub type ChunkCache = HashMap<Box<[i32]>, Box<[u32]>>;
+pub type ChunkCache = FxHashMap<Box<[i32]>, Box<[u32]>>;
 
 /// Entries a [`ChunkCache`] may hold before [`Bpe::encode_chunks`] empties it.
 pub const CACHE_CAPACITY: usize = 1 << 20;
+
+/// Buffers reused from piece to piece.
+#[derive(Debug, Default)]
+struct Scratch {
+    piece: Vec<u32>,
+    symbols: Vec<Symbol>,
+    queue: BinaryHeap<Reverse<(u32, usize, u32)>>,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Symbol {
@@ -95,7 +159,7 @@ impl Bpe {
     /// * `merges`: `(left, right, new_id)` in rank order (rank = index). A pair listed
     ///   twice keeps its last rank and id, as `tokenizers` builds its `MergeMap`.
     pub fn new(table: Vec<BaseSymbol>, prefix: Option<u32>, merges: &[(u32, u32, u32)]) -> Self {
-        let mut map = HashMap::with_capacity(merges.len());
+        let mut map = FxHashMap::with_capacity_and_hasher(merges.len(), Default::default());
         for (rank, &(left, right, new_id)) in merges.iter().enumerate() {
             let rank = u32::try_from(rank).unwrap_or(u32::MAX);
             map.insert((left, right), (rank, new_id));
@@ -139,7 +203,11 @@ impl Bpe {
     ///
     /// Every id must have been checked by [`Bpe::check_ids`].
     pub fn encode_chunk(&self, chunk: &[i32], out: &mut Vec<u32>) {
-        let mut piece: Vec<u32> = Vec::with_capacity(chunk.len() + 1);
+        self.encode_chunk_with(chunk, out, &mut Scratch::default());
+    }
+
+    fn encode_chunk_with(&self, chunk: &[i32], out: &mut Vec<u32>, scratch: &mut Scratch) {
+        let mut piece = std::mem::take(&mut scratch.piece);
         let mut in_piece = false;
         for &id in chunk {
             let symbol = usize::try_from(id)
@@ -149,7 +217,7 @@ impl Bpe {
             match symbol {
                 BaseSymbol::Added(added) => {
                     if in_piece {
-                        self.merge_piece(&piece, out);
+                        self.merge_piece(&piece, out, scratch);
                         in_piece = false;
                     }
                     out.push(added);
@@ -172,8 +240,9 @@ impl Bpe {
             }
         }
         if in_piece {
-            self.merge_piece(&piece, out);
+            self.merge_piece(&piece, out, scratch);
         }
+        scratch.piece = piece;
     }
 
     fn start_piece(&self, piece: &mut Vec<u32>) {
@@ -184,33 +253,29 @@ impl Bpe {
     }
 
     /// `tokenizers`' `Word::merge_all` (without dropout) on `piece`, appended to `out`.
-    fn merge_piece(&self, piece: &[u32], out: &mut Vec<u32>) {
+    fn merge_piece(&self, piece: &[u32], out: &mut Vec<u32>, scratch: &mut Scratch) {
         if piece.len() < 2 {
             out.extend_from_slice(piece);
             return;
         }
         let n = piece.len();
-        let mut symbols: Vec<Symbol> = piece
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| Symbol {
-                c,
-                prev: i as isize - 1,
-                next: if i + 1 < n { i as isize + 1 } else { -1 },
-                removed: false,
-            })
-            .collect();
+        let symbols = &mut scratch.symbols;
+        symbols.clear();
+        symbols.extend(piece.iter().enumerate().map(|(i, &c)| Symbol {
+            c,
+            prev: i as isize - 1,
+            next: if i + 1 < n { i as isize + 1 } else { -1 },
+            removed: false,
+        }));
         // Min-heap on (rank, pos): lowest rank first, leftmost first among equal ranks.
         // Entries with equal (rank, pos) are the same merge, so their order is moot.
-        let mut queue: BinaryHeap<Reverse<(u32, usize, u32)>> = symbols
-            .windows(2)
-            .enumerate()
-            .filter_map(|(pos, w)| {
-                self.merges
-                    .get(&(w[0].c, w[1].c))
-                    .map(|&(rank, new_id)| Reverse((rank, pos, new_id)))
-            })
-            .collect();
+        let queue = &mut scratch.queue;
+        queue.clear();
+        queue.extend(symbols.windows(2).enumerate().filter_map(|(pos, w)| {
+            self.merges
+                .get(&(w[0].c, w[1].c))
+                .map(|&(rank, new_id)| Reverse((rank, pos, new_id)))
+        }));
         while let Some(Reverse((_, pos, new_id))) = queue.pop() {
             if symbols[pos].removed || symbols[pos].next == -1 {
                 continue;
@@ -263,6 +328,7 @@ impl Bpe {
             cache.clear();
         }
         let mut out = Vec::with_capacity(base.len());
+        let mut scratch = Scratch::default();
         for bounds in offsets.windows(2) {
             let chunk = &base[bounds[0] as usize..bounds[1] as usize];
             if chunk.is_empty() {
@@ -273,7 +339,7 @@ impl Bpe {
                 continue;
             }
             let start = out.len();
-            self.encode_chunk(chunk, &mut out);
+            self.encode_chunk_with(chunk, &mut out, &mut scratch);
             cache.insert(chunk.into(), out[start..].into());
         }
         Ok(out)
@@ -330,7 +396,7 @@ mod tests {
 
     fn encode(bpe: &Bpe, base: &[i32]) -> Vec<u32> {
         let offsets = [0, base.len() as i64];
-        bpe.encode_chunks(base, &offsets, &mut ChunkCache::new())
+        bpe.encode_chunks(base, &offsets, &mut ChunkCache::default())
             .unwrap()
     }
 
@@ -385,7 +451,7 @@ mod tests {
     fn chunks_are_encoded_separately_and_cached() {
         let bpe = Bpe::new(table(), None, &[(A, B, 20)]);
         let base = [0, 1, 0, 0, 1];
-        let mut cache = ChunkCache::new();
+        let mut cache = ChunkCache::default();
         let whole = bpe.encode_chunks(&base, &[0, 5], &mut cache).unwrap();
         assert_eq!(whole, vec![20, A, 20]);
         let split = bpe
@@ -399,10 +465,68 @@ mod tests {
         assert_eq!(again, split);
     }
 
+    /// Textbook BPE: merge the lowest-rank adjacent pair, leftmost first, until none.
+    /// Equal to `merge_all` when no two merges produce the same id.
+    fn naive(piece: &[u32], merges: &[(u32, u32, u32)]) -> Vec<u32> {
+        let mut word = piece.to_vec();
+        loop {
+            let best = (0..word.len().saturating_sub(1))
+                .filter_map(|i| {
+                    merges
+                        .iter()
+                        .rposition(|&(a, b, _)| (a, b) == (word[i], word[i + 1]))
+                        .map(|rank| (rank, i))
+                })
+                .min();
+            let Some((rank, i)) = best else {
+                return word;
+            };
+            word[i] = merges[rank].2;
+            word.remove(i + 1);
+        }
+    }
+
+    #[test]
+    fn random_pieces_equal_textbook_bpe() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n) as u32
+        };
+        for _ in 0..200 {
+            // 4 base symbols (ids 10..=13); every merge makes a new id (100, 101, ...)
+            // out of two existing ones.
+            let mut ids: Vec<u32> = (10..14).collect();
+            let mut merges = Vec::new();
+            for k in 0..next(12) {
+                let a = ids[next(ids.len() as u64) as usize];
+                let b = ids[next(ids.len() as u64) as usize];
+                if merges.iter().any(|&(x, y, _)| (x, y) == (a, b)) {
+                    continue;
+                }
+                merges.push((a, b, 100 + k));
+                ids.push(100 + k);
+            }
+            let table: Vec<BaseSymbol> = (10..14).map(BaseSymbol::Model).collect();
+            let bpe = Bpe::new(table, None, &merges);
+            for _ in 0..20 {
+                let base: Vec<i32> = (0..next(16)).map(|_| next(4) as i32).collect();
+                let piece: Vec<u32> = base.iter().map(|&i| 10 + i as u32).collect();
+                assert_eq!(
+                    encode(&bpe, &base),
+                    naive(&piece, &merges),
+                    "{merges:?} {base:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn bad_input_is_an_error() {
         let bpe = Bpe::new(table(), None, &[]);
-        let mut cache = ChunkCache::new();
+        let mut cache = ChunkCache::default();
         for bad in [7, 8, -1, i32::MAX, i32::MIN] {
             let err = bpe.encode_chunks(&[0, bad], &[0, 2], &mut cache);
             assert_eq!(

@@ -537,7 +537,7 @@ impl PyBpeModel {
             .collect::<PyResult<Vec<_>>>()?;
         Ok(PyBpeModel {
             bpe: bpe::Bpe::new(table, prefix, &merges),
-            cache: std::sync::Mutex::new(bpe::ChunkCache::new()),
+            cache: std::sync::Mutex::new(bpe::ChunkCache::default()),
         })
     }
 

@@ -395,14 +395,15 @@ def test_corpus_equals_encode_token_ids(corpus, trained_tokenizers, variant):
         tokenizer = trained_tokenizers[split]
         assert tokenizer.vocab == BUILTIN.vocab  # same base vocabulary: same base ids
     native = NativeBPE.from_tokenizer(tokenizer)
-    mismatches, n, compressed = [], 0, 0
+    merged_ids = {i for token, i in tokenizer._model.get_vocab().items() if len(token) > 1}
+    mismatches, n, merged = [], 0, 0
     for name, _, base in entries:
         for seq in base:
             n += 1
             expected = miditok_bpe(tokenizer, seq)
             got = native.encode(np.array(seq.ids, dtype=np.int32)).tolist()
-            compressed += len(seq.ids) - len(got)
+            merged += sum(i in merged_ids for i in got)
             if got != expected:
                 mismatches.append(name)
     assert n > 0 and mismatches == []
-    assert compressed > 0  # the merges did something
+    assert merged > 0  # the merges did something

@@ -231,7 +231,8 @@ class NativeBPE:
             raise TypeError(f"base_ids must be a 1-D integer array, got {ids.dtype} {ids.shape}")
         if self._model is None:
             return ids.astype(np.int32)
-        _check_range(ids.astype(np.int64, copy=False), self._base_vocab_size)
+        if ids.dtype != np.int32:  # check before the cast, which would wrap
+            _check_range(ids.astype(np.int64, copy=False), self._base_vocab_size)
         ids32 = np.ascontiguousarray(ids, dtype=np.int32)
         return self._model.encode(ids32, self.split_offsets(ids32))
 
