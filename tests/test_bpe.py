@@ -124,8 +124,9 @@ def test_bar_offsets_start_a_chunk_at_every_bar_but_the_first():
     bar, pos0, pitch = (BUILTIN.vocab[t] for t in ("Bar_None", "Position_0", "Pitch_60"))
     ids = np.array([bar, pos0, pitch, bar, bar, pos0, pitch, bar], dtype=np.int32)
     assert BUILTIN_NATIVE.split_offsets(ids).tolist() == [0, 3, 4, 7, 8]
-    ids = np.array([pos0, pitch, bar, pitch], dtype=np.int32)
-    assert BUILTIN_NATIVE.split_offsets(ids).tolist() == [0, 2, 4]
+    # Tokens before the first Bar (attribute controls, in MidiTok) stay in its chunk.
+    ids = np.array([pos0, pitch, bar, pitch, bar], dtype=np.int32)
+    assert BUILTIN_NATIVE.split_offsets(ids).tolist() == [0, 4, 5]
 
 
 def test_beat_offsets_follow_positions():

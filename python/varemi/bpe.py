@@ -10,7 +10,7 @@ trained model in three steps, all reproduced here:
    (``TokSequence.split_per_bars``/``split_per_beats``). MidiTok cuts where the *time* of
    the events reaches the next bar or beat tick of the score; for REMI without time
    signatures or rests that is exactly: before every ``Bar_*`` token but the first
-   token, and (``"beat"``) before every token that reaches a later beat than all tokens
+   one, and (``"beat"``) before every token that reaches a later beat than all tokens
    before it (``Position_p`` lies in beat ``p // max_num_pos_per_beat`` of its bar).
    :func:`split_offsets` computes these cuts from the base ids alone.
 3. **Model.** The chunks go to the Hugging Face tokenizer ``tokenizer._model`` as one
@@ -56,10 +56,12 @@ def split_offsets(
     """Where MidiTok cuts a REMI sequence of base ids before BPE (per bar, beat, or not).
 
     MidiTok's ``TokSequence._split_per_ticks`` starts a chunk at the first event whose
-    time reaches each bar (or beat) tick after the first. In a REMI sequence (no time
-    signatures, no rests) that event is the bar's ``Bar`` token, or for a beat the
-    first token whose beat is later than that of every token before it. Empty chunks
-    (beats without events) are left out: they encode to nothing.
+    time reaches each bar (or beat) tick after the first (tick 0). In a REMI sequence
+    (no time signatures, no rests) the bar ticks are reached by the ``Bar`` tokens, so
+    a chunk starts at every ``Bar`` token but the first one (wherever it is); a beat
+    tick is reached by the first token whose beat is later than that of every token
+    before it (tokens before the first ``Bar``/``Position`` are at time 0). Empty
+    chunks (beats without events) are left out: they encode to nothing.
 
     Args:
         base_ids: 1-D integer base ids (before BPE).
@@ -89,18 +91,19 @@ def split_offsets(
     _check_range(ids, len(bar_mask))
     is_bar = bar_mask[ids]
     if split == "bar":
-        starts = np.flatnonzero(is_bar[1:]) + 1
+        starts = np.flatnonzero(is_bar)[1:]
     else:
         if position_beat is None:
             raise ValueError('split "beat" needs position_beat')
         # Beat of each token within its bar: that of the last Bar (0) or Position token
-        # at or before it (-1 before the first of them); bar = Bar tokens so far.
-        bar = np.cumsum(is_bar, dtype=np.int64)
+        # at or before it; bar = Bar tokens so far, minus one. Tokens before the first
+        # Bar or Position are at time 0: bar 0, beat 0.
+        bar = np.maximum(np.cumsum(is_bar, dtype=np.int64) - 1, 0)
         event_beat = np.where(is_bar, 0, position_beat[ids])
         last = np.maximum.accumulate(np.where(event_beat >= 0, np.arange(n), -1))
-        beat = np.where(last >= 0, event_beat[np.maximum(last, 0)], -1)
-        span = int(position_beat.max(initial=0)) + 2
-        key = bar * span + (beat + 1)
+        beat = np.where(last >= 0, event_beat[np.maximum(last, 0)], 0)
+        span = int(position_beat.max(initial=0)) + 1
+        key = bar * span + beat
         running = np.maximum.accumulate(key)
         starts = np.flatnonzero(key[1:] > running[:-1]) + 1
     return np.concatenate(([0], starts, [n])).astype(np.int64)
