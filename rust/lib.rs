@@ -10,6 +10,7 @@
 //! same arguments, same results, same exception class for the same bad input, raised
 //! after the same checks in the same order.
 
+pub mod bpe;
 pub mod pitch;
 pub mod remi;
 pub mod split;
@@ -31,6 +32,8 @@ pyo3::import_exception!(varemi.errors, OffsetsError);
 pyo3::import_exception!(varemi.errors, PitchRangeError);
 pyo3::import_exception!(varemi.errors, SplitParameterError);
 pyo3::import_exception!(varemi.errors, ConditioningError);
+pyo3::import_exception!(varemi.errors, UnknownTokenIdError);
+pyo3::import_exception!(varemi.errors, UnsupportedConfig);
 
 /// A new exception of class `E` whose message is `message`'s `Display`.
 fn error<E: PyTypeInfo>(message: impl std::fmt::Display) -> PyErr {
@@ -557,6 +560,142 @@ impl PyRemiEncoder {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// BPE
+// ---------------------------------------------------------------------------------------
+
+/// MidiTok's BPE step over base ids, built once per tokenizer: see varemi.bpe.NativeBPE.
+///
+/// The chunk cache is shared by every call and guarded by a mutex (taken with the GIL
+/// released), so one model can serve several threads.
+#[pyclass(name = "BpeModel", module = "varemi._native", frozen)]
+struct PyBpeModel {
+    bpe: bpe::Bpe,
+    cache: std::sync::Mutex<bpe::ChunkCache>,
+}
+
+fn model_id(value: i64, what: &str) -> PyResult<u32> {
+    u32::try_from(value)
+        .ok()
+        .filter(|&v| i32::try_from(v).is_ok())
+        .ok_or_else(|| {
+            error::<UnsupportedConfig>(format_args!("{what} {value} does not fit in int32"))
+        })
+}
+
+#[pymethods]
+impl PyBpeModel {
+    /// Build the model from arrays (varemi.bpe.NativeBPE.from_tokenizer computes them).
+    #[new]
+    #[pyo3(signature = (symbols, added, prefix, merges_left, merges_right, merges_new))]
+    fn new(
+        symbols: &Bound<'_, PyAny>,
+        added: &Bound<'_, PyAny>,
+        prefix: Option<i64>,
+        merges_left: &Bound<'_, PyAny>,
+        merges_right: &Bound<'_, PyAny>,
+        merges_new: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let symbols = borrow::<i64>(symbols, "symbols", "int64")?;
+        let added = borrow::<bool>(added, "added", "bool")?;
+        let left = borrow::<i64>(merges_left, "merges_left", "int64")?;
+        let right = borrow::<i64>(merges_right, "merges_right", "int64")?;
+        let new_ids = borrow::<i64>(merges_new, "merges_new", "int64")?;
+        let (symbols, added) = (slice(&symbols, "symbols")?, slice(&added, "added")?);
+        let (left, right) = (slice(&left, "merges_left")?, slice(&right, "merges_right")?);
+        let new_ids = slice(&new_ids, "merges_new")?;
+        if symbols.len() != added.len() {
+            return Err(error::<UnsupportedConfig>(format_args!(
+                "symbols and added differ in length ({} != {})",
+                symbols.len(),
+                added.len()
+            )));
+        }
+        if left.len() != right.len() || left.len() != new_ids.len() {
+            return Err(error::<UnsupportedConfig>(
+                "merges_left, merges_right and merges_new differ in length",
+            ));
+        }
+        let table = symbols
+            .iter()
+            .zip(added)
+            .map(|(&s, &is_added)| match s {
+                -1 => Ok(bpe::BaseSymbol::Unknown),
+                -2 => Ok(bpe::BaseSymbol::Dropped),
+                s if is_added => model_id(s, "added token id").map(bpe::BaseSymbol::Added),
+                s => model_id(s, "model id").map(bpe::BaseSymbol::Model),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let prefix = prefix.map(|p| model_id(p, "prefix id")).transpose()?;
+        let merges = left
+            .iter()
+            .zip(right)
+            .zip(new_ids)
+            .map(|((&a, &b), &n)| {
+                Ok((
+                    model_id(a, "merge id")?,
+                    model_id(b, "merge id")?,
+                    model_id(n, "merge id")?,
+                ))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(PyBpeModel {
+            bpe: bpe::Bpe::new(table, prefix, &merges),
+            cache: std::sync::Mutex::new(bpe::ChunkCache::default()),
+        })
+    }
+
+    /// Encode base ids cut into chunks at ``split_offsets``; returns the model's ids.
+    fn encode<'py>(
+        &self,
+        base_ids: &Bound<'py, PyAny>,
+        split_offsets: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<i32>>> {
+        let py = base_ids.py();
+        let base = borrow::<i32>(base_ids, "base_ids", "int32")?;
+        let offsets = borrow::<i64>(split_offsets, "split_offsets", "int64")?;
+        let (base, offsets) = (slice(&base, "base_ids")?, slice(&offsets, "split_offsets")?);
+        let out = py
+            .detach(|| {
+                let mut cache = self
+                    .cache
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                self.bpe.encode_chunks(base, offsets, &mut cache)
+            })
+            .map_err(|e| match e {
+                e @ bpe::BpeError::UnknownId { .. } => error::<UnknownTokenIdError>(e),
+                e @ bpe::BpeError::Offsets(_) => error::<OffsetsError>(e),
+            })?;
+        // Every id was checked to fit in int32 when the model was built.
+        let out: Vec<i32> = out.into_iter().map(|v| v as i32).collect();
+        Ok(out.into_pyarray(py))
+    }
+
+    /// Empty the chunk cache.
+    fn clear_cache(&self) {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Number of distinct chunks cached.
+    #[getter]
+    fn cache_size(&self) -> usize {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Number of base ids the model's table covers.
+    #[getter]
+    fn base_vocab_size(&self) -> usize {
+        self.bpe.base_len()
+    }
+}
+
 /// The native kernels of varemi (see varemi.kernels for the public API).
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -578,5 +717,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_split_hashes, m)?)?;
     m.add_function(wrap_pyfunction!(py_val_mask, m)?)?;
     m.add_class::<PyRemiEncoder>()?;
+    m.add_class::<PyBpeModel>()?;
     Ok(())
 }

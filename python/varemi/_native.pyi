@@ -219,3 +219,69 @@ class RemiEncoder:
             UnsupportedScore: MidiTok must encode this score itself (arrays of different
                 lengths, a negative onset, ticks outside int32 after resampling).
         """
+
+class BpeModel:
+    """MidiTok's BPE step over base ids, built once per tokenizer (see :mod:`varemi.bpe`).
+
+    Use :meth:`varemi.bpe.NativeBPE.from_tokenizer`, which computes the arguments from a
+    MidiTok tokenizer and refuses the models this class does not reproduce exactly. The
+    results of distinct chunks are cached across calls (a mutex guards the cache, so one
+    model may serve several threads); encoding runs with the GIL released.
+    """
+
+    def __init__(
+        self,
+        symbols: npt.NDArray[np.int64],
+        added: npt.NDArray[np.bool_],
+        prefix: int | None,
+        merges_left: npt.NDArray[np.int64],
+        merges_right: npt.NDArray[np.int64],
+        merges_new: npt.NDArray[np.int64],
+    ) -> None:
+        """Build the model.
+
+        Args:
+            symbols: Per base id: the model id of its character, -1 for an id that is
+                not a base id, -2 for a character the model does not know (dropped).
+            added: Per base id: True when its character is an added token (it splits
+                the chunk and becomes ``symbols[id]``).
+            prefix: Model id of the ``Metaspace`` replacement put before every piece, or
+                None.
+            merges_left: Left ids of the merges, in rank order.
+            merges_right: Right ids of the merges, in rank order.
+            merges_new: Ids the merges produce, in rank order.
+
+        Raises:
+            TypeError: an array of the wrong dtype, not 1-D, or not contiguous.
+            UnsupportedConfig: arrays of different lengths, or an id outside int32.
+        """
+
+    def encode(
+        self, base_ids: npt.NDArray[np.int32], split_offsets: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int32]:
+        """Encode base ids cut into chunks at ``split_offsets``.
+
+        Args:
+            base_ids: int32 base ids of one sequence.
+            split_offsets: int64 chunk offsets: first 0, last ``len(base_ids)``, never
+                decreasing (empty chunks give nothing).
+
+        Returns:
+            int32 ids after BPE, chunk after chunk.
+
+        Raises:
+            TypeError: an array of the wrong dtype, not 1-D, or not contiguous.
+            UnknownTokenIdError: a base id the model does not know.
+            OffsetsError: offsets that do not cover ``base_ids`` in order.
+        """
+
+    def clear_cache(self) -> None:
+        """Empty the chunk cache."""
+
+    @property
+    def cache_size(self) -> int:
+        """Number of distinct chunks cached."""
+
+    @property
+    def base_vocab_size(self) -> int:
+        """Number of base ids the table covers."""

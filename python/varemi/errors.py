@@ -37,7 +37,7 @@ class ConditioningError(VaremiError):
 
 
 class UnsupportedConfig(VaremiError):
-    """A tokenizer configuration the native REMI encoder does not reproduce exactly.
+    """A tokenizer configuration the native encoder (REMI or BPE) does not reproduce exactly.
 
     Attributes:
         reason: One line naming the configuration flag or table that is not covered.
@@ -50,3 +50,7 @@ class UnsupportedConfig(VaremiError):
 
 class UnsupportedScore(VaremiError):
     """A score the native REMI encoder hands back to MidiTok (e.g. a negative onset)."""
+
+
+class UnknownTokenIdError(VaremiError):
+    """A base token id that is not in the tokenizer's base vocabulary."""
