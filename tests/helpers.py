@@ -97,9 +97,13 @@ def error_lines(stderr: str) -> list[str]:
 
 
 def run_checker(
-    out: Path, midi_dir: Path, *extra: str | os.PathLike, labels: Path | None = None
+    out: Path,
+    midi_dir: Path,
+    *extra: str | os.PathLike,
+    labels: Path | None = None,
+    tokenizer: Path | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run the shared contract checker against a dataset built with the builtin tokenizer."""
+    """Run the shared contract checker (against the builtin tokenizer unless told)."""
     args = [
         sys.executable,
         str(CHECKER),
@@ -108,7 +112,7 @@ def run_checker(
         "--midi-dir",
         str(midi_dir),
         "--tokenizer",
-        str(builtin_tokenizer_path()),
+        str(tokenizer or builtin_tokenizer_path()),
         *map(str, extra),
     ]
     if labels is not None:

@@ -120,3 +120,23 @@ def test_vgmidi_with_human_labels_passes_the_checker(tmp_path):
     assert info["counts"]["files_seen"] == 204
     verify_cli(out)
     assert_checker_passes(out, midi, labels=labels)
+
+
+# --------------------------------------------------------------------------- native encoder
+@pytest.mark.parametrize("corpus", ["pop909", "odd"])
+def test_native_encoder_builds_exactly_what_miditok_builds(corpus, pop909, odd_folder, tmp_path):
+    """A whole build with --encoder native is identical to one with --encoder miditok."""
+    midi = h.CORPORA / "pop909" if corpus == "pop909" else odd_folder
+    native = pop909 if corpus == "pop909" else tmp_path / "native"
+    if corpus != "pop909":
+        build_cli(midi, native, "--encoder", "native")
+    assert h.info(native)["encoder"]["used"] == "native"
+    miditok = tmp_path / "miditok"
+    build_cli(midi, miditok, "--encoder", "miditok")
+    assert h.info(miditok)["encoder"] == {
+        "requested": "miditok",
+        "used": "miditok",
+        "fallback": None,
+    }
+    h.same_data(native, miditok)
+    assert h.rejects(native) == h.rejects(miditok)

@@ -25,7 +25,15 @@ import numpy as np
 
 from varemi import conditioning, kernels, reference
 from varemi.cache import DamagedEntry, TokenCache, cache_key, default_cache_dir
-from varemi.encode import TRACK_MODES, EncodeOptions, RejectedFile, encode_midi, read_midi_bytes
+from varemi.encode import (
+    ENCODERS,
+    TRACK_MODES,
+    EncodeOptions,
+    RejectedFile,
+    TokenEncoder,
+    encode_midi,
+    read_midi_bytes,
+)
 from varemi.errors import VaremiError
 from varemi.export import SplitWriter, write_dataset_dict
 
@@ -60,6 +68,8 @@ class BuildParams:
         pitch_policy: ``clamp``, ``fold`` or ``drop``.
         pitch_range: Inclusive pitch range; None means the tokenizer's vocabulary range.
         tracks: ``merge`` or ``first``.
+        encoder: ``auto`` (native REMI + BPE when the tokenizer is covered exactly, else
+            MidiTok), ``native`` (refuse a tokenizer it does not cover) or ``miditok``.
         max_minutes: Files lasting longer are rejected as ``too_long``.
         max_file_mb: Files larger are rejected as ``too_large``.
         workers: Worker processes; None means every core.
@@ -86,6 +96,7 @@ class BuildParams:
     pitch_policy: str = "clamp"
     pitch_range: tuple[int, int] | None = None
     tracks: str = "merge"
+    encoder: str = "auto"
     max_minutes: float = 60.0
     max_file_mb: float = 64.0
     workers: int | None = None
@@ -144,6 +155,8 @@ def _check_params(p: BuildParams, midi_dir: bool) -> None:
     if p.binning not in BINNINGS:
         raise conditioning.BinsError(f"--binning must be one of {BINNINGS}, got {p.binning!r}")
     reference._check_split_params(p.seed, p.train_split)
+    if p.encoder not in ENCODERS:
+        raise VaremiError(f"--encoder must be one of {ENCODERS}, got {p.encoder!r}")
     if p.tracks not in TRACK_MODES:
         raise VaremiError(f"--tracks must be one of {TRACK_MODES}, got {p.tracks!r}")
     if p.pitch_range is not None:
@@ -219,10 +232,12 @@ def check_output_folder(out: Path, overwrite: bool) -> None:
 _WORKER: dict = {}
 
 
-def _init_worker(tokenizer_path: str, options: EncodeOptions, cache_dir: str | None, key_parts):
+def _init_worker(
+    tokenizer_path: str, encoder: str, options: EncodeOptions, cache_dir: str | None, key_parts
+):
     from miditok import REMI
 
-    _WORKER["tokenizer"] = REMI(params=tokenizer_path)
+    _WORKER["tokenizer"] = TokenEncoder(REMI(params=tokenizer_path), encoder)
     _WORKER["options"] = options
     _WORKER["cache"] = TokenCache(cache_dir) if cache_dir else None
     _WORKER["key_parts"] = key_parts
@@ -293,7 +308,12 @@ def _cache_lookup(path: str, options: EncodeOptions, cache: TokenCache, key_part
 
 
 def _tokenise_all(
-    paths: list[str], tokenizer_path: str, options: EncodeOptions, cache_dir, key_parts, workers
+    paths: list[str],
+    tokenizer: tuple[str, str],
+    options: EncodeOptions,
+    cache_dir,
+    key_parts,
+    workers,
 ) -> Iterator[tuple[np.ndarray | None, tuple[str, str] | None, str, dict]]:
     """Yield each file's result in input order, from worker processes when workers > 1.
 
@@ -312,7 +332,7 @@ def _tokenise_all(
                 damaged.add(i)
     misses = [i for i in range(len(paths)) if i not in cached]
     computed = _tokenise_misses(
-        [paths[i] for i in misses], tokenizer_path, options, cache_dir, key_parts, workers
+        [paths[i] for i in misses], tokenizer, options, cache_dir, key_parts, workers
     )
     for i in range(len(paths)):
         if i in cached:
@@ -322,10 +342,10 @@ def _tokenise_all(
         yield ids, reject, "damaged" if i in damaged else status, timings
 
 
-def _tokenise_misses(paths, tokenizer_path, options, cache_dir, key_parts, workers):
+def _tokenise_misses(paths, tokenizer, options, cache_dir, key_parts, workers):
     if not paths:
         return
-    init_args = (tokenizer_path, options, cache_dir, key_parts)
+    init_args = (*tokenizer, options, cache_dir, key_parts)
     if workers <= 1 or len(paths) <= 1:
         _init_worker(*init_args)
         for path in paths:
@@ -447,6 +467,9 @@ def build(p: BuildParams) -> BuildResult:
             f"pitches {vocab_range[0]}..{vocab_range[1]}"
         )
     reference._check_pitch_params(p.pitch_policy, *p.pitch_range)
+    encoder = TokenEncoder(base.tokenizer, p.encoder)  # refuses `native` before any work
+    if encoder.reason and not p.quiet:
+        print(f"note: using MidiTok's encoder: {encoder.reason}", file=sys.stderr)
     workers = p.workers or os.cpu_count() or 1
     files = list_midi_files(p.midi_dir)
     if not files:
@@ -456,7 +479,7 @@ def build(p: BuildParams) -> BuildResult:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        info = _build_into(p, tmp, base, files, workers, started, tqdm, __version__)
+        info = _build_into(p, tmp, base, encoder, files, workers, started, tqdm, __version__)
         _move_into_place(tmp, p.out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # the previous output stays as it was
@@ -466,7 +489,7 @@ def build(p: BuildParams) -> BuildResult:
     return BuildResult(p.out, info)
 
 
-def _build_into(p, tmp, base, files, workers, started, tqdm, version) -> dict:
+def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -> dict:
     from varemi.tokenizer import add_conditioning_tokens, save_tokenizer
 
     stage = {}
@@ -505,7 +528,14 @@ def _build_into(p, tmp, base, files, workers, started, tqdm, version) -> dict:
     options = EncodeOptions(
         p.pitch_policy, tuple(p.pitch_range), p.tracks, p.max_minutes, p.max_file_mb
     )
-    key_parts = (base.sha256, p.pitch_policy, tuple(p.pitch_range), p.tracks, _encoder_version())
+    key_parts = (
+        base.sha256,
+        p.pitch_policy,
+        tuple(p.pitch_range),
+        p.tracks,
+        encoder.name,
+        _encoder_version(),
+    )
     cache_stats: Counter = Counter()
     worker_seconds: Counter = Counter()
     worker_rss = 0.0
@@ -513,7 +543,7 @@ def _build_into(p, tmp, base, files, workers, started, tqdm, version) -> dict:
     t = time.perf_counter()
     results = _tokenise_all(
         [str(p.midi_dir / f) for f in usable],
-        str(base.path),
+        (str(base.path), encoder.name),
         options,
         cache_dir,
         key_parts,
@@ -558,6 +588,7 @@ def _build_into(p, tmp, base, files, workers, started, tqdm, version) -> dict:
             "vocab_size": len(tokenizer),
         },
         "conditioning_tokens": cond_tokens,
+        "encoder": {"requested": p.encoder, "used": encoder.name, "fallback": encoder.reason},
         "params": _params_record(p),
         "labels": {
             "source": label_source,

@@ -17,6 +17,7 @@ import numpy as np
 from varemi import kernels
 
 TRACK_MODES = ("merge", "first")
+ENCODERS = ("auto", "native", "miditok")
 
 
 class RejectedFile(Exception):
@@ -94,6 +95,66 @@ def _normalise_track_pitches(track, options: EncodeOptions) -> None:
     )
 
 
+class TokenEncoder:
+    """A preprocessed score's token ids, natively or with MidiTok.
+
+    Native (Rust REMI + BPE, ids equal to MidiTok's) when the tokenizer's configuration
+    is covered exactly, otherwise MidiTok's own ``tokenizer.encode``.
+
+    Args:
+        tokenizer: The base MidiTok tokenizer (without conditioning tokens).
+        requested: ``auto`` (native when covered, else MidiTok), ``native`` (refuse a
+            tokenizer it does not cover) or ``miditok``.
+
+    Attributes:
+        name: ``native`` or ``miditok``: what computes the ids.
+        reason: Why ``auto`` fell back to MidiTok, else None.
+
+    Raises:
+        UnsupportedConfig: ``requested`` is ``native`` and the tokenizer is not covered.
+    """
+
+    def __init__(self, tokenizer, requested: str = "auto") -> None:
+        from varemi.errors import UnsupportedConfig, VaremiError
+
+        if requested not in ENCODERS:
+            raise VaremiError(f"--encoder must be one of {ENCODERS}, got {requested!r}")
+        self.tokenizer = tokenizer
+        self.name, self.reason = "miditok", None
+        if requested == "miditok":
+            return
+        try:
+            from varemi.bpe import NativeBPE
+            from varemi.remi import NativeREMI
+
+            self._remi = NativeREMI.from_tokenizer(tokenizer)
+            self._bpe = NativeBPE.from_tokenizer(tokenizer)
+            self.name = "native"
+        except UnsupportedConfig as e:
+            if requested == "native":
+                raise UnsupportedConfig(
+                    f"--encoder native cannot encode this tokenizer: {e}"
+                ) from e
+            self.reason = str(e)
+
+    def encode(self, score, first_only: bool = False) -> list[np.ndarray]:
+        """Token ids per sequence (one per track MidiTok keeps), as ``tokenizer.encode``.
+
+        Args:
+            score: A ``symusic.Score`` (modified in place by MidiTok's preprocessing).
+            first_only: Only the first sequence is needed (the others may be skipped).
+
+        Returns:
+            int32 id arrays.
+        """
+        if self.name == "native":
+            base = self._remi.encode_base(score)
+            return [self._bpe.encode(b) for b in (base[:1] if first_only else base)]
+        result = self.tokenizer.encode(score)
+        sequences = result if isinstance(result, list) else [result]
+        return [np.asarray(s.ids, dtype=np.int32) for s in sequences]
+
+
 def encode_midi(
     data: bytes, tokenizer, options: EncodeOptions, timings: dict[str, float] | None = None
 ) -> tuple[np.ndarray, float]:
@@ -101,7 +162,7 @@ def encode_midi(
 
     Args:
         data: The MIDI file's bytes.
-        tokenizer: The base MidiTok tokenizer (without conditioning tokens).
+        tokenizer: A :class:`TokenEncoder`, or the base MidiTok tokenizer itself.
         options: Pitch and track handling, duration limit.
         timings: If given, seconds spent per stage are added to it under ``parse``,
             ``tracks_pitches`` and ``tokenize``.
@@ -135,13 +196,15 @@ def encode_midi(
     for track in score.tracks:
         _normalise_track_pitches(track, options)
     clock.lap("tracks_pitches")
+    encoder = (
+        tokenizer if isinstance(tokenizer, TokenEncoder) else TokenEncoder(tokenizer, "miditok")
+    )
     try:
-        result = tokenizer.encode(score)
+        sequences = encoder.encode(score, first_only=True)
     except Exception as e:
         raise RejectedFile("tokenize_failed", f"{type(e).__name__}: {e}") from e
-    sequences = result if isinstance(result, list) else [result]
     # `first` takes the first sequence MidiTok returns: it drops empty tracks itself.
-    ids = np.asarray(sequences[0].ids if sequences else [], dtype=np.int32)
+    ids = sequences[0] if sequences else np.zeros(0, dtype=np.int32)
     clock.lap("tokenize")
     return ids, minutes
 

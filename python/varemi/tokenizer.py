@@ -368,13 +368,25 @@ def save_tokenizer(tokenizer: REMI, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(path)
     reloaded = REMI(params=path)
+    vocab = tokenizer.vocab
+    if not tokenizer.is_trained:
+        # MidiTok rebuilds an untrained tokenizer's vocabulary from its configuration, so
+        # added tokens are not saved; load_tokenizer adds the conditioning tokens back.
+        vocab = {k: v for k, v in vocab.items() if not _is_conditioning(k)}
+        added = len(tokenizer) - len(vocab)
+        if reloaded.vocab == vocab and len(reloaded) + added == len(tokenizer):
+            return path
     if (
-        reloaded.vocab != tokenizer.vocab
+        reloaded.vocab != vocab
         or len(reloaded) != len(tokenizer)
         or reloaded.is_trained != tokenizer.is_trained
     ):
         raise TokenizerError(f"{path} does not reload as the tokenizer that was saved")
     return path
+
+
+def _is_conditioning(token: str) -> bool:
+    return token.startswith(("[VAL=", "[ARO="))
 
 
 def _read_dataset_info(out: Path) -> dict[str, Any]:
@@ -433,6 +445,8 @@ def load_tokenizer(out: str | Path) -> REMI:
     tokenizer = _read_remi(path)
 
     expected_names = conditioning_token_strings(_dataset_bins(info))
+    if not tokenizer.is_trained and not any(n in tokenizer.vocab for n in expected_names):
+        add_conditioning_tokens(tokenizer, _dataset_bins(info))  # not saved by MidiTok
     if list(recorded) != expected_names:
         raise TokenizerMismatchError(
             f"{out / DATASET_INFO_FILE}: conditioning_tokens are {list(recorded)[:4]}..., "
