@@ -123,6 +123,13 @@ class TokenEncoder:
         self.name, self.reason = "miditok", None
         if requested == "miditok":
             return
+        if kernels.PURE_PYTHON:  # the reference pipeline runs no native code at all
+            if requested == "native":
+                raise UnsupportedConfig(
+                    "--encoder native: VAREMI_PURE_PYTHON=1 turns native code off"
+                )
+            self.reason = "VAREMI_PURE_PYTHON=1 turns native code off"
+            return
         try:
             from varemi.bpe import NativeBPE
             from varemi.remi import NativeREMI
