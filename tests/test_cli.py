@@ -309,3 +309,9 @@ def test_workers_do_not_change_the_dataset(tmp_path):
                         "builtin", "--no-cache", "--quiet", "--workers", w)  # fmt: skip
         assert res.returncode == 0, res.stderr
     h.same_data(tmp_path / "1", tmp_path / "2")
+
+
+def test_abbreviated_options_are_refused(tmp_path):
+    res = h.run_cli("build", "--window", "8", "--no-cache", cwd=tmp_path)
+    assert res.returncode == 2 and "unrecognized arguments: --window 8" in res.stderr
+    assert list(tmp_path.iterdir()) == []

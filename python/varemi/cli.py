@@ -32,12 +32,14 @@ def _parser() -> argparse.ArgumentParser:
         "[VAL=v] [ARO=a] tokens, split by file and export a Hugging Face dataset.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     ap.add_argument("--version", action="version", version=f"varemi {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="{labels,build,verify}")
 
     lab = sub.add_parser(
         "labels",
+        allow_abbrev=False,  # `--window 8` must not silently mean `--window-size 8`
         help="write valence/arousal labels for a MIDI folder (heuristic)",
         description="Label every MIDI file of a folder with valence and arousal in [-1, 1] "
         "from musical features (mode, register, tempo, note density, velocity, articulation). "
@@ -52,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "build",
+        allow_abbrev=False,
         help="build the dataset (with no --midi-dir: the built-in offline demo)",
         description="Tokenise a MIDI folder, cut windows, prefix conditioning tokens, split by "
         "file and save a Hugging Face DatasetDict (train, val). Without --midi-dir, builds the "
@@ -135,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser(
         "verify",
+        allow_abbrev=False,
         help="print statistics and check every invariant of a dataset",
         description="Print statistics, decode a few examples and check every invariant. "
         "Exit 0 when all hold, 1 otherwise.",
