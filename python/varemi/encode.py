@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,7 +164,11 @@ class TokenEncoder:
 
 
 def encode_midi(
-    data: bytes, tokenizer, options: EncodeOptions, timings: dict[str, float] | None = None
+    data: bytes,
+    tokenizer,
+    options: EncodeOptions,
+    timings: dict[str, float] | None = None,
+    on_parsed: Callable[[object], None] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Turn a MIDI file's bytes into music token ids.
 
@@ -172,7 +177,10 @@ def encode_midi(
         tokenizer: A :class:`TokenEncoder`, or the base MidiTok tokenizer itself.
         options: Pitch and track handling, duration limit.
         timings: If given, seconds spent per stage are added to it under ``parse``,
-            ``tracks_pitches`` and ``tokenize``.
+            ``tracks_pitches`` and ``tokenize`` (and ``labels``, with ``on_parsed``).
+        on_parsed: Called with the parsed ``symusic.Score`` before anything changes it
+            (``build`` labels the file there, so that each file is parsed once); what it
+            raises propagates.
 
     Returns:
         int32 token ids of the whole piece (possibly empty) and its length in minutes.
@@ -195,6 +203,9 @@ def encode_midi(
     if minutes > options.max_minutes:
         raise RejectedFile("too_long", f"{minutes:.1f} min > --max-minutes {options.max_minutes:g}")
     clock.lap("parse")
+    if on_parsed is not None:
+        on_parsed(score)
+        clock.lap("labels")
     score.tracks = [t for t in score.tracks if not t.is_drum]
     if options.tracks == "merge" and len(score.tracks) > 1:
         from miditok.utils import merge_tracks

@@ -383,13 +383,49 @@ def label_file(
         raise
     except Exception as exc:  # symusic raises RuntimeError, IOError, ValueError ...
         raise LabelError("unreadable", f"{type(exc).__name__}: {exc}") from exc
+    return label_score(score, name if name is not None else path.name, jitter=jitter, seed=seed)
+
+
+def label_score(
+    score: symusic.Score, name: str, *, jitter: float = 0.0, seed: int = 0
+) -> FileLabel:
+    """Label a parsed score (what :func:`label_file` does after reading the file).
+
+    Args:
+        score: The piece; it is not modified.
+        name: The file's key for the noise (its path relative to the corpus root).
+        jitter: Standard deviation of gaussian noise added to both labels (0: none).
+        seed: Seed of the noise.
+
+    Returns:
+        The labels, in [-1, 1], and the features.
+
+    Raises:
+        LabelError: ``"no_notes"``.
+        LabelParameterError: A bad ``jitter`` or ``seed``.
+    """
+    _check_params(jitter, seed)
     features = extract_features(score)
     valence, arousal = label_features(features)
     if jitter > 0:
-        noise = _jitter_rng(name if name is not None else path.name, seed).normal(0.0, jitter, 2)
+        noise = _jitter_rng(name, seed).normal(0.0, jitter, 2)
         valence = float(np.clip(valence + noise[0], -1.0, 1.0))
         arousal = float(np.clip(arousal + noise[1], -1.0, 1.0))
     return FileLabel(valence=valence, arousal=arousal, features=features)
+
+
+def label_row(name: str, label: FileLabel) -> dict:
+    """One row of a labels table (:data:`LABEL_COLUMNS`) for a labelled file.
+
+    Args:
+        name: The file's relative path.
+        label: Its labels and features.
+
+    Returns:
+        ``{"filename": name, "valence": ..., "arousal": ..., feature: value, ...}``.
+    """
+    row = {"filename": name, "valence": float(label.valence), "arousal": float(label.arousal)}
+    return row | {k: float(label.features[k]) for k in FEATURE_NAMES}
 
 
 def _label_one(
@@ -514,10 +550,7 @@ def label_folder(
         if result is None:
             rejects.append(reject)
         else:
-            rows.append(
-                {"filename": name, "valence": result.valence, "arousal": result.arousal}
-                | {k: float(result.features[k]) for k in FEATURE_NAMES}
-            )
+            rows.append(label_row(name, result))
     df = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
     df = df.astype({c: "float64" for c in LABEL_COLUMNS[1:]}).reset_index(drop=True)
     return df, rejects

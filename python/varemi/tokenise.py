@@ -1,0 +1,208 @@
+"""Every file of a corpus to token ids (and labels), in worker processes, through the cache.
+
+The entry point is :func:`tokenise_corpus`. Each file is read and parsed once: when
+``build`` computes the labels itself, the worker labels the parsed score before
+tokenising it. Results come back in the order of the files, whatever the number of
+workers (DESIGN.md contract 8). Cache hits are served in the main process, so a
+rebuild that only changes windows, bins, labels or split starts no worker at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import resource
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from varemi.cache import DamagedEntry, TokenCache, cache_key
+from varemi.encode import EncodeOptions, RejectedFile, TokenEncoder, encode_midi, read_midi_bytes
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every worker needs to know; sent once to each.
+
+    Attributes:
+        root: The MIDI folder.
+        tokenizer_path: The base tokenizer's JSON file.
+        encoder: ``native`` or ``miditok`` (already resolved).
+        options: Pitch and track handling, limits.
+        cache_dir: The token cache folder, or None for no cache.
+        token_key: Everything besides the file's bytes that determines its token ids.
+        labels: ``(jitter, jitter_seed, labeller version)`` when the labels are computed
+            here, None when they come from the user's CSV.
+    """
+
+    root: str
+    tokenizer_path: str
+    encoder: str
+    options: EncodeOptions
+    cache_dir: str | None
+    token_key: tuple
+    labels: tuple[float, int, str] | None
+
+
+@dataclass
+class FileResult:
+    """One file's outcome.
+
+    Attributes:
+        ids: int32 music token ids, or None when rejected.
+        label: Its row of ``labels.csv`` when labels are computed here, else None.
+        reject: ``(reason, detail)`` when the file cannot be used, else None.
+        cache: ``hit``, ``miss``, ``damaged`` or ``off``.
+        timings: Seconds per stage spent on this file (in a worker).
+        peak_rss_mb: The worker's peak resident memory so far.
+    """
+
+    ids: np.ndarray | None = None
+    label: dict | None = None
+    reject: tuple[str, str] | None = None
+    cache: str = "off"
+    timings: dict = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+
+
+def labeller_version() -> str:
+    """A hash of the labeller's source: new formulas never reuse cached labels.
+
+    Returns:
+        Hex sha256 of ``varemi/labels.py``.
+    """
+    from varemi import labels
+
+    return hashlib.sha256(Path(labels.__file__).read_bytes()).hexdigest()
+
+
+def _keys(job: Job, rel: str, data: bytes) -> tuple[str, str | None]:
+    digest = hashlib.sha256(data).hexdigest()
+    token_key = cache_key(digest, *job.token_key)
+    if job.labels is None:
+        return token_key, None
+    jitter, seed, version = job.labels
+    name = rel if jitter else ""  # the noise depends on the file's name
+    return token_key, cache_key(digest, "labels", version, jitter, seed, name)
+
+
+def _cached(job: Job, cache: TokenCache, rel: str) -> FileResult | None:
+    """The cached result of one file; None (with the cache status) when it must be computed."""
+    try:
+        data = read_midi_bytes(Path(job.root) / rel, job.options)
+    except RejectedFile as e:
+        return FileResult(reject=(e.reason, e.detail))
+    token_key, label_key = _keys(job, rel, data)
+    try:
+        hit = cache.get(token_key)
+        label = cache.get_json(label_key) if label_key is not None and hit else None
+    except DamagedEntry:
+        return FileResult(cache="damaged")
+    if hit is None or (label_key is not None and label is None):
+        return FileResult(cache="miss")
+    ids, minutes = hit
+    if minutes > job.options.max_minutes:
+        reason = ("too_long", f"{minutes:.1f} min > --max-minutes {job.options.max_minutes:g}")
+        return FileResult(reject=reason, cache="hit")
+    if label is not None:
+        label = {**label, "filename": rel}
+    return FileResult(ids=ids, label=label, cache="hit")
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(job: Job) -> None:
+    from miditok import REMI
+
+    _WORKER["job"] = job
+    _WORKER["encoder"] = TokenEncoder(REMI(params=job.tokenizer_path), job.encoder)
+    _WORKER["cache"] = TokenCache(job.cache_dir) if job.cache_dir else None
+
+
+def _process(rel: str) -> FileResult:
+    """Label (if asked) and tokenise one file; never raises for a bad file."""
+    from varemi import labels as labelling
+
+    job: Job = _WORKER["job"]
+    result = FileResult(cache="miss" if job.cache_dir else "off")
+    try:
+        data = read_midi_bytes(Path(job.root) / rel, job.options)
+
+        def label(score) -> None:
+            jitter, seed, _ = job.labels
+            try:
+                file_label = labelling.label_score(score, rel, jitter=jitter, seed=seed)
+            except labelling.LabelError as e:
+                raise RejectedFile(e.reason, e.detail) from e
+            result.label = labelling.label_row(rel, file_label)
+
+        on_parsed = label if job.labels is not None else None
+        ids, minutes = encode_midi(data, _WORKER["encoder"], job.options, result.timings, on_parsed)
+        result.ids = ids
+        cache: TokenCache | None = _WORKER["cache"]
+        if cache is not None:
+            token_key, label_key = _keys(job, rel, data)
+            try:
+                cache.put(token_key, ids, minutes)
+                if label_key is not None:
+                    cache.put_json(label_key, result.label)
+            except OSError:
+                pass  # a read-only or full cache only costs speed
+    except RejectedFile as e:
+        result.ids, result.label, result.reject = None, None, (e.reason, e.detail)
+    except Exception as e:  # a bug in a dependency must not lose the run
+        result.ids, result.label = None, None
+        result.reject = ("tokenize_failed", f"{type(e).__name__}: {e}")
+    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return result
+
+
+def tokenise_corpus(job: Job, files: list[str], workers: int) -> Iterator[FileResult]:
+    """Each file's result, in the order of ``files``.
+
+    Args:
+        job: What to compute and how.
+        files: Paths relative to ``job.root``.
+        workers: Worker processes (1: everything in this process).
+
+    Yields:
+        One :class:`FileResult` per file, in order.
+    """
+    cached: dict[int, FileResult] = {}
+    status: dict[int, str] = {}
+    if job.cache_dir is not None:
+        cache = TokenCache(job.cache_dir)
+        for i, rel in enumerate(files):
+            result = _cached(job, cache, rel)
+            if result.ids is not None or result.reject is not None:
+                cached[i] = result
+            else:
+                status[i] = result.cache
+    misses = [rel for i, rel in enumerate(files) if i not in cached]
+    computed = _compute(job, misses, workers)
+    for i in range(len(files)):
+        if i in cached:
+            yield cached.pop(i)
+            continue
+        result = next(computed)
+        if status.get(i) == "damaged":
+            result.cache = "damaged"
+        yield result
+
+
+def _compute(job: Job, files: list[str], workers: int) -> Iterator[FileResult]:
+    if not files:
+        return
+    if workers <= 1 or len(files) <= 1:
+        _init_worker(job)
+        for rel in files:
+            yield _process(rel)
+        return
+    # forkserver: no fork of a process that may hold pyarrow's threads
+    ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+        yield from pool.imap(_process, files, chunksize=2)
