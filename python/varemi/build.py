@@ -364,6 +364,7 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
         abins.append(ab)
 
     t = time.perf_counter()
+    tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked below
     bar = tqdm(total=len(usable), desc="tokenise", unit="file", disable=p.quiet, file=sys.stderr)
     for i, r in enumerate(tokenise_corpus(job, usable, workers)):
         cache_stats[r.cache] += 1
@@ -402,10 +403,7 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
     write_dataset_dict(tmp, list(writers))
     shutil.rmtree(shard_dir, ignore_errors=True)
     if label_table is None:
-        import pandas as pd
-
-        df = pd.DataFrame(label_rows, columns=list(labelling.LABEL_COLUMNS))
-        labelling.write_labels_csv(df, tmp / "labels.csv")
+        labelling.write_label_rows(label_rows, tmp / "labels.csv")
     stage["save"] = time.perf_counter() - t
     for w in writers.values():
         for k, v in w.seconds.items():

@@ -77,13 +77,16 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import symusic
 
 from varemi.errors import VaremiError
 from varemi.files import list_midi_files
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Krumhansl & Kessler (1982) probe-tone key profiles, tonic first.
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -192,15 +195,26 @@ class FileLabel:
     features: dict[str, float] = field(default_factory=dict)
 
 
-def _key_correlations(hist: np.ndarray, profile: np.ndarray) -> np.ndarray:
-    """Pearson correlation of ``hist`` with the 12 rotations of ``profile`` (tonic C..B)."""
+def _rotations(profile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 12 rotations of a key profile (tonic C..B), centred, and their norms."""
     rotations = np.stack([np.roll(profile, k) for k in range(12)])
     rz = rotations - rotations.mean(axis=1, keepdims=True)
+    return rz, np.linalg.norm(rz, axis=1)
+
+
+_ROTATIONS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _key_correlations(hist: np.ndarray, profile: np.ndarray) -> np.ndarray:
+    """Pearson correlation of ``hist`` with the 12 rotations of ``profile`` (tonic C..B)."""
+    if id(profile) not in _ROTATIONS:  # computed once per profile, not once per file
+        _ROTATIONS[id(profile)] = _rotations(profile)
+    rz, rz_norm = _ROTATIONS[id(profile)]
     hz = hist - hist.mean()
     norm = float(np.linalg.norm(hz))
     if norm == 0.0:  # flat histogram: every key fits equally (badly)
         return np.zeros(12)
-    return (rz @ hz) / (np.linalg.norm(rz, axis=1) * norm)
+    return (rz @ hz) / (rz_norm * norm)
 
 
 def _time_weighted_bpm(score: symusic.Score, start: float, end: float) -> float:
@@ -230,12 +244,17 @@ def _triad_counts(
     """
     probe = groups + ONSET_MERGE_S
     mask = np.zeros(len(groups), dtype=np.int64)
-    for pc in range(12):
-        sel = pitch % 12 == pc
-        if sel.any():
-            started = np.searchsorted(np.sort(time[sel]), probe, side="right")
-            ended = np.searchsorted(np.sort(offsets[sel]), probe, side="right")
-            mask |= (started > ended).astype(np.int64) << pc
+    pc = pitch % 12
+    # Sorted once by (pitch class, time): each class is then one contiguous slice.
+    starts = time[np.lexsort((time, pc))]
+    ends = offsets[np.lexsort((offsets, pc))]
+    bounds = np.searchsorted(np.sort(pc), np.arange(13))
+    for c in range(12):
+        lo, hi = bounds[c], bounds[c + 1]
+        if hi > lo:
+            started = np.searchsorted(starts[lo:hi], probe, side="right")
+            ended = np.searchsorted(ends[lo:hi], probe, side="right")
+            mask |= (started > ended).astype(np.int64) << c
     has_major = np.zeros(len(groups), dtype=bool)
     has_minor = np.zeros(len(groups), dtype=bool)
     for root in range(12):
@@ -551,6 +570,8 @@ def label_folder(
             rejects.append(reject)
         else:
             rows.append(label_row(name, result))
+    import pandas as pd  # only here: workers that label single files never import it
+
     df = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
     df = df.astype({c: "float64" for c in LABEL_COLUMNS[1:]}).reset_index(drop=True)
     return df, rejects
@@ -566,13 +587,30 @@ def write_labels_csv(df: pd.DataFrame, path: Path | str) -> None:
         df: A labels DataFrame (as from :func:`label_folder`); any columns.
         path: The CSV to write.
     """
+    write_label_rows(df.to_dict("records"), path, columns=list(df.columns))
+
+
+def write_label_rows(rows: Sequence[dict], path: Path | str, columns: Sequence[str] = ()) -> None:
+    """Write label rows (as from :func:`label_row`) as CSV, without pandas.
+
+    Args:
+        rows: One dict per file.
+        path: The CSV to write (written beside it, then renamed into place).
+        columns: The columns, in order (default: :data:`LABEL_COLUMNS`).
+    """
     path = Path(path)
-    out = df.copy()
-    for column in out.columns:
-        if pd.api.types.is_float_dtype(out[column]):
-            out[column] = [repr(float(x)) for x in out[column]]
+    columns = list(columns) or list(LABEL_COLUMNS)
     tmp = path.with_name(f".{path.name}.tmp")
-    out.to_csv(tmp, index=False, lineterminator="\n")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(
+                [
+                    repr(float(v)) if isinstance(v, (float, np.floating)) else v
+                    for v in (row[c] for c in columns)
+                ]
+            )
     os.replace(tmp, path)
 
 
