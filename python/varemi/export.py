@@ -145,20 +145,16 @@ class SplitWriter:
         )
         t1 = time.perf_counter()
         fi = ex.file_index
-        table = pa.table(
-            {
-                "input_ids": pa.ListArray.from_arrays(
-                    pa.array(ex.offsets.astype(np.int32)), pa.array(ex.values)
-                ),
-                "valence": pa.array(np.array([x[2] for x in self.pending], np.float32)[fi]),
-                "arousal": pa.array(np.array([x[3] for x in self.pending], np.float32)[fi]),
-                "valence_bin": pa.array(vbin[fi]),
-                "arousal_bin": pa.array(abin[fi]),
-                "source_file": pa.array(rels, pa.string()).take(pa.array(fi)),
-                "window_idx": pa.array(ex.window_index),
-            },
-            schema=self.schema,
-        )
+        columns = [
+            pa.ListArray.from_arrays(_arrow(ex.offsets.astype(np.int32)), _arrow(ex.values)),
+            _arrow(np.array([x[2] for x in self.pending], np.float32)[fi]),
+            _arrow(np.array([x[3] for x in self.pending], np.float32)[fi]),
+            _arrow(vbin[fi]),
+            _arrow(abin[fi]),
+            _strings(rels).take(_arrow(fi)),
+            _arrow(ex.window_index),
+        ]
+        table = pa.Table.from_arrays(columns, schema=self.schema)
         path = self.folder / f"{self.split}-{len(self.shards):05d}.arrow"
         with pa.ipc.new_stream(path, self.schema) as writer:
             writer.write_table(table)
@@ -205,6 +201,31 @@ class SplitWriter:
             "_split": None,
         }
         _write_json(split_dir / "state.json", state)
+
+
+def _arrow(values: np.ndarray):
+    """A numpy array as an Arrow array over the same memory (no copy).
+
+    ``pyarrow.array`` would do, but it imports pandas (a third of a second) to check
+    for pandas types, and a cached rebuild takes about a second in all.
+    """
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(
+        pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)]
+    )
+
+
+def _strings(texts: list[str]):
+    """A list of str as an Arrow string array, built from its UTF-8 bytes and offsets."""
+    import pyarrow as pa
+
+    encoded = [t.encode("utf-8") for t in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.string(), len(encoded), buffers)
 
 
 def write_dataset_dict(out: Path, splits: list[str]) -> None:
