@@ -22,7 +22,7 @@ from symusic import Note, Score, Tempo, TimeSignature, Track
 from varemi.encode import EncodeOptions, _normalise_track_pitches
 from varemi.errors import UnsupportedConfig, VaremiError
 from varemi.remi import NativeREMI
-from varemi.tokenizer import load_base_tokenizer, vocab_pitch_range
+from varemi.tokenizer import MAESTRO_CONFIG, load_base_tokenizer, vocab_pitch_range
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
 CORPUS_DIRS = ("pop909", "vgmidi/phrases", "miditok_tests")
@@ -30,28 +30,7 @@ MUSIC_SUFFIXES = (".mid", ".midi", ".abc")
 
 # --------------------------------------------------------------------------- tokenizers
 
-MAESTRO = dict(
-    pitch_range=(21, 108),
-    beat_res={(0, 1): 8, (1, 2): 4, (2, 4): 2, (4, 8): 1},
-    num_velocities=16,
-    special_tokens=["PAD", "MASK", "BOS", "EOS", "SEP"],
-    encode_ids_split="bar",
-    use_velocities=True,
-    use_chords=False,
-    use_rests=False,
-    use_tempos=False,
-    use_time_signatures=False,
-    use_key_signatures=False,
-    use_sustain_pedals=False,
-    use_pitch_bends=False,
-    use_control_changes=False,
-    use_programs=False,
-    use_pitch_intervals=False,
-    use_pitchdrum_tokens=False,
-    remove_duplicated_notes=False,
-    sustain_pedal_duration=False,
-    program_changes=False,
-)
+MAESTRO = MAESTRO_CONFIG
 """Keyword arguments of the Maestro-REMI-bpe20k configuration (varemi.maestro_config)."""
 
 CONFIGS = {

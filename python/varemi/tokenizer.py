@@ -21,6 +21,7 @@ MidiTok 3.1 pitfalls handled here:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import numbers
@@ -88,6 +89,31 @@ class BaseTokenizer:
     pitch_range: tuple[int, int]
 
 
+MAESTRO_CONFIG: dict = {
+    "pitch_range": (21, 108),
+    "beat_res": {(0, 1): 8, (1, 2): 4, (2, 4): 2, (4, 8): 1},
+    "num_velocities": 16,
+    "special_tokens": ["PAD", "MASK", "BOS", "EOS", "SEP"],
+    "encode_ids_split": "bar",
+    "use_velocities": True,
+    "use_chords": False,
+    "use_rests": False,
+    "use_tempos": False,
+    "use_time_signatures": False,
+    "use_key_signatures": False,
+    "use_sustain_pedals": False,
+    "use_pitch_bends": False,
+    "use_control_changes": False,
+    "use_programs": False,
+    "use_pitch_intervals": False,
+    "use_pitchdrum_tokens": False,
+    "remove_duplicated_notes": False,
+    "sustain_pedal_duration": False,
+    "program_changes": False,
+}
+"""Keyword arguments of :func:`maestro_config`: every flag of the configuration."""
+
+
 def maestro_config() -> TokenizerConfig:
     """The configuration of ``Natooz/Maestro-REMI-bpe20k``, every flag given explicitly.
 
@@ -103,28 +129,7 @@ def maestro_config() -> TokenizerConfig:
     """
     from miditok import TokenizerConfig
 
-    return TokenizerConfig(
-        pitch_range=(21, 108),
-        beat_res={(0, 1): 8, (1, 2): 4, (2, 4): 2, (4, 8): 1},
-        num_velocities=16,
-        special_tokens=["PAD", "MASK", "BOS", "EOS", "SEP"],
-        encode_ids_split="bar",
-        use_velocities=True,
-        use_chords=False,
-        use_rests=False,
-        use_tempos=False,
-        use_time_signatures=False,
-        use_key_signatures=False,
-        use_sustain_pedals=False,
-        use_pitch_bends=False,
-        use_control_changes=False,
-        use_programs=False,
-        use_pitch_intervals=False,
-        use_pitchdrum_tokens=False,
-        remove_duplicated_notes=False,
-        sustain_pedal_duration=False,
-        program_changes=False,
-    )
+    return TokenizerConfig(**copy.deepcopy(MAESTRO_CONFIG))
 
 
 def vocab_pitch_range(tokenizer: REMI) -> tuple[int, int]:
