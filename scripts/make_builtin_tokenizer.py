@@ -1,7 +1,7 @@
 """Regenerate varemi's built-in tokenizer, python/varemi/data/builtin_tokenizer.json.
 
 The built-in tokenizer (``--tokenizer builtin``) stands in for Natooz/Maestro-REMI-bpe20k
-where the hub cannot be reached: the same REMI configuration (varemi.tokenizer.
+where the hub cannot be reached: the same REMI configuration (varemi.vocab.
 maestro_config), BPE-trained with MidiTok to a small vocabulary on the demo corpus
 (varemi.demo), which this script writes to a temporary folder first.
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 
 from varemi.demo import write_demo_corpus  # noqa: E402
-from varemi.tokenizer import maestro_config  # noqa: E402
+from varemi.vocab import maestro_config  # noqa: E402
 
 PACKAGED = ROOT / "python" / "varemi" / "data" / "builtin_tokenizer.json"
 VOCAB_SIZE = 1000

@@ -172,7 +172,7 @@ def write_tiny_corpus(folder: Path, names, notes: int = 24) -> list[str]:
 
 # --------------------------------------------------------------------------- tokenizer
 def builtin_tokenizer_path() -> Path:
-    from varemi.tokenizer import builtin_tokenizer_path as path
+    from varemi.vocab import builtin_tokenizer_path as path
 
     return path()
 

@@ -1,4 +1,4 @@
-"""varemi.bpe.NativeBPE: MidiTok's BPE step, native, equal to MidiTok id for id.
+"""varemi.encoder.bpe.NativeBPE: MidiTok's BPE step, native, equal to MidiTok id for id.
 
 Three levels:
 - hypothesis: random base-id sequences (rich in learned tokens, special tokens and
@@ -22,9 +22,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from varemi.bpe import NativeBPE, split_offsets
+from varemi.encoder.bpe import NativeBPE, split_offsets
 from varemi.errors import OffsetsError, UnknownTokenIdError, UnsupportedConfig, VaremiError
-from varemi.tokenizer import add_conditioning_tokens, builtin_tokenizer_path, maestro_config
+from varemi.vocab import add_conditioning_tokens, builtin_tokenizer_path, maestro_config
 
 miditok = pytest.importorskip("miditok")
 symusic = pytest.importorskip("symusic")

@@ -373,7 +373,7 @@ def test_empty_existing_folder_and_file_as_out(tmp_path):
 @pytest.mark.parametrize("where", ["tokenise", "rejects"])
 def test_interrupted_build_leaves_previous_output_intact(tmp_path, monkeypatch, where):
     import varemi.build as vb
-    import varemi.tokenise as vt
+    import varemi.corpus as vt
 
     midi, out = small_corpus(tmp_path), tmp_path / "out"
     h.build(midi, out, window_size=16, stride=8, min_window_tokens=4)

@@ -153,7 +153,7 @@ def test_pieces_give_several_windows(scores):
     pytest.importorskip("miditok")
     from miditok.utils import merge_tracks
 
-    from varemi.tokenizer import load_base_tokenizer
+    from varemi.vocab import load_base_tokenizer
 
     tok = load_base_tokenizer("builtin").tokenizer
     total = 0

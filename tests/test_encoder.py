@@ -6,9 +6,9 @@ import helpers as h
 import pytest
 from miditok import REMI
 
-from varemi.encode import TokenEncoder
+from varemi.encoder import TokenEncoder
 from varemi.errors import UnsupportedConfig
-from varemi.tokenizer import maestro_config
+from varemi.vocab import maestro_config
 
 
 def tempo_tokenizer(tmp_path):

@@ -32,7 +32,7 @@ def batches(rows: list[list[int]], pad_id: int, size: int):
 
 
 def test_tiny_gpt2_loss_goes_down_on_the_demo_dataset(tmp_path):
-    from varemi.tokenizer import ids_to_tokens
+    from varemi.vocab import ids_to_tokens
 
     torch.manual_seed(0)
     torch.set_num_threads(2)

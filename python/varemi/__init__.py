@@ -19,7 +19,7 @@ __all__ = ["__version__", "conditioning_ids", "load_tokenizer"]
 
 def __getattr__(name: str):  # lazy: importing varemi must not import MidiTok
     if name in ("load_tokenizer", "conditioning_ids"):
-        from varemi import tokenizer
+        from varemi import vocab
 
-        return getattr(tokenizer, name)
+        return getattr(vocab, name)
     raise AttributeError(f"module 'varemi' has no attribute {name!r}")

@@ -22,7 +22,7 @@ import numpy as np
 
 from varemi import conditioning, kernels, reference
 from varemi.cache import default_cache_dir
-from varemi.encode import (
+from varemi.encoder import (
     ENCODERS,
     TRACK_MODES,
     EncodeOptions,
@@ -261,7 +261,7 @@ def build(p: BuildParams) -> BuildResult:
 
     from varemi import __version__
     from varemi.files import list_midi_files
-    from varemi.tokenizer import load_base_tokenizer, vocab_pitch_range
+    from varemi.vocab import load_base_tokenizer, vocab_pitch_range
 
     started = time.perf_counter()
     p.midi_dir, p.out = Path(p.midi_dir), Path(p.out)
@@ -301,8 +301,8 @@ def build(p: BuildParams) -> BuildResult:
 
 def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -> dict:
     from varemi import labels as labelling
-    from varemi.tokenise import Job, labeller_version, tokenise_corpus
-    from varemi.tokenizer import add_conditioning_tokens, save_tokenizer
+    from varemi.corpus import Job, labeller_version, tokenise_corpus
+    from varemi.vocab import add_conditioning_tokens, save_tokenizer
 
     stage = {}
     rejects: list[tuple[str, str, str]] = []

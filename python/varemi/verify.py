@@ -95,7 +95,7 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
     """
     import datasets
 
-    from varemi.tokenizer import ids_to_tokens, load_tokenizer
+    from varemi.vocab import ids_to_tokens, load_tokenizer
 
     out = Path(out)
     rep = Report()

@@ -1,8 +1,11 @@
-"""One MIDI file to one sequence of music token ids (DESIGN.md contracts 3, 4 and 9).
+"""The encoder: one MIDI file to one sequence of music token ids (DESIGN.md contracts 3, 4, 9).
 
-This is the per-file work that ``build`` runs in worker processes: read, reject what
-cannot be used, drop drum tracks, merge (or pick) tracks, normalise pitches with the
-native kernel, and encode with the MidiTok tokenizer.
+This is the per-file work that ``build`` runs in worker processes (through
+:mod:`varemi.corpus`): parse, reject what cannot be used, drop drum tracks, merge (or
+pick) tracks, normalise pitches with the native kernel, and encode. Encoding is native
+(:mod:`varemi.encoder.remi` then :mod:`varemi.encoder.bpe`, ids equal to MidiTok's) when
+the tokenizer's configuration is covered exactly, and MidiTok's own ``tokenizer.encode``
+otherwise (the fallback, see :class:`TokenEncoder`).
 """
 
 from __future__ import annotations
@@ -132,8 +135,8 @@ class TokenEncoder:
             self.reason = "VAREMI_PURE_PYTHON=1 turns native code off"
             return
         try:
-            from varemi.bpe import NativeBPE
-            from varemi.remi import NativeREMI
+            from varemi.encoder.bpe import NativeBPE
+            from varemi.encoder.remi import NativeREMI
 
             self._remi = NativeREMI.from_tokenizer(tokenizer)
             self._bpe = NativeBPE.from_tokenizer(tokenizer)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from varemi.cache import DamagedEntry, TokenCache, cache_key
-from varemi.encode import EncodeOptions, RejectedFile, TokenEncoder, encode_midi, read_midi_bytes
+from varemi.encoder import EncodeOptions, RejectedFile, TokenEncoder, encode_midi, read_midi_bytes
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def _compute(job: Job, files: list[str], workers: int) -> Iterator[FileResult]:
         ctx = multiprocessing.get_context("fork")
     elif "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["varemi.tokenise", "varemi.labels", "miditok"])
+        ctx.set_forkserver_preload(["varemi.corpus", "varemi.labels", "miditok"])
     else:
         ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:

@@ -13,7 +13,7 @@ from miditok import REMI, TokSequence  # noqa: E402
 from miditok.utils import merge_tracks  # noqa: E402
 from symusic import Score  # noqa: E402
 
-from varemi import tokenizer as vt  # noqa: E402
+from varemi import vocab as vt  # noqa: E402
 from varemi.demo import DEMO_PIECES, make_score  # noqa: E402
 from varemi.errors import BinsError, VaremiError  # noqa: E402
 
