@@ -6,7 +6,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from varemi import export
+from varemi import export, windows
 
 
 def expected_features() -> datasets.Features:
@@ -29,20 +29,21 @@ def test_schema_and_features_are_those_datasets_derives():
     assert export.arrow_schema().equals(want.arrow_schema, check_metadata=True)
 
 
-def writer(folder, split="train"):
-    ids = np.arange(100, 118, dtype=np.int32)
-    return export.SplitWriter(split, folder, ids[:9], ids[9:], 4, 2, 2)
+def windower():
+    names = [f"[VAL={v:+d}]" for v in range(-4, 5)] + [f"[ARO={a:+d}]" for a in range(-4, 5)]
+    return windows.Windower(dict(zip(names, range(100, 118), strict=True)), 4, 2, 2)
 
 
 def test_split_written_by_shards_loads_with_every_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "SHARD_TOKENS", 5)  # force several shards
+    monkeypatch.setattr(windows, "BATCH_TOKENS", 5)  # force several shards
     shards = tmp_path / "shards"
     shards.mkdir()
-    w = writer(shards)
-    w.add("a.mid", np.arange(7, dtype=np.int32), (0.5, -0.25), (2, -1))
-    w.add("b.mid", np.arange(3, dtype=np.int32), (-1.0, 1.0), (-4, 4))
+    w, win = export.SplitWriter("train", shards), windower()
+    w.write(win.add("a.mid", np.arange(7, dtype=np.int32), (0.5, -0.25), (2, -1)))
+    w.write(win.add("b.mid", np.arange(3, dtype=np.int32), (-1.0, 1.0), (-4, 4)))
+    w.write(win.flush())
     w.finish(tmp_path / "out" / "train")
-    e = writer(shards, "val")
+    e = export.SplitWriter("val", shards)
     e.finish(tmp_path / "out" / "val")
     export.write_dataset_dict(tmp_path / "out", ["train", "val"])
     assert list(shards.iterdir()) == []  # moved, not copied

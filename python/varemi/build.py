@@ -22,6 +22,7 @@ import numpy as np
 
 from varemi import conditioning, kernels, reference
 from varemi.cache import default_cache_dir
+from varemi.corpus import peak_rss_mb
 from varemi.encoder import (
     ENCODERS,
     TRACK_MODES,
@@ -29,7 +30,7 @@ from varemi.encoder import (
     TokenEncoder,
 )
 from varemi.errors import VaremiError
-from varemi.export import SplitWriter, write_dataset_dict
+from varemi.export import SplitWriter, write_dataset_dict, write_json
 
 FORMAT_VERSION = 1
 BINNINGS = ("uniform", "quantile")
@@ -223,6 +224,119 @@ def check_output_folder(out: Path, overwrite: bool) -> None:
 
 
 # --------------------------------------------------------------------------- build
+def build(p: BuildParams) -> BuildResult:
+    """Build the dataset described by ``p`` into ``p.out``.
+
+    Args:
+        p: The build parameters.
+
+    Returns:
+        The output folder and the content of its ``dataset_info.json``.
+
+    Raises:
+        VaremiError: a bad parameter (before any work is done).
+        TokenizerUnavailableError: the tokenizer cannot be loaded.
+    """
+    from varemi.files import list_midi_files
+
+    started = time.perf_counter()
+    p.midi_dir, p.out = Path(p.midi_dir), Path(p.out)
+    p.labels = Path(p.labels) if p.labels is not None else None
+    check_params(p)
+    base, encoder = _load_tokenizer(p)
+    files = list_midi_files(p.midi_dir)
+    if not files:
+        raise MidiDirError(f"--midi-dir {p.midi_dir} holds no .mid or .midi file")
+
+    tmp = p.out.parent / f".{p.out.name}.varemi-tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        info = _build_into(p, tmp, base, encoder, files, started)
+        _move_into_place(tmp, p.out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # the previous output stays as it was
+        raise
+    if not p.quiet or p.profile:
+        print(summary(info, p.out, p.profile), file=sys.stderr)
+    return BuildResult(p.out, info)
+
+
+@dataclass
+class _Run:
+    """What the stages of one build record as they go (for ``dataset_info.json``)."""
+
+    files: list[str]
+    workers: int
+    cache_dir: str | None
+    started: float
+    rejects: list[tuple[str, str, str]] = field(default_factory=list)
+    label_table: dict[str, tuple[float, float]] | None = None
+    label_rows: list[dict] = field(default_factory=list)
+    usable: list[str] = field(default_factory=list)
+    is_val: np.ndarray | None = None
+    edges: list[np.ndarray] | None = None
+    vbins: list[int] = field(default_factory=list)
+    abins: list[int] = field(default_factory=list)
+    no_windows: int = 0
+    cache_stats: Counter = field(default_factory=Counter)
+    worker_seconds: Counter = field(default_factory=Counter)
+    worker_rss: float = 0.0
+    stage: dict[str, float] = field(default_factory=dict)
+
+
+def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], started: float) -> dict:
+    """The stages of a build, in order, writing into the temporary folder ``tmp``."""
+    from varemi.vocab import add_conditioning_tokens, save_tokenizer
+
+    run = _Run(
+        files=files,
+        workers=p.workers or os.cpu_count() or 1,
+        cache_dir=str(p.cache_dir or default_cache_dir()) if p.cache else None,
+        started=started,
+    )
+    _labels_stage(p, run)
+    _split_stage(p, run)
+    cond_tokens = add_conditioning_tokens(base.tokenizer, p.bins)
+    tokenised = _tokenise_stage(p, run, base, encoder)
+    binned = _bins_stage(p, run, tokenised)
+    writers = _windows_and_export_stage(p, run, tmp, cond_tokens, binned)
+    _save_stage(p, run, tmp, writers)
+    save_tokenizer(base.tokenizer, tmp / "tokenizer.json")
+    _write_rejects(tmp / "rejects.csv", run.rejects)
+    info = _dataset_info(p, run, base, encoder, cond_tokens, writers)
+    write_json(tmp / "dataset_info.json", info)
+    return info
+
+
+def _load_tokenizer(p: BuildParams):
+    """Load the base tokenizer, resolve ``--pitch-range`` and pick the encoder (no work yet)."""
+    from varemi.vocab import load_base_tokenizer, vocab_pitch_range
+
+    base = load_base_tokenizer(p.tokenizer)
+    vocab_range = vocab_pitch_range(base.tokenizer)
+    if p.pitch_range is None:
+        p.pitch_range = vocab_range
+    elif not (vocab_range[0] <= p.pitch_range[0] and p.pitch_range[1] <= vocab_range[1]):
+        raise reference.PitchRangeError(
+            f"--pitch-range {p.pitch_range[0]} {p.pitch_range[1]} is outside the tokenizer's "
+            f"pitches {vocab_range[0]}..{vocab_range[1]}"
+        )
+    reference._check_pitch_params(p.pitch_policy, *p.pitch_range)
+    encoder = TokenEncoder(base.tokenizer, p.encoder)  # refuses `native` before any work
+    if encoder.reason and not p.quiet:
+        print(f"note: using MidiTok's encoder: {encoder.reason}", file=sys.stderr)
+    return base, encoder
+
+
+def _labels_stage(p: BuildParams, run: _Run) -> None:
+    """The user's labels CSV (its unusable rows become rejects); computed labels come later."""
+    if p.labels is not None:
+        run.label_table = _csv_labels(p, run.files, run.rejects)
+    rejected = {r[0] for r in run.rejects}
+    run.usable = [f for f in run.files if f not in rejected]
+
+
 def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tuple[float, float]]:
     """The user's labels per usable file; the other files join ``rejects``."""
     from varemi import labels as labelling
@@ -238,191 +352,128 @@ def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tu
     return table
 
 
-def _peak_rss_mb() -> float:
-    import resource
+def _split_stage(p: BuildParams, run: _Run) -> None:
+    """Which usable file goes to ``val`` (contract 6)."""
+    t = time.perf_counter()
+    run.is_val = kernels.val_mask(run.usable, p.seed, p.train_split)
+    run.stage["split"] = time.perf_counter() - t
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
-
-def build(p: BuildParams) -> BuildResult:
-    """Build the dataset described by ``p`` into ``p.out``.
-
-    Args:
-        p: The build parameters.
-
-    Returns:
-        The output folder and the content of its ``dataset_info.json``.
-
-    Raises:
-        VaremiError: a bad parameter (before any work is done).
-        TokenizerUnavailableError: the tokenizer cannot be loaded.
-    """
+def _tokenise_stage(p: BuildParams, run: _Run, base, encoder):
+    """Each usable file's (index, token ids, valence, arousal), in order; rejects recorded."""
     from tqdm import tqdm
 
-    from varemi import __version__
-    from varemi.files import list_midi_files
-    from varemi.vocab import load_base_tokenizer, vocab_pitch_range
-
-    started = time.perf_counter()
-    p.midi_dir, p.out = Path(p.midi_dir), Path(p.out)
-    p.labels = Path(p.labels) if p.labels is not None else None
-    check_params(p)
-    base = load_base_tokenizer(p.tokenizer)
-    vocab_range = vocab_pitch_range(base.tokenizer)
-    if p.pitch_range is None:
-        p.pitch_range = vocab_range
-    elif not (vocab_range[0] <= p.pitch_range[0] and p.pitch_range[1] <= vocab_range[1]):
-        raise reference.PitchRangeError(
-            f"--pitch-range {p.pitch_range[0]} {p.pitch_range[1]} is outside the tokenizer's "
-            f"pitches {vocab_range[0]}..{vocab_range[1]}"
-        )
-    reference._check_pitch_params(p.pitch_policy, *p.pitch_range)
-    encoder = TokenEncoder(base.tokenizer, p.encoder)  # refuses `native` before any work
-    if encoder.reason and not p.quiet:
-        print(f"note: using MidiTok's encoder: {encoder.reason}", file=sys.stderr)
-    workers = p.workers or os.cpu_count() or 1
-    files = list_midi_files(p.midi_dir)
-    if not files:
-        raise MidiDirError(f"--midi-dir {p.midi_dir} holds no .mid or .midi file")
-
-    tmp = p.out.parent / f".{p.out.name}.varemi-tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        info = _build_into(p, tmp, base, encoder, files, workers, started, tqdm, __version__)
-        _move_into_place(tmp, p.out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # the previous output stays as it was
-        raise
-    if not p.quiet or p.profile:
-        print(summary(info, p.out, p.profile), file=sys.stderr)
-    return BuildResult(p.out, info)
-
-
-def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -> dict:
-    from varemi import labels as labelling
     from varemi.corpus import Job, labeller_version, tokenise_corpus
-    from varemi.vocab import add_conditioning_tokens, save_tokenizer
-
-    stage = {}
-    rejects: list[tuple[str, str, str]] = []
-    cache_dir = str(p.cache_dir or default_cache_dir()) if p.cache else None
-    label_table = _csv_labels(p, files, rejects) if p.labels is not None else None
-    rejected = {r[0] for r in rejects}
-    usable = [f for f in files if f not in rejected]
-
-    t = time.perf_counter()
-    is_val = kernels.val_mask(usable, p.seed, p.train_split)
-    stage["split"] = time.perf_counter() - t
-
-    tokenizer = base.tokenizer
-    cond_tokens = add_conditioning_tokens(tokenizer, p.bins)
-    cond_list = list(cond_tokens.values())
-    cond = {
-        "val": np.array(cond_list[: p.bins], dtype=np.int32),
-        "aro": np.array(cond_list[p.bins :], dtype=np.int32),
-    }
-    shard_dir = tmp / "_shards"
-    shard_dir.mkdir()
-    writers = {
-        s: SplitWriter(
-            s, shard_dir, cond["val"], cond["aro"], p.window_size, p.stride, p.min_window_tokens
-        )
-        for s in ("train", "val")
-    }
 
     job = Job(
         root=str(p.midi_dir),
         tokenizer_path=str(base.path),
+        tokenizer_sha256=base.sha256,
         encoder=encoder.name,
         options=EncodeOptions(
             p.pitch_policy, tuple(p.pitch_range), p.tracks, p.max_minutes, p.max_file_mb
         ),
-        cache_dir=cache_dir,
-        token_key=(
-            base.sha256,
-            p.pitch_policy,
-            tuple(p.pitch_range),
-            p.tracks,
-            encoder.name,
-            _encoder_version(),
-        ),
-        labels=None if label_table is not None else (p.jitter, p.jitter_seed, labeller_version()),
+        cache_dir=run.cache_dir,
+        labels=None
+        if run.label_table is not None
+        else (p.jitter, p.jitter_seed, labeller_version()),
     )
-    cache_stats: Counter = Counter()
-    worker_seconds: Counter = Counter()
-    worker_rss = 0.0
-    no_windows = 0
-    label_rows: list[dict] = []
-    kept: list[tuple[int, np.ndarray, float, float]] = []  # held back only for quantile bins
-    vbins: list[int] = []
-    abins: list[int] = []
-
-    def write(i: int, ids: np.ndarray, valence: float, arousal: float, vb: int, ab: int) -> None:
-        writers["val" if is_val[i] else "train"].add(usable[i], ids, (valence, arousal), (vb, ab))
-        vbins.append(vb)
-        abins.append(ab)
-
-    t = time.perf_counter()
-    tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked below
-    bar = tqdm(total=len(usable), desc="tokenise", unit="file", disable=p.quiet, file=sys.stderr)
-    for i, r in enumerate(tokenise_corpus(job, usable, workers)):
-        cache_stats[r.cache] += 1
-        worker_rss = max(worker_rss, r.peak_rss_mb)
-        worker_seconds.update(r.timings)
+    tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked
+    bar = tqdm(
+        total=len(run.usable), desc="tokenise", unit="file", disable=p.quiet, file=sys.stderr
+    )
+    for i, r in enumerate(tokenise_corpus(job, run.usable, run.workers)):
+        run.cache_stats[r.cache] += 1
+        run.worker_rss = max(run.worker_rss, r.peak_rss_mb)
+        run.worker_seconds.update(r.timings)
         bar.update(1)
         if r.reject is not None:
-            rejects.append((usable[i], *r.reject))
+            run.rejects.append((run.usable[i], *r.reject))
             continue
         if r.label is not None:
-            label_rows.append(r.label)
+            run.label_rows.append(r.label)
             valence, arousal = r.label["valence"], r.label["arousal"]
         else:
-            valence, arousal = label_table[usable[i]]
+            valence, arousal = run.label_table[run.usable[i]]
         if len(r.ids) < p.min_window_tokens:
-            no_windows += 1
-        if p.binning == "uniform":  # a file's bins depend on it alone: stream it out now
-            vb, ab = conditioning.discretise_uniform(np.array([valence, arousal]), p.bins)
-            write(i, r.ids, valence, arousal, int(vb), int(ab))
-        else:
-            kept.append((i, r.ids, valence, arousal))
+            run.no_windows += 1
+        yield i, r.ids, valence, arousal
     bar.close()
-    edges = None
-    if p.binning == "quantile":  # equal-count bins need every label first
-        values = np.array([(k[2], k[3]) for k in kept], dtype=np.float64).reshape(-1, 2)
-        edges = [conditioning.quantile_edges(values[:, axis], p.bins) for axis in (0, 1)]
-        vq = conditioning.discretise_quantile(values[:, 0], edges[0], p.bins)
-        aq = conditioning.discretise_quantile(values[:, 1], edges[1], p.bins)
-        for (i, ids, valence, arousal), vb, ab in zip(kept, vq, aq, strict=True):
-            write(i, ids, valence, arousal, int(vb), int(ab))
-    stage["tokenise_wall"] = time.perf_counter() - t
 
+
+def _bins_stage(p: BuildParams, run: _Run, tokenised):
+    """Each file with its (valence bin, arousal bin) (contract 2)."""
+    if p.binning == "uniform":  # a file's bins depend on it alone: stream it through
+        for i, ids, valence, arousal in tokenised:
+            vb, ab = conditioning.discretise_uniform(np.array([valence, arousal]), p.bins)
+            yield i, ids, valence, arousal, int(vb), int(ab)
+        return
+    kept = list(tokenised)  # equal-count bins need every label first
+    values = np.array([(k[2], k[3]) for k in kept], dtype=np.float64).reshape(-1, 2)
+    run.edges = [conditioning.quantile_edges(values[:, axis], p.bins) for axis in (0, 1)]
+    vq = conditioning.discretise_quantile(values[:, 0], run.edges[0], p.bins)
+    aq = conditioning.discretise_quantile(values[:, 1], run.edges[1], p.bins)
+    for (i, ids, valence, arousal), vb, ab in zip(kept, vq, aq, strict=True):
+        yield i, ids, valence, arousal, int(vb), int(ab)
+
+
+def _windows_and_export_stage(p: BuildParams, run: _Run, tmp: Path, cond_tokens, binned) -> dict:
+    """Window, prefix (contract 5) and write each split's examples; the split writers."""
+    from varemi.windows import Windower
+
+    shard_dir = tmp / "_shards"
+    shard_dir.mkdir()
+    windowers, writers = {}, {}
+    for s in ("train", "val"):
+        windowers[s] = Windower(cond_tokens, p.window_size, p.stride, p.min_window_tokens)
+        writers[s] = SplitWriter(s, shard_dir)
+    t = time.perf_counter()  # `binned` is lazy: files are tokenised as this loop asks
+    for i, ids, valence, arousal, vb, ab in binned:
+        s = "val" if run.is_val[i] else "train"
+        writers[s].write(windowers[s].add(run.usable[i], ids, (valence, arousal), (vb, ab)))
+        run.vbins.append(vb)
+        run.abins.append(ab)
+    for s in writers:
+        writers[s].write(windowers[s].flush())
+    run.stage["tokenise_wall"] = time.perf_counter() - t
     t = time.perf_counter()
-    for split, writer in writers.items():
-        writer.finish(tmp / split)
+    for s in writers:
+        writers[s].finish(tmp / s)
     write_dataset_dict(tmp, list(writers))
     shutil.rmtree(shard_dir, ignore_errors=True)
-    if label_table is None:
-        labelling.write_label_rows(label_rows, tmp / "labels.csv")
-    stage["save"] = time.perf_counter() - t
-    for w in writers.values():
-        for k, v in w.seconds.items():
-            stage[k] = stage.get(k, 0.0) + v
-    label_source = "heuristic" if label_table is None else "csv"
-    vbins_a, abins_a = np.array(vbins, dtype=np.int64), np.array(abins, dtype=np.int64)
-    vedges = [float(e) for e in edges[0]] if edges else None
-    aedges = [float(e) for e in edges[1]] if edges else None
+    run.stage["save"] = time.perf_counter() - t
+    run.stage["window_prepend"] = sum(w.seconds for w in windowers.values())
+    run.stage["export"] = sum(w.seconds for w in writers.values())
+    return writers
 
-    save_tokenizer(tokenizer, tmp / "tokenizer.json")
-    _write_rejects(tmp / "rejects.csv", rejects)
-    info = {
+
+def _save_stage(p: BuildParams, run: _Run, tmp: Path, writers: dict) -> None:
+    """The computed labels as ``labels.csv`` (what ``labels`` would have written)."""
+    from varemi import labels as labelling
+
+    t = time.perf_counter()
+    if run.label_table is None:
+        labelling.write_label_rows(run.label_rows, tmp / "labels.csv")
+    run.stage["save"] += time.perf_counter() - t
+
+
+def _dataset_info(p: BuildParams, run: _Run, base, encoder, cond_tokens, writers) -> dict:
+    """The content of ``dataset_info.json`` (contract 7)."""
+    from varemi import __version__
+
+    label_source = "heuristic" if run.label_table is None else "csv"
+    vbins_a, abins_a = np.array(run.vbins, dtype=np.int64), np.array(run.abins, dtype=np.int64)
+    vedges = [float(e) for e in run.edges[0]] if run.edges else None
+    aedges = [float(e) for e in run.edges[1]] if run.edges else None
+    stage = run.stage
+    return {
         "format_version": FORMAT_VERSION,
-        "varemi_version": version,
+        "varemi_version": __version__,
         "tokenizer": {
             "source": base.source,
             "sha256": base.sha256,
             "base_vocab_size": base.base_vocab_size,
-            "vocab_size": len(tokenizer),
+            "vocab_size": len(base.tokenizer),
         },
         "conditioning_tokens": cond_tokens,
         "encoder": {"requested": p.encoder, "used": encoder.name, "fallback": encoder.reason},
@@ -433,11 +484,11 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
             "binning_edges": {"valence": vedges, "arousal": aedges} if vedges else None,
         },
         "counts": {
-            "files_seen": len(files),
+            "files_seen": len(run.files),
             "files_kept": sum(w.files_with_examples for w in writers.values()),
-            "files_without_windows": no_windows,
-            "files_rejected": len(rejects),
-            "rejected_by_reason": dict(sorted(Counter(r[1] for r in rejects).items())),
+            "files_without_windows": run.no_windows,
+            "files_rejected": len(run.rejects),
+            "rejected_by_reason": dict(sorted(Counter(r[1] for r in run.rejects).items())),
             "examples": {s: w.examples for s, w in writers.items()},
             "tokens": {s: w.tokens for s, w in writers.items()},
             "files": {s: w.files_with_examples for s, w in writers.items()},
@@ -452,31 +503,21 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
                 )
             },
         },
-        "cache": {"dir": cache_dir, **dict(sorted(cache_stats.items()))},
+        "cache": {"dir": run.cache_dir, **dict(sorted(run.cache_stats.items()))},
         "timings_seconds": {
-            "total": round(time.perf_counter() - started, 3),
-            "workers": workers,
+            "total": round(time.perf_counter() - run.started, 3),
+            "workers": run.workers,
             **{k: round(v, 3) for k, v in stage.items()},
-            "worker_cpu": {k: round(v, 3) for k, v in sorted(worker_seconds.items())},
+            "worker_cpu": {k: round(v, 3) for k, v in sorted(run.worker_seconds.items())},
         },
-        "peak_rss_mb": {"main": round(_peak_rss_mb(), 1), "worker": round(worker_rss, 1)},
+        "peak_rss_mb": {"main": round(peak_rss_mb(), 1), "worker": round(run.worker_rss, 1)},
     }
-    _write_json(tmp / "dataset_info.json", info)
-    return info
 
 
 def _hist(bins: np.ndarray, n: int) -> dict[str, int]:
     h = n // 2
     counts = Counter(bins.tolist())
     return {f"{b:+d}": counts.get(b, 0) for b in range(-h, h + 1)}
-
-
-def _encoder_version() -> str:
-    from importlib.metadata import version
-
-    from varemi import __version__
-
-    return f"varemi {__version__}; miditok {version('miditok')}; symusic {version('symusic')}"
 
 
 def _params_record(p: BuildParams) -> dict:
@@ -487,12 +528,6 @@ def _params_record(p: BuildParams) -> dict:
     for k in ("quiet", "overwrite", "profile"):
         rec.pop(k)
     return rec
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    import json
-
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _write_rejects(path: Path, rejects: list[tuple[str, str, str]]) -> None:

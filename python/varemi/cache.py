@@ -14,6 +14,7 @@ recomputed, never trusted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(file_sha256: str, *parts: object) -> str:
-    """Combine a file's content hash with everything else that determines its tokens.
+    """Combine a file's content hash with the other parts of a key (the one key recipe).
 
     Args:
         file_sha256: Hex sha256 of the MIDI file's bytes.
@@ -51,6 +52,68 @@ def cache_key(file_sha256: str, *parts: object) -> str:
     for p in parts:
         h.update(b"\0" + repr(p).encode())
     return h.hexdigest()
+
+
+@functools.cache
+def encoder_version() -> str:
+    """The versions that determine token ids besides the inputs: varemi, MidiTok, symusic.
+
+    Returns:
+        One line naming the three versions.
+    """
+    from importlib.metadata import version
+
+    from varemi import __version__
+
+    return f"varemi {__version__}; miditok {version('miditok')}; symusic {version('symusic')}"
+
+
+def token_key(
+    file_sha256: str,
+    tokenizer_sha256: str,
+    pitch_policy: str,
+    pitch_range: tuple[int, int],
+    tracks: str,
+    encoder: str,
+) -> str:
+    """The key of a file's token ids: everything that determines them.
+
+    Args:
+        file_sha256: Hex sha256 of the MIDI file's bytes.
+        tokenizer_sha256: Hex sha256 of the base tokenizer's file.
+        pitch_policy: ``clamp``, ``fold`` or ``drop``.
+        pitch_range: Inclusive pitch range.
+        tracks: ``merge`` or ``first``.
+        encoder: ``native`` or ``miditok`` (what computes the ids).
+
+    Returns:
+        A hex key.
+    """
+    return cache_key(
+        file_sha256,
+        tokenizer_sha256,
+        pitch_policy,
+        tuple(pitch_range),
+        tracks,
+        encoder,
+        encoder_version(),
+    )
+
+
+def label_key(file_sha256: str, labeller: str, jitter: float, seed: int, name: str) -> str:
+    """The key of a file's computed labels (``build`` without ``--labels``).
+
+    Args:
+        file_sha256: Hex sha256 of the MIDI file's bytes.
+        labeller: Hash of the labeller's source.
+        jitter: ``--jitter``.
+        seed: ``--jitter-seed``.
+        name: The file's relative path (the noise depends on it; ignored without jitter).
+
+    Returns:
+        A hex key.
+    """
+    return cache_key(file_sha256, "labels", labeller, jitter, seed, name if jitter else "")
 
 
 class TokenCache:

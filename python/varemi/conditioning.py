@@ -1,10 +1,24 @@
-"""Conditioning vocabulary and label discretisation (DESIGN.md contracts 1 and 2)."""
+"""Conditioning vocabulary and label discretisation (DESIGN.md contracts 1 and 2).
+
+Owns the bins (``--bins``, ``--binning``), the conditioning token strings, the one
+predicate telling them from music tokens (:func:`is_conditioning_token`) and the one
+bin -> token-id mapping (:func:`bin_token_ids`) that build, export, verify and
+:func:`varemi.conditioning_ids` all use.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 import numpy as np
 
-from varemi.errors import BinsError
+from varemi.errors import BinsError, ConditioningError
+
+BINNINGS = ("uniform", "quantile")
+"""The values of ``--binning``."""
+
+_CONDITIONING_TOKEN = re.compile(r"^\[(VAL|ARO)=[+-]\d+\]$")
 
 
 def check_bins(bins: int) -> int:
@@ -25,8 +39,74 @@ def check_bins(bins: int) -> int:
         or bins < 1
         or bins % 2 == 0
     ):
-        raise BinsError(f"bins must be a positive odd integer, got {bins!r}")
+        raise BinsError(f"--bins must be a positive odd integer, got {bins!r}")
     return (int(bins) - 1) // 2
+
+
+def check_binning(binning: str) -> None:
+    """Refuse an unknown ``--binning``.
+
+    Args:
+        binning: ``uniform`` or ``quantile``.
+
+    Raises:
+        BinsError: any other value.
+    """
+    if binning not in BINNINGS:
+        raise BinsError(f"--binning must be one of {BINNINGS}, got {binning!r}")
+
+
+def is_conditioning_token(token: str) -> bool:
+    """Whether a token string is a conditioning token (``[VAL=+2]``, ``[ARO=-1]``).
+
+    Args:
+        token: A token string of the vocabulary.
+
+    Returns:
+        True for the tokens of contract 1 (any bin), False for music tokens.
+    """
+    return _CONDITIONING_TOKEN.match(token) is not None
+
+
+def bin_token_ids(
+    tokens: Mapping[str, int], valence_bins: np.ndarray, arousal_bins: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The conditioning token ids of bins: ``[VAL=v]`` and ``[ARO=a]`` looked up by name.
+
+    The one bin -> id mapping of varemi: ``build`` (through :mod:`varemi.windows`),
+    ``verify`` and :func:`varemi.conditioning_ids` all use it.
+
+    Args:
+        tokens: Conditioning token string to id (``dataset_info.json``'s
+            ``conditioning_tokens``, or what ``add_conditioning_tokens`` returned);
+            ``2 * bins`` entries.
+        valence_bins: Valence bins in ``-h..h`` (any integer array or scalar).
+        arousal_bins: Arousal bins in ``-h..h``.
+
+    Returns:
+        int32 valence ids and int32 arousal ids, shaped as the bins.
+
+    Raises:
+        BinsError: a bin outside ``-h..h``.
+        ConditioningError: ``tokens`` lacks a token of contract 1.
+    """
+    bins = len(tokens) // 2
+    names = conditioning_token_strings(bins) if bins % 2 == 1 else []
+    h = bins // 2
+    if not names or len(tokens) != len(names) or any(n not in tokens for n in names):
+        raise ConditioningError(
+            f"conditioning tokens {list(tokens)[:4]}... are not those of contract 1 "
+            f"({names[0]}..{names[-1]})"
+        )
+    table = np.array([tokens[n] for n in names], dtype=np.int32).reshape(2, 2 * h + 1)
+    out = []
+    for axis, (name, b) in enumerate((("valence", valence_bins), ("arousal", arousal_bins))):
+        b = np.asarray(b, dtype=np.int64)
+        if b.size and (int(b.min()) < -h or int(b.max()) > h):
+            bad = int(b.min()) if int(b.min()) < -h else int(b.max())
+            raise BinsError(f"{name} bin {bad} is outside {-h}..{h}")
+        out.append(table[axis][b + h])
+    return out[0], out[1]
 
 
 def conditioning_token_strings(bins: int = 9) -> list[str]:

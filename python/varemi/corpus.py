@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from varemi.cache import DamagedEntry, TokenCache, cache_key
+from varemi.cache import DamagedEntry, TokenCache, label_key, token_key
 from varemi.encoder import EncodeOptions, RejectedFile, TokenEncoder, encode_midi, read_midi_bytes
 
 
@@ -32,18 +32,18 @@ class Job:
         tokenizer_path: The base tokenizer's JSON file.
         encoder: ``native`` or ``miditok`` (already resolved).
         options: Pitch and track handling, limits.
+        tokenizer_sha256: Hex sha256 of the base tokenizer's file (part of the cache key).
         cache_dir: The token cache folder, or None for no cache.
-        token_key: Everything besides the file's bytes that determines its token ids.
         labels: ``(jitter, jitter_seed, labeller version)`` when the labels are computed
             here, None when they come from the user's CSV.
     """
 
     root: str
     tokenizer_path: str
+    tokenizer_sha256: str
     encoder: str
     options: EncodeOptions
     cache_dir: str | None
-    token_key: tuple
     labels: tuple[float, int, str] | None
 
 
@@ -79,14 +79,25 @@ def labeller_version() -> str:
     return hashlib.sha256(Path(labels.__file__).read_bytes()).hexdigest()
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB).
+
+    Returns:
+        Peak RSS in MiB.
+    """
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _keys(job: Job, rel: str, data: bytes) -> tuple[str, str | None]:
     digest = hashlib.sha256(data).hexdigest()
-    token_key = cache_key(digest, *job.token_key)
+    o = job.options
+    tokens = token_key(
+        digest, job.tokenizer_sha256, o.pitch_policy, o.pitch_range, o.tracks, job.encoder
+    )
     if job.labels is None:
-        return token_key, None
+        return tokens, None
     jitter, seed, version = job.labels
-    name = rel if jitter else ""  # the noise depends on the file's name
-    return token_key, cache_key(digest, "labels", version, jitter, seed, name)
+    return tokens, label_key(digest, version, jitter, seed, rel)
 
 
 def _cached(job: Job, cache: TokenCache, rel: str) -> FileResult | None:
@@ -95,13 +106,13 @@ def _cached(job: Job, cache: TokenCache, rel: str) -> FileResult | None:
         data = read_midi_bytes(Path(job.root) / rel, job.options)
     except RejectedFile as e:
         return FileResult(reject=(e.reason, e.detail))
-    token_key, label_key = _keys(job, rel, data)
+    tkey, lkey = _keys(job, rel, data)
     try:
-        hit = cache.get(token_key)
-        label = cache.get_json(label_key) if label_key is not None and hit else None
+        hit = cache.get(tkey)
+        label = cache.get_json(lkey) if lkey is not None and hit else None
     except DamagedEntry:
         return FileResult(cache="damaged")
-    if hit is None or (label_key is not None and label is None):
+    if hit is None or (lkey is not None and label is None):
         return FileResult(cache="miss")
     ids, minutes = hit
     if minutes > job.options.max_minutes:
@@ -145,11 +156,11 @@ def _process(rel: str) -> FileResult:
         result.ids = ids
         cache: TokenCache | None = _WORKER["cache"]
         if cache is not None:
-            token_key, label_key = _keys(job, rel, data)
+            tkey, lkey = _keys(job, rel, data)
             try:
-                cache.put(token_key, ids, minutes)
-                if label_key is not None:
-                    cache.put_json(label_key, result.label)
+                cache.put(tkey, ids, minutes)
+                if lkey is not None:
+                    cache.put_json(lkey, result.label)
             except OSError:
                 pass  # a read-only or full cache only costs speed
     except RejectedFile as e:
@@ -157,7 +168,7 @@ def _process(rel: str) -> FileResult:
     except Exception as e:  # a bug in a dependency must not lose the run
         result.ids, result.label = None, None
         result.reject = ("tokenize_failed", f"{type(e).__name__}: {e}")
-    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    result.peak_rss_mb = peak_rss_mb()
     return result
 
 

@@ -1,13 +1,13 @@
 """Export: conditioned examples to a Hugging Face dataset folder, shard by shard.
 
-The entry point is :class:`SplitWriter`: ``add`` one file's token ids at a time,
-``finish`` into ``OUT/<split>``. Examples are built by the native kernels straight
-into the flat values + offsets of an Arrow list column (no per-token Python object)
-and written as Arrow shards while files are still being tokenised, so memory does
-not grow with the corpus. ``finish`` lays the shards out exactly as
-``datasets.Dataset.save_to_disk`` would (Arrow stream files, ``state.json``,
-``dataset_info.json``) without copying them and without importing ``datasets``,
-whose import alone costs a second; ``datasets.load_from_disk`` reads the result.
+The entry point is :class:`SplitWriter`: ``write`` one batch of examples (made by
+:mod:`varemi.windows`, already in the flat values + offsets of an Arrow list column:
+no per-token Python object) at a time as one Arrow shard, while files are still being
+tokenised, so memory does not grow with the corpus. ``finish`` moves them into
+``OUT/<split>``, laid out exactly as ``datasets.Dataset.save_to_disk`` would (Arrow
+stream files, ``state.json``, ``dataset_info.json``) without copying them and without
+importing ``datasets``, whose import alone costs a second; ``datasets.load_from_disk``
+reads the result.
 """
 
 from __future__ import annotations
@@ -21,10 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from varemi import kernels
-
-SHARD_TOKENS = 1 << 21
-"""Music tokens buffered per split before a shard is written."""
+from varemi.windows import ExampleBatch
 
 # The output columns (DESIGN.md contract 7) as `datasets` (>= 4) serialises them.
 FEATURES = {
@@ -71,87 +68,53 @@ def features():
 
 
 class SplitWriter:
-    """Streams one split's examples into Arrow shards as files are tokenised.
+    """Writes one split's examples, a batch at a time, as Arrow shards.
+
+    Export only writes the examples it is given: windowing and prefixing happen before,
+    in :mod:`varemi.windows`.
 
     Args:
         split: ``train`` or ``val``.
         folder: Where shards wait until :meth:`finish`.
-        valence_ids: Conditioning id per valence bin, ``-h..h`` in order (int32).
-        arousal_ids: Conditioning id per arousal bin (int32).
-        window_size: Tokens per window.
-        stride: Distance between window starts.
-        min_window_tokens: Shortest window kept.
+
+    Attributes:
+        examples: Rows written so far.
+        tokens: Ids written so far (conditioning tokens included).
+        files_with_examples: Files that gave at least one row.
+        bin_counts: Rows per (valence bin, arousal bin).
+        seconds: Wall seconds spent writing.
     """
 
-    def __init__(
-        self,
-        split: str,
-        folder: Path,
-        valence_ids: np.ndarray,
-        arousal_ids: np.ndarray,
-        window_size: int,
-        stride: int,
-        min_window_tokens: int,
-    ) -> None:
+    def __init__(self, split: str, folder: Path) -> None:
         self.split, self.folder = split, folder
-        self.valence_ids, self.arousal_ids = valence_ids, arousal_ids
-        self.half = len(valence_ids) // 2
-        self.windows = (window_size, stride, min_window_tokens)
         self.schema = arrow_schema()
-        self.pending: list[tuple[str, np.ndarray, float, float, int, int]] = []
-        self.pending_tokens = 0
         self.shards: list[Path] = []
         self.examples = 0
         self.tokens = 0
         self.files_with_examples = 0
         self.bin_counts: Counter = Counter()
-        self.seconds = {"window_prepend": 0.0, "export": 0.0}
+        self.seconds = 0.0
 
-    def add(
-        self, rel: str, ids: np.ndarray, labels: tuple[float, float], bins: tuple[int, int]
-    ) -> None:
-        """Queue one file; a shard is written once enough tokens are queued.
+    def write(self, batch: ExampleBatch | None) -> None:
+        """Write one batch's examples as one shard (nothing for None).
 
         Args:
-            rel: The file's path relative to the MIDI root.
-            ids: Its int32 music token ids.
-            labels: Its (valence, arousal).
-            bins: Its (valence bin, arousal bin).
+            batch: From :meth:`varemi.windows.Windower.add` or ``flush``.
         """
-        self.pending.append((rel, ids, *labels, *bins))
-        self.pending_tokens += len(ids)
-        if self.pending_tokens >= SHARD_TOKENS:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the queued files' examples as one shard (nothing when none are queued)."""
         import pyarrow as pa
 
-        if not self.pending:
+        if batch is None:
             return
         t0 = time.perf_counter()
-        rels = [x[0] for x in self.pending]
-        tokens = np.concatenate([x[1] for x in self.pending]).astype(np.int32, copy=False)
-        offsets = np.zeros(len(self.pending) + 1, dtype=np.int64)
-        np.cumsum([len(x[1]) for x in self.pending], out=offsets[1:])
-        vbin = np.array([x[4] for x in self.pending], dtype=np.int8)
-        abin = np.array([x[5] for x in self.pending], dtype=np.int8)
-        ex = kernels.make_examples(
-            tokens,
-            offsets,
-            self.valence_ids[vbin.astype(np.int64) + self.half],
-            self.arousal_ids[abin.astype(np.int64) + self.half],
-            *self.windows,
-        )
-        t1 = time.perf_counter()
+        ex = batch.examples
         fi = ex.file_index
         columns = [
             pa.ListArray.from_arrays(_arrow(ex.offsets.astype(np.int32)), _arrow(ex.values)),
-            _arrow(np.array([x[2] for x in self.pending], np.float32)[fi]),
-            _arrow(np.array([x[3] for x in self.pending], np.float32)[fi]),
-            _arrow(vbin[fi]),
-            _arrow(abin[fi]),
-            _strings(rels).take(_arrow(fi)),
+            _arrow(batch.valence[fi]),
+            _arrow(batch.arousal[fi]),
+            _arrow(batch.valence_bin[fi]),
+            _arrow(batch.arousal_bin[fi]),
+            _strings(batch.files).take(_arrow(fi)),
             _arrow(ex.window_index),
         ]
         table = pa.Table.from_arrays(columns, schema=self.schema)
@@ -163,10 +126,10 @@ class SplitWriter:
         self.examples += len(lengths)
         self.tokens += int(lengths.sum())
         self.files_with_examples += len(np.unique(fi))
-        self.bin_counts.update(zip(vbin[fi].tolist(), abin[fi].tolist(), strict=True))
-        self.pending, self.pending_tokens = [], 0
-        self.seconds["window_prepend"] += t1 - t0
-        self.seconds["export"] += time.perf_counter() - t1
+        self.bin_counts.update(
+            zip(batch.valence_bin[fi].tolist(), batch.arousal_bin[fi].tolist(), strict=True)
+        )
+        self.seconds += time.perf_counter() - t0
 
     def finish(self, split_dir: Path) -> None:
         """Move the shards into ``split_dir`` as the data files of a saved dataset.
@@ -176,7 +139,6 @@ class SplitWriter:
         """
         import pyarrow as pa
 
-        self.flush()
         split_dir.mkdir(parents=True, exist_ok=True)
         if not self.shards:
             # One file holding an empty batch: a split saved with no file fails to load.
@@ -189,7 +151,7 @@ class SplitWriter:
         for shard, name in zip(self.shards, names, strict=True):
             os.replace(shard, split_dir / name)
         info = {"citation": "", "description": "", "features": FEATURES, "homepage": ""}
-        _write_json(split_dir / "dataset_info.json", {**info, "license": ""})
+        write_json(split_dir / "dataset_info.json", {**info, "license": ""})
         fingerprint = hashlib.sha256(f"{self.split} {self.examples} {self.tokens}".encode())
         state = {
             "_data_files": [{"filename": name} for name in names],
@@ -200,7 +162,7 @@ class SplitWriter:
             "_output_all_columns": False,
             "_split": None,
         }
-        _write_json(split_dir / "state.json", state)
+        write_json(split_dir / "state.json", state)
 
 
 def _arrow(values: np.ndarray):
@@ -235,8 +197,14 @@ def write_dataset_dict(out: Path, splits: list[str]) -> None:
         out: The dataset folder.
         splits: The split names, in order.
     """
-    _write_json(out / "dataset_dict.json", {"splits": splits})
+    write_json(out / "dataset_dict.json", {"splits": splits})
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+def write_json(path: Path, obj: dict) -> None:
+    """Write a JSON file as every file of a dataset folder is written: indented, UTF-8.
+
+    Args:
+        path: The file.
+        obj: A JSON-serialisable object.
+    """
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,151 @@
+"""Windows + prefix: files' token ids to conditioned examples (DESIGN.md contract 5).
+
+The stage between tokenising and export. A :class:`Windower` gathers one split's files
+until about :data:`BATCH_TOKENS` music tokens are waiting, then cuts them all into
+windows and prefixes every window with its file's conditioning ids in one call of the
+native kernels (:func:`varemi.kernels.make_examples`), straight into the flat values +
+offsets of an Arrow list column. Export writes each :class:`ExampleBatch` as one shard.
+
+This module also owns the window parameters (``--window-size``, ``--stride``,
+``--min-window-tokens``) and their validator, :func:`check_window_params`.
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from varemi.errors import WindowParameterError
+
+BATCH_TOKENS = 1 << 21
+"""Music tokens gathered per split before they are windowed (and written as one shard)."""
+
+
+def check_window_params(window_size: int, stride: int, min_window_tokens: int) -> None:
+    """Refuse window parameters out of range, naming the option.
+
+    Args:
+        window_size: Tokens per window (``--window-size``), at least 1.
+        stride: Distance between window starts (``--stride``), at least 1.
+        min_window_tokens: Shortest window kept (``--min-window-tokens``), in
+            1..window_size.
+
+    Raises:
+        TypeError: a parameter that is not an integer.
+        WindowParameterError: a parameter out of range.
+    """
+    window_size, stride = operator.index(window_size), operator.index(stride)
+    min_window_tokens = operator.index(min_window_tokens)
+    if window_size < 1:
+        raise WindowParameterError(f"--window-size must be >= 1, got {window_size}")
+    if stride < 1:
+        raise WindowParameterError(f"--stride must be >= 1, got {stride}")
+    if min_window_tokens < 1:
+        raise WindowParameterError(f"--min-window-tokens must be >= 1, got {min_window_tokens}")
+    if min_window_tokens > window_size:
+        raise WindowParameterError(
+            f"--min-window-tokens ({min_window_tokens}) must not exceed "
+            f"--window-size ({window_size})"
+        )
+
+
+@dataclass
+class ExampleBatch:
+    """Conditioned examples of a batch of files, and what each file contributes to a row.
+
+    Attributes:
+        examples: Values + offsets of the examples, with each one's file and window index.
+        files: Each file's path relative to the MIDI root.
+        valence: float32 label per file.
+        arousal: float32 label per file.
+        valence_bin: int8 bin per file.
+        arousal_bin: int8 bin per file.
+    """
+
+    examples: object  # varemi.kernels.Examples
+    files: list[str]
+    valence: np.ndarray
+    arousal: np.ndarray
+    valence_bin: np.ndarray
+    arousal_bin: np.ndarray
+
+
+class Windower:
+    """Gathers one split's files and turns them into conditioned examples, batch by batch.
+
+    Args:
+        conditioning_tokens: Conditioning token string to id (contract 1).
+        window_size: Tokens per window.
+        stride: Distance between window starts.
+        min_window_tokens: Shortest window kept.
+
+    Attributes:
+        seconds: Wall seconds spent in the kernels so far.
+    """
+
+    def __init__(
+        self,
+        conditioning_tokens: Mapping[str, int],
+        window_size: int,
+        stride: int,
+        min_window_tokens: int,
+    ) -> None:
+        check_window_params(window_size, stride, min_window_tokens)
+        self.conditioning_tokens = dict(conditioning_tokens)
+        self.windows = (window_size, stride, min_window_tokens)
+        self.pending: list[tuple[str, np.ndarray, float, float, int, int]] = []
+        self.pending_tokens = 0
+        self.seconds = 0.0
+
+    def add(
+        self, rel: str, ids: np.ndarray, labels: tuple[float, float], bins: tuple[int, int]
+    ) -> ExampleBatch | None:
+        """Queue one file; once enough tokens are queued, return their examples.
+
+        Args:
+            rel: The file's path relative to the MIDI root.
+            ids: Its int32 music token ids.
+            labels: Its (valence, arousal).
+            bins: Its (valence bin, arousal bin).
+
+        Returns:
+            The queued files' examples when :data:`BATCH_TOKENS` are reached, else None.
+        """
+        self.pending.append((rel, ids, *labels, *bins))
+        self.pending_tokens += len(ids)
+        return self.flush() if self.pending_tokens >= BATCH_TOKENS else None
+
+    def flush(self) -> ExampleBatch | None:
+        """The queued files' examples (None when no file is queued); empties the queue.
+
+        Returns:
+            One :class:`ExampleBatch`, or None.
+        """
+        from varemi import kernels
+        from varemi.conditioning import bin_token_ids
+
+        if not self.pending:
+            return None
+        t0 = time.perf_counter()
+        pending, self.pending, self.pending_tokens = self.pending, [], 0
+        tokens = np.concatenate([x[1] for x in pending]).astype(np.int32, copy=False)
+        offsets = np.zeros(len(pending) + 1, dtype=np.int64)
+        np.cumsum([len(x[1]) for x in pending], out=offsets[1:])
+        vbin = np.array([x[4] for x in pending], dtype=np.int8)
+        abin = np.array([x[5] for x in pending], dtype=np.int8)
+        valence_ids, arousal_ids = bin_token_ids(self.conditioning_tokens, vbin, abin)
+        examples = kernels.make_examples(tokens, offsets, valence_ids, arousal_ids, *self.windows)
+        batch = ExampleBatch(
+            examples=examples,
+            files=[x[0] for x in pending],
+            valence=np.array([x[2] for x in pending], np.float32),
+            arousal=np.array([x[3] for x in pending], np.float32),
+            valence_bin=vbin,
+            arousal_bin=abin,
+        )
+        self.seconds += time.perf_counter() - t0
+        return batch
