@@ -199,8 +199,23 @@ def test_label_file_rejects(tmp_path: Path):
             label_file(path)
         assert err.value.reason == reason
     big = write(tmp_path / "big.mid", make_score(piece(C_MAJOR_SCALE, C_MAJOR_CHORDS, 60, 80)))
-    with pytest.raises(LabelError, match="too_large"):
+    with pytest.raises(LabelError, match="too_large") as err:
         label_file(big, max_file_mb=1e-4)
+    assert "--max-file-mb 0.0001" in err.value.detail  # the same reject detail as build's
+
+
+def test_label_file_reads_mixed_case_extensions_as_build_does(tmp_path):
+    # symusic goes by the extension: Score("x.Mid") raises "Unknown file format".
+    lower = write(tmp_path / "a.mid", make_score(piece(C_MAJOR_SCALE, C_MAJOR_CHORDS, 60, 80)))
+    want = label_file(lower)
+    for name in ("b.Mid", "c.MIDI", "d.Midi"):
+        (tmp_path / name).write_bytes(lower.read_bytes())
+        got = label_file(tmp_path / name)
+        assert (got.valence, got.arousal, got.features) == (
+            want.valence,
+            want.arousal,
+            want.features,
+        )
 
 
 def test_label_folder_rows_rejects_and_columns(corpus: Path):

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from varemi.cache import DamagedEntry, TokenCache, label_key, token_key
-from varemi.encoder import EncodeOptions, RejectedFile, TokenEncoder, encode_midi, read_midi_bytes
+from varemi.encoder import EncodeOptions, TokenEncoder, encode_midi
+from varemi.files import RejectedFile, read_midi_bytes
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def _keys(job: Job, rel: str, data: bytes) -> tuple[str, str | None]:
 def _cached(job: Job, cache: TokenCache, rel: str) -> FileResult | None:
     """The cached result of one file; None (with the cache status) when it must be computed."""
     try:
-        data = read_midi_bytes(Path(job.root) / rel, job.options)
+        data = read_midi_bytes(Path(job.root) / rel, job.options.max_file_mb)
     except RejectedFile as e:
         return FileResult(reject=(e.reason, e.detail))
     tkey, lkey = _keys(job, rel, data)
@@ -141,7 +142,7 @@ def _process(rel: str) -> FileResult:
     job: Job = _WORKER["job"]
     result = FileResult(cache="miss" if job.cache_dir else "off")
     try:
-        data = read_midi_bytes(Path(job.root) / rel, job.options)
+        data = read_midi_bytes(Path(job.root) / rel, job.options.max_file_mb)
 
         def label(score) -> None:
             jitter, seed, _ = job.labels

@@ -1,14 +1,21 @@
-"""Finding the MIDI files of a corpus.
+"""Finding and reading the MIDI files of a corpus.
 
 Files are named by their path relative to the corpus root, with POSIX separators:
 that name is the key of a file everywhere in varemi (labels, split hashing,
-``source_file``, rejects).
+``source_file``, rejects). :func:`read_midi_bytes` (size limit) and :func:`parse_midi`
+are the one reader ``labels`` and ``build`` share, with one set of reject reasons
+(:class:`RejectedFile`). Files are parsed from their bytes, so the extension's case
+(``.Mid``, ``.MIDI``) does not matter.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from symusic import Score
 
 MIDI_SUFFIXES = (".mid", ".midi")
 
@@ -78,3 +85,59 @@ def list_midi_files(root: Path | str) -> list[str]:
         stack.extend(reversed(subdirs))
     found.sort()
     return found
+
+
+class RejectedFile(Exception):
+    """A file that cannot become training data; recorded in ``rejects.csv``.
+
+    Attributes:
+        reason: Short machine-readable reason (``unreadable``, ``too_large``, ...).
+        detail: One human-readable line.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def read_midi_bytes(path: str | os.PathLike, max_file_mb: float | None = None) -> bytes:
+    """Read a MIDI file's bytes, refusing files over the size limit without loading them.
+
+    Args:
+        path: The MIDI file.
+        max_file_mb: Largest size accepted, in MiB (``--max-file-mb``); None: no limit.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        RejectedFile: ``too_large`` or ``unreadable``.
+    """
+    try:
+        size = os.path.getsize(path)
+        if max_file_mb is not None and size > max_file_mb * 1024 * 1024:
+            raise RejectedFile("too_large", f"{size / 2**20:.1f} MiB > --max-file-mb {max_file_mb}")
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise RejectedFile("unreadable", f"{type(e).__name__}: {e}") from e
+
+
+def parse_midi(data: bytes) -> Score:
+    """Parse a MIDI file's bytes.
+
+    Args:
+        data: The file's bytes.
+
+    Returns:
+        The ``symusic.Score`` (in ticks).
+
+    Raises:
+        RejectedFile: ``unreadable`` (symusic cannot parse it).
+    """
+    from symusic import Score
+
+    try:
+        return Score.from_midi(data)
+    except Exception as e:  # symusic raises several types for damaged files
+        raise RejectedFile("unreadable", f"{type(e).__name__}: {e}") from e

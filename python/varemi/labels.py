@@ -391,17 +391,14 @@ def label_file(
             ``"no_notes"``.
         LabelParameterError: A bad ``jitter`` or ``seed``.
     """
+    from varemi.files import RejectedFile, parse_midi, read_midi_bytes
+
     _check_params(jitter, seed)
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if max_file_mb is not None and size > max_file_mb * 2**20:
-            raise LabelError("too_large", f"{size / 2**20:.1f} MiB > {max_file_mb} MiB")
-        score = symusic.Score(str(path))
-    except LabelError:
-        raise
-    except Exception as exc:  # symusic raises RuntimeError, IOError, ValueError ...
-        raise LabelError("unreadable", f"{type(exc).__name__}: {exc}") from exc
+    try:  # from bytes, as build reads: symusic would go by the extension's case
+        score = parse_midi(read_midi_bytes(path, max_file_mb))
+    except RejectedFile as exc:
+        raise LabelError(exc.reason, exc.detail) from exc
     return label_score(score, name if name is not None else path.name, jitter=jitter, seed=seed)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from varemi import kernels
+from varemi.conditioning import bin_token_ids
 from varemi.errors import VaremiError
 
 _INFO_KEYS = (
@@ -127,9 +128,16 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
     window = int(params.get("window_size", 1024))
     min_tokens = int(params.get("min_window_tokens", 1))
     vocab = int(info["tokenizer"]["vocab_size"])
-    cond = info["conditioning_tokens"]
-    cond_ids = np.array(list(cond.values()), dtype=np.int64)
-    val_ids, aro_ids = cond_ids[:bins], cond_ids[bins:]
+    try:  # each bin's ids, as build maps them
+        val_ids, aro_ids = (
+            ids.astype(np.int64)
+            for ids in bin_token_ids(
+                info["conditioning_tokens"], np.arange(-half, half + 1), np.arange(-half, half + 1)
+            )
+        )
+    except VaremiError as e:
+        rep.fail("conditioning_tokens", str(e))
+        return rep
     try:
         tokenizer = load_tokenizer(out)
     except VaremiError as e:

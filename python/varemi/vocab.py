@@ -26,15 +26,19 @@ import hashlib
 import json
 import numbers
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from varemi.conditioning import check_bins, conditioning_token_strings
-from varemi.errors import BinsError, VaremiError
+from varemi.conditioning import (
+    bin_token_ids,
+    check_bins,
+    conditioning_token_strings,
+    is_conditioning_token,
+)
+from varemi.errors import BinsError, ConditioningError, VaremiError
 
 if TYPE_CHECKING:
     from miditok import REMI, TokenizerConfig
@@ -52,7 +56,6 @@ BUILTIN_FILE = "builtin_tokenizer.json"
 HUB_TIMEOUT_S = 10.0
 """Seconds to wait for the hub before reporting it unreachable (no retries)."""
 
-_CONDITIONING_TOKEN = re.compile(r"^\[(VAL|ARO)=[+-]\d+\]$")
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
@@ -197,7 +200,7 @@ def load_base_tokenizer(spec: str | Path = DEFAULT_TOKENIZER) -> BaseTokenizer:
         else:
             path = _download_from_hub(spec)
     tokenizer = _read_remi(path)
-    if any(_CONDITIONING_TOKEN.match(token) for token in tokenizer.vocab):
+    if any(is_conditioning_token(token) for token in tokenizer.vocab):
         raise TokenizerError(
             f"tokenizer {spec!r} already holds conditioning tokens (a dataset's "
             "out/tokenizer.json?): pass the base tokenizer"
@@ -337,7 +340,7 @@ def add_conditioning_tokens(tokenizer: REMI, bins: int = 9) -> dict[str, int]:
             the new tokens other ids than expected.
     """
     names = conditioning_token_strings(bins)
-    if any(_CONDITIONING_TOKEN.match(token) for token in tokenizer.vocab):
+    if any(is_conditioning_token(token) for token in tokenizer.vocab):
         raise TokenizerError("the tokenizer already holds conditioning tokens")
     base = len(tokenizer)
     for name in names:
@@ -377,7 +380,7 @@ def save_tokenizer(tokenizer: REMI, path: str | Path) -> Path:
     if not tokenizer.is_trained:
         # MidiTok rebuilds an untrained tokenizer's vocabulary from its configuration, so
         # added tokens are not saved; load_tokenizer adds the conditioning tokens back.
-        vocab = {k: v for k, v in vocab.items() if not _is_conditioning(k)}
+        vocab = {k: v for k, v in vocab.items() if not is_conditioning_token(k)}
         added = len(tokenizer) - len(vocab)
         if reloaded.vocab == vocab and len(reloaded) + added == len(tokenizer):
             return path
@@ -388,10 +391,6 @@ def save_tokenizer(tokenizer: REMI, path: str | Path) -> Path:
     ):
         raise TokenizerError(f"{path} does not reload as the tokenizer that was saved")
     return path
-
-
-def _is_conditioning(token: str) -> bool:
-    return token.startswith(("[VAL=", "[ARO="))
 
 
 def _read_dataset_info(out: Path) -> dict[str, Any]:
@@ -493,12 +492,11 @@ def conditioning_ids(out: str | Path, valence_bin: int, arousal_bin: int) -> tup
     for name, value in (("valence_bin", valence_bin), ("arousal_bin", arousal_bin)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or abs(value) > h:
             raise BinsError(f"{name} must be an integer in {-h}..{h}, got {value!r}")
-    tokens = info["conditioning_tokens"]
-    names = (f"[VAL={int(valence_bin):+d}]", f"[ARO={int(arousal_bin):+d}]")
-    missing = [name for name in names if name not in tokens]
-    if missing:
-        raise TokenizerMismatchError(f"{out / DATASET_INFO_FILE} has no token {missing[0]}")
-    return tokens[names[0]], tokens[names[1]]
+    try:
+        val, aro = bin_token_ids(info["conditioning_tokens"], valence_bin, arousal_bin)
+    except ConditioningError as e:
+        raise TokenizerMismatchError(f"{out / DATASET_INFO_FILE}: {e}") from None
+    return int(val), int(aro)
 
 
 def ids_to_tokens(tokenizer: REMI, ids: Iterable[int]) -> list[str]:
@@ -549,7 +547,7 @@ def decode_music(tokenizer: REMI, ids: Iterable[int]) -> Score:
     """
     from miditok import TokSequence
 
-    tokens = [t for t in ids_to_tokens(tokenizer, ids) if not _CONDITIONING_TOKEN.match(t)]
+    tokens = [t for t in ids_to_tokens(tokenizer, ids) if not is_conditioning_token(t)]
     tokens = [t for t in tokens if not t.startswith("<unk:")]
     seq = TokSequence(tokens=tokens)
     tokenizer.complete_sequence(seq)

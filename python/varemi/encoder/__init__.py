@@ -10,32 +10,27 @@ otherwise (the fallback, see :class:`TokenEncoder`).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from varemi import kernels
+from varemi.files import RejectedFile, parse_midi, read_midi_bytes
+
+__all__ = [
+    "ENCODERS",
+    "TRACK_MODES",
+    "EncodeOptions",
+    "RejectedFile",
+    "TokenEncoder",
+    "encode_midi",
+    "read_midi_bytes",
+]
 
 TRACK_MODES = ("merge", "first")
 ENCODERS = ("auto", "native", "miditok")
-
-
-class RejectedFile(Exception):
-    """A file that cannot become training data; recorded in ``rejects.csv``.
-
-    Attributes:
-        reason: Short machine-readable reason (``unreadable``, ``too_large``, ...).
-        detail: One human-readable line.
-    """
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -55,30 +50,6 @@ class EncodeOptions:
     tracks: str = "merge"
     max_minutes: float = 60.0
     max_file_mb: float = 64.0
-
-
-def read_midi_bytes(path: str | os.PathLike, options: EncodeOptions) -> bytes:
-    """Read a MIDI file's bytes, refusing files over the size limit without loading them.
-
-    Args:
-        path: The MIDI file.
-        options: Supplies ``max_file_mb``.
-
-    Returns:
-        The file's bytes.
-
-    Raises:
-        RejectedFile: ``too_large`` or ``unreadable``.
-    """
-    try:
-        size = os.path.getsize(path)
-        if size > options.max_file_mb * 1024 * 1024:
-            raise RejectedFile(
-                "too_large", f"{size / 2**20:.1f} MiB > --max-file-mb {options.max_file_mb}"
-            )
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise RejectedFile("unreadable", f"{type(e).__name__}: {e}") from e
 
 
 def _normalise_track_pitches(track, options: EncodeOptions) -> None:
@@ -192,13 +163,8 @@ def encode_midi(
         RejectedFile: ``unreadable`` (symusic cannot parse it), ``too_long`` (lasts
             longer than ``max_minutes``) or ``tokenize_failed`` (MidiTok raised).
     """
-    from symusic import Score
-
     clock = _Clock(timings)
-    try:
-        score = Score.from_midi(data)
-    except Exception as e:  # symusic raises several types for damaged files
-        raise RejectedFile("unreadable", f"{type(e).__name__}: {e}") from e
+    score = parse_midi(data)
     try:
         minutes = score.to("second").end() / 60.0
     except Exception as e:
