@@ -4,11 +4,15 @@
 //! borrowing of numpy arrays (never copied: a non-contiguous or misaligned array is
 //! refused with `TypeError`), the release of the GIL around the work, and the mapping
 //! of Rust errors to the Python exception classes of `varemi.errors`. The kernels
-//! themselves are pure Rust on slices, in [`pitch`], [`window`], [`split`] and [`remi`].
+//! themselves are pure Rust on slices, in [`pitch`], [`window`], [`split`], [`remi`]
+//! and [`bpe`].
 //!
-//! Every function has a pure-Python twin in `varemi.reference` (its specification):
-//! same arguments, same results, same exception class for the same bad input, raised
-//! after the same checks in the same order.
+//! Every array kernel function (pitch normalisation, windowing, prepending, split
+//! hashing) has a pure-Python twin in `varemi.reference` (its specification): same
+//! arguments, same results, same exception class for the same bad input, raised after
+//! the same checks in the same order. `RemiEncoder` and `BpeModel` have no Python twin:
+//! their specification is MidiTok itself (REMI's `encode` and its BPE step), and tests
+//! hold their ids equal to MidiTok's.
 
 pub mod bpe;
 pub mod pitch;
@@ -466,7 +470,7 @@ pyo3::import_exception!(varemi.errors, UnsupportedScore);
 /// A nearest-value table given from Python: ``(values, ids)``.
 type ValueTableArg = (Vec<i32>, Vec<i32>);
 
-/// MidiTok REMI base-token encoder over fixed vocabulary tables: see varemi.remi.
+/// MidiTok REMI base-token encoder over fixed vocabulary tables: see varemi.encoder.remi.
 #[pyclass(frozen, name = "RemiEncoder", module = "varemi._native")]
 struct PyRemiEncoder {
     tables: remi::RemiTables,
@@ -564,7 +568,7 @@ impl PyRemiEncoder {
 // BPE
 // ---------------------------------------------------------------------------------------
 
-/// MidiTok's BPE step over base ids, built once per tokenizer: see varemi.bpe.NativeBPE.
+/// MidiTok's BPE step over base ids, built once per tokenizer: see varemi.encoder.bpe.NativeBPE.
 ///
 /// The chunk cache is shared by every call and guarded by a mutex (taken with the GIL
 /// released), so one model can serve several threads.
@@ -585,7 +589,7 @@ fn model_id(value: i64, what: &str) -> PyResult<u32> {
 
 #[pymethods]
 impl PyBpeModel {
-    /// Build the model from arrays (varemi.bpe.NativeBPE.from_tokenizer computes them).
+    /// Build the model from arrays (varemi.encoder.bpe.NativeBPE.from_tokenizer computes them).
     #[new]
     #[pyo3(signature = (symbols, added, prefix, merges_left, merges_right, merges_new))]
     fn new(

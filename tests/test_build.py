@@ -759,31 +759,32 @@ def test_quantile_binning_records_edges(demo_midi, tmp_path):
 def test_bad_parameters_are_refused_before_any_work(tmp_path):
     midi = small_corpus(tmp_path)
     out = tmp_path / "out"
-    cases = [
-        dict(bins=4),
-        dict(bins=0),
-        dict(window_size=0),
-        dict(stride=0),
-        dict(window_size=8, min_window_tokens=9),
-        dict(train_split=0.0),
-        dict(train_split=1.5),
-        dict(seed=-1),
-        dict(pitch_range=(90, 30)),
-        dict(pitch_range=(10, 100)),  # outside the tokenizer's pitches
-        dict(pitch_policy="fold", pitch_range=(60, 65)),
-        dict(pitch_policy="bend"),
-        dict(tracks="all"),
-        dict(binning="log"),
-        dict(max_minutes=0),
-        dict(max_file_mb=-1),
-        dict(workers=0),
-        dict(jitter=-0.1),
-        dict(labels=tmp_path / "missing.csv"),
-        dict(tokenizer=str(tmp_path / "no_such_tokenizer.json")),
+    cases = [  # (parameters, what the one-line message must say, option first)
+        (dict(bins=4), "--bins must be a positive odd integer, got 4"),
+        (dict(bins=0), "--bins must be a positive odd integer, got 0"),
+        (dict(window_size=0), "--window-size must be >= 1, got 0"),
+        (dict(stride=0), "--stride must be >= 1, got 0"),
+        (dict(window_size=8, min_window_tokens=9), "--min-window-tokens (9) must not exceed"),
+        (dict(train_split=0.0), "--train-split must be in (0, 1], got 0.0"),
+        (dict(train_split=1.5), "--train-split must be in (0, 1], got 1.5"),
+        (dict(seed=-1), "--seed must be in 0..2**64-1, got -1"),
+        (dict(pitch_range=(90, 30)), "--pitch-range low (90) > high (30)"),
+        (dict(pitch_range=(10, 100)), "--pitch-range 10 100 is outside the tokenizer's"),
+        (dict(pitch_policy="fold", pitch_range=(60, 65)), "--pitch-policy fold needs a"),
+        (dict(pitch_policy="bend"), "--pitch-policy must be one of"),
+        (dict(tracks="all"), "--tracks must be one of"),
+        (dict(binning="log"), "--binning must be one of"),
+        (dict(max_minutes=0), "--max-minutes must be > 0"),
+        (dict(max_file_mb=-1), "--max-file-mb must be > 0"),
+        (dict(workers=0), "--workers must be >= 1, got 0"),
+        (dict(jitter=-0.1), "--jitter must be >= 0"),
+        (dict(labels=tmp_path / "missing.csv"), f"--labels {tmp_path / 'missing.csv'} is not"),
+        (dict(tokenizer=str(tmp_path / "no_such_tokenizer.json")), "does not exist"),
     ]
-    for kw in cases:
-        with pytest.raises(VaremiError):
+    for kw, message in cases:
+        with pytest.raises(VaremiError) as err:
             h.build(midi, out, **kw)
+        assert message in str(err.value), (kw, str(err.value))
         assert not out.exists(), kw
     with pytest.raises(VaremiError, match="--midi-dir"):
         h.build(tmp_path / "nowhere", out)

@@ -189,6 +189,13 @@ def test_bad_parameter_is_refused_before_any_work(tmp_path, midi, args, words):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_error_message_keeps_user_paths_as_typed(tmp_path):
+    # A path holding an option-like word ("bins") was rewritten to ".../--bins".
+    missing = tmp_path / "data" / "seed_corpus" / "bins"
+    res = h.run_cli("build", "--midi-dir", missing, "--out", tmp_path / "out", *QUICK)
+    assert one_error(res, "--midi-dir") == f"error: --midi-dir {missing} is not a folder"
+
+
 def test_demo_refuses_bad_options_before_writing_its_corpus(tmp_path):
     res = h.run_cli("build", "--bins", "4", "--no-cache", cwd=tmp_path)
     one_error(res, "--bins")

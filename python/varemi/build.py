@@ -10,7 +10,6 @@ target, renamed into place only when complete (DESIGN.md contracts 5-9).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 import time
@@ -20,20 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from varemi import conditioning, kernels, reference
+from varemi import conditioning
 from varemi.cache import default_cache_dir
-from varemi.corpus import peak_rss_mb
-from varemi.encoder import (
-    ENCODERS,
-    TRACK_MODES,
-    EncodeOptions,
-    TokenEncoder,
-)
-from varemi.errors import VaremiError
+from varemi.corpus import check_workers, peak_rss_mb
+from varemi.encoder import EncodeOptions, TokenEncoder, check_encode_params
+from varemi.errors import PitchRangeError, VaremiError
 from varemi.export import SplitWriter, write_dataset_dict, write_json
+from varemi.pitch import PITCH_POLICIES, check_pitch_params
+from varemi.split import check_split_params, val_mask
+from varemi.windows import check_window_params
 
 FORMAT_VERSION = 1
-BINNINGS = ("uniform", "quantile")
 
 
 class OutputFolderError(VaremiError):
@@ -120,6 +116,9 @@ class BuildResult:
 def check_params(p: BuildParams, midi_dir: bool = True) -> None:
     """Refuse bad parameters before any work, with one line naming the option.
 
+    Each parameter is checked by the validator of the module that owns it; their
+    messages name the option as the user types it (``--window-size``).
+
     Args:
         p: The build parameters.
         midi_dir: Also check that ``p.midi_dir`` is a folder (the demo checks the
@@ -128,42 +127,16 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
     Raises:
         VaremiError: a subclass naming the first bad parameter by its option.
     """
-    try:
-        _check_params(p, midi_dir)
-    except VaremiError as e:
-        raise type(e)(
-            _OPTION_NAMES.sub(
-                lambda m: "--" + m.group(0).replace("_", "-").replace(" ", "-"), str(e)
-            )
-        ) from None
-
-
-# Kernel-level messages name parameters as Python does; the CLI user typed options.
-_OPTION_NAMES = re.compile(
-    r"\b(window_size|stride|min_window_tokens|train_split|seed|bins|pitch range|pitch policy)\b"
-)
-
-
-def _check_params(p: BuildParams, midi_dir: bool) -> None:
-    reference._check_window_params(p.window_size, p.stride, p.min_window_tokens)
+    check_window_params(p.window_size, p.stride, p.min_window_tokens)
     conditioning.check_bins(p.bins)
-    if p.binning not in BINNINGS:
-        raise conditioning.BinsError(f"--binning must be one of {BINNINGS}, got {p.binning!r}")
-    reference._check_split_params(p.seed, p.train_split)
-    if p.encoder not in ENCODERS:
-        raise VaremiError(f"--encoder must be one of {ENCODERS}, got {p.encoder!r}")
-    if p.tracks not in TRACK_MODES:
-        raise VaremiError(f"--tracks must be one of {TRACK_MODES}, got {p.tracks!r}")
+    conditioning.check_binning(p.binning)
+    check_split_params(p.seed, p.train_split)
+    check_encode_params(p.encoder, p.tracks, p.max_minutes, p.max_file_mb)
     if p.pitch_range is not None:
-        reference._check_pitch_params(p.pitch_policy, *p.pitch_range)
-    elif p.pitch_policy not in reference.PITCH_POLICIES:
-        reference._check_pitch_params(p.pitch_policy, 21, 108)
-    if not (p.max_minutes > 0):
-        raise VaremiError(f"--max-minutes must be > 0, got {p.max_minutes}")
-    if not (p.max_file_mb > 0):
-        raise VaremiError(f"--max-file-mb must be > 0, got {p.max_file_mb}")
-    if p.workers is not None and p.workers < 1:
-        raise VaremiError(f"--workers must be >= 1, got {p.workers}")
+        check_pitch_params(p.pitch_policy, *p.pitch_range)
+    elif p.pitch_policy not in PITCH_POLICIES:
+        check_pitch_params(p.pitch_policy, 21, 108)
+    check_workers(p.workers)
     if not (p.jitter >= 0):
         raise VaremiError(f"--jitter must be >= 0, got {p.jitter}")
     if p.jitter and p.labels is not None:
@@ -318,11 +291,11 @@ def _load_tokenizer(p: BuildParams):
     if p.pitch_range is None:
         p.pitch_range = vocab_range
     elif not (vocab_range[0] <= p.pitch_range[0] and p.pitch_range[1] <= vocab_range[1]):
-        raise reference.PitchRangeError(
+        raise PitchRangeError(
             f"--pitch-range {p.pitch_range[0]} {p.pitch_range[1]} is outside the tokenizer's "
             f"pitches {vocab_range[0]}..{vocab_range[1]}"
         )
-    reference._check_pitch_params(p.pitch_policy, *p.pitch_range)
+    check_pitch_params(p.pitch_policy, *p.pitch_range)
     encoder = TokenEncoder(base.tokenizer, p.encoder)  # refuses `native` before any work
     if encoder.reason and not p.quiet:
         print(f"note: using MidiTok's encoder: {encoder.reason}", file=sys.stderr)
@@ -355,7 +328,7 @@ def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tu
 def _split_stage(p: BuildParams, run: _Run) -> None:
     """Which usable file goes to ``val`` (contract 6)."""
     t = time.perf_counter()
-    run.is_val = kernels.val_mask(run.usable, p.seed, p.train_split)
+    run.is_val = val_mask(run.usable, p.seed, p.train_split)
     run.stage["split"] = time.perf_counter() - t
 
 

@@ -3,7 +3,10 @@
 Users iterate on windows, bins, labels and split far more often than on the
 tokenizer, so ``build`` keeps each file's token ids keyed by everything that
 determines them: the sha256 of the file's bytes and of the tokenizer, the pitch
-policy and range, the track mode, and the versions of varemi and MidiTok.
+policy and range, the track mode, the encoder used (native or MidiTok) and the
+versions of varemi, MidiTok and symusic. Computed labels are kept beside them, keyed
+by the file's bytes, the labeller's source and the jitter. Every key is composed here
+(:func:`token_key`, :func:`label_key`).
 
 An entry is one small file: a header (magic, its own key, token count, the piece's
 duration in minutes, sha256 of the payload) then the little-endian int32 ids. Entries are written

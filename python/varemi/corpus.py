@@ -80,6 +80,21 @@ def labeller_version() -> str:
     return hashlib.sha256(Path(labels.__file__).read_bytes()).hexdigest()
 
 
+def check_workers(workers: int | None) -> None:
+    """Refuse a worker count below 1 (``--workers``; None means every core).
+
+    Args:
+        workers: Worker processes, or None.
+
+    Raises:
+        VaremiError: ``workers`` < 1.
+    """
+    from varemi.errors import VaremiError
+
+    if workers is not None and workers < 1:
+        raise VaremiError(f"--workers must be >= 1, got {workers}")
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MiB (Linux reports KiB).
 
@@ -101,8 +116,13 @@ def _keys(job: Job, rel: str, data: bytes) -> tuple[str, str | None]:
     return tokens, label_key(digest, version, jitter, seed, rel)
 
 
-def _cached(job: Job, cache: TokenCache, rel: str) -> FileResult | None:
-    """The cached result of one file; None (with the cache status) when it must be computed."""
+def _cached(job: Job, cache: TokenCache, rel: str) -> FileResult:
+    """One file's result from the cache, read in the main process.
+
+    Returns a result with ids (a hit) or a reject (unreadable, too large, or a hit
+    that lasts too long); otherwise one with neither, whose ``cache`` says why the
+    file must be computed (``miss`` or ``damaged``).
+    """
     try:
         data = read_midi_bytes(Path(job.root) / rel, job.options.max_file_mb)
     except RejectedFile as e:

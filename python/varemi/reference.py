@@ -3,8 +3,11 @@
 Each function here is what the matching function of ``varemi._native`` must
 compute, written as plainly as possible (loops over Python ints, no numpy
 vectorisation) so that it can be read against DESIGN.md. Tests hold the two
-implementations equal; benchmarks race them. Inputs are validated exactly as the
-native side validates them and raise the same exception classes.
+implementations equal; benchmarks race them. Inputs are validated as the native side
+validates them and raise the same exception classes; the parameter validators are
+those of the modules that own the parameters (:mod:`varemi.windows`,
+:mod:`varemi.split`, :mod:`varemi.pitch`), whose messages name the command-line option
+(the native kernels' messages name the Python parameter).
 """
 
 from __future__ import annotations
@@ -23,10 +26,23 @@ from varemi.errors import (
     SplitParameterError,
     WindowParameterError,
 )
+from varemi.pitch import PITCH_POLICIES, check_pitch_params
+from varemi.split import check_split_params
+from varemi.windows import check_window_params
+
+__all__ = [
+    "PITCH_POLICIES",
+    "PitchRangeError",
+    "SplitParameterError",
+    "WindowParameterError",
+    "normalize_pitches",
+    "prepend_conditioning",
+    "split_hashes",
+    "val_mask",
+    "window_spans",
+]
 
 PITCH_DTYPES = (np.int8, np.uint8, np.int16, np.int32, np.int64)
-PITCH_POLICIES = ("clamp", "fold", "drop")
-_TWO_64 = 2**64
 
 
 def _require_dtype(name: str, array: np.ndarray, dtype: type) -> None:
@@ -35,20 +51,6 @@ def _require_dtype(name: str, array: np.ndarray, dtype: type) -> None:
         raise TypeError(f"{name} must be a 1-D numpy array of {np.dtype(dtype).name}, got {got}")
     if array.ndim != 1:
         raise TypeError(f"{name} must be 1-D, got {array.ndim}-D")
-
-
-def _check_pitch_params(policy: str, low: int, high: int) -> None:
-    low, high = operator.index(low), operator.index(high)  # ints only, as the native side
-    if policy not in PITCH_POLICIES:
-        raise PitchRangeError(f"pitch policy must be one of {PITCH_POLICIES}, got {policy!r}")
-    if low > high:
-        raise PitchRangeError(f"pitch range low ({low}) > high ({high})")
-    if not (0 <= low <= 127 and 0 <= high <= 127):
-        raise PitchRangeError(f"pitch range must lie in 0..127, got [{low}, {high}]")
-    if policy == "fold" and high - low < 11:
-        raise PitchRangeError(
-            f"pitch policy 'fold' needs a range of at least an octave, got [{low}, {high}]"
-        )
 
 
 def normalize_pitches(
@@ -82,7 +84,7 @@ def normalize_pitches(
         )
     if pitches.ndim != 1:
         raise TypeError(f"pitches must be 1-D, got {pitches.ndim}-D")
-    _check_pitch_params(policy, low, high)
+    check_pitch_params(policy, low, high)
     out: list[int] = []
     keep: list[bool] = []
     for p in pitches.tolist():
@@ -99,21 +101,6 @@ def normalize_pitches(
         out.append(p)
         keep.append(k)
     return np.array(out, dtype=pitches.dtype), np.array(keep, dtype=bool)
-
-
-def _check_window_params(window_size: int, stride: int, min_window_tokens: int) -> None:
-    window_size, stride = operator.index(window_size), operator.index(stride)
-    min_window_tokens = operator.index(min_window_tokens)
-    if window_size < 1:
-        raise WindowParameterError(f"window_size must be >= 1, got {window_size}")
-    if stride < 1:
-        raise WindowParameterError(f"stride must be >= 1, got {stride}")
-    if min_window_tokens < 1:
-        raise WindowParameterError(f"min_window_tokens must be >= 1, got {min_window_tokens}")
-    if min_window_tokens > window_size:
-        raise WindowParameterError(
-            f"min_window_tokens ({min_window_tokens}) must not exceed window_size ({window_size})"
-        )
 
 
 def _check_offsets(offsets: list[int], n_tokens: int) -> None:
@@ -161,7 +148,7 @@ def window_spans(
     """
     _require_dtype("tokens", tokens, np.int32)
     _require_dtype("offsets", offsets, np.int64)
-    _check_window_params(window_size, stride, min_window_tokens)
+    check_window_params(window_size, stride, min_window_tokens)
     offs = offsets.tolist()
     _check_offsets(offs, len(tokens))
     files: list[int] = []
@@ -243,14 +230,6 @@ def prepend_conditioning(
     return np.array(values, dtype=np.int32), np.array(offsets, dtype=np.int64)
 
 
-def _check_split_params(seed: int, train_split: float) -> None:
-    seed = operator.index(seed)
-    if not 0 <= seed < _TWO_64:
-        raise SplitParameterError(f"seed must be in 0..2**64-1, got {seed}")
-    if not 0.0 < train_split <= 1.0:  # also refuses NaN
-        raise SplitParameterError(f"train_split must be in (0, 1], got {train_split}")
-
-
 def split_hashes(keys: Sequence[str], seed: int = 42) -> np.ndarray:
     """Keyed BLAKE2b of each key (DESIGN.md contract 6), as unsigned 64-bit integers.
 
@@ -265,7 +244,7 @@ def split_hashes(keys: Sequence[str], seed: int = 42) -> np.ndarray:
         SplitParameterError: seed outside 0..2**64-1.
         TypeError: a key that is not a string.
     """
-    _check_split_params(seed, 0.5)
+    check_split_params(seed, 0.5)
     key = operator.index(seed).to_bytes(8, "little")
     out = []
     for k in keys:
@@ -292,6 +271,6 @@ def val_mask(keys: Sequence[str], seed: int = 42, train_split: float = 0.9) -> n
         SplitParameterError: seed or train_split out of range.
         TypeError: a key that is not a string.
     """
-    _check_split_params(seed, train_split)
+    check_split_params(seed, train_split)
     threshold = math.floor((1 - float(train_split)) * 2**64)
     return np.array([int(h) < threshold for h in split_hashes(keys, seed).tolist()], dtype=bool)

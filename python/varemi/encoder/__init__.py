@@ -25,6 +25,7 @@ __all__ = [
     "EncodeOptions",
     "RejectedFile",
     "TokenEncoder",
+    "check_encode_params",
     "encode_midi",
     "read_midi_bytes",
 ]
@@ -50,6 +51,30 @@ class EncodeOptions:
     tracks: str = "merge"
     max_minutes: float = 60.0
     max_file_mb: float = 64.0
+
+
+def check_encode_params(encoder: str, tracks: str, max_minutes: float, max_file_mb: float) -> None:
+    """Refuse encoder, track and limit options out of range, naming the option.
+
+    Args:
+        encoder: ``--encoder``: one of :data:`ENCODERS`.
+        tracks: ``--tracks``: one of :data:`TRACK_MODES`.
+        max_minutes: ``--max-minutes``, > 0.
+        max_file_mb: ``--max-file-mb``, > 0.
+
+    Raises:
+        VaremiError: the first bad option.
+    """
+    from varemi.errors import VaremiError
+
+    if encoder not in ENCODERS:
+        raise VaremiError(f"--encoder must be one of {ENCODERS}, got {encoder!r}")
+    if tracks not in TRACK_MODES:
+        raise VaremiError(f"--tracks must be one of {TRACK_MODES}, got {tracks!r}")
+    if not (max_minutes > 0):
+        raise VaremiError(f"--max-minutes must be > 0, got {max_minutes}")
+    if not (max_file_mb > 0):
+        raise VaremiError(f"--max-file-mb must be > 0, got {max_file_mb}")
 
 
 def _normalise_track_pitches(track, options: EncodeOptions) -> None:
