@@ -807,3 +807,19 @@ def test_build_result_and_cwd_independence(tmp_path, monkeypatch):
         "files_seen"
     ] == len(list(midi.glob("*.mid")))
     assert not [p for p in os.listdir(tmp_path) if "varemi-tmp" in p]
+
+
+def test_windows_in_small_batches_give_the_same_dataset(tmp_path, monkeypatch):
+    """The windows stage hands export one batch per shard; batch size changes no row."""
+    import varemi.windows as vw
+
+    midi = small_corpus(tmp_path)
+    one, many = tmp_path / "one", tmp_path / "many"
+    h.build(midi, one, window_size=16, stride=8, min_window_tokens=4, train_split=0.5)
+    monkeypatch.setattr(vw, "BATCH_TOKENS", 40)  # a batch (and a shard) every file or two
+    h.build(midi, many, window_size=16, stride=8, min_window_tokens=4, train_split=0.5)
+    assert len(list((one / "train").glob("data-*.arrow"))) == 1
+    assert len(list((many / "train").glob("data-*.arrow"))) > 1
+    assert h.rows(many) == h.rows(one)
+    assert h.info(many)["counts"] == h.info(one)["counts"]
+    assert verify(many).ok

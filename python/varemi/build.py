@@ -1,10 +1,21 @@
 """``build``: a MIDI folder to an emotion-conditioned Hugging Face dataset.
 
-The entry point is :func:`build`. It checks every parameter before any work, labels
-the files (or reads the user's CSV), tokenises them in worker processes (with a
-token cache), and streams windows into Arrow shards split by file, so memory does
-not grow with the corpus. Everything is written into a temporary folder beside the
-target, renamed into place only when complete (DESIGN.md contracts 5-9).
+The entry point is :func:`build`. It checks every parameter before any work (each by
+the validator of the module that owns it), loads the tokenizer, then runs the stages
+of :func:`_build_into` in order, one function each:
+
+1. labels: the user's CSV (or none: the workers compute them);
+2. split: which file goes to ``val`` (:mod:`varemi.split`);
+3. tokenise: every file to token ids, in worker processes, through the token cache
+   (:mod:`varemi.corpus`, :mod:`varemi.encoder`);
+4. bins: each file's conditioning bins (:mod:`varemi.conditioning`);
+5. windows + prefix: conditioned examples (:mod:`varemi.windows`);
+6. export: Arrow shards laid out as ``datasets`` saves them (:mod:`varemi.export`);
+7. ``labels.csv``, ``tokenizer.json``, ``rejects.csv`` and ``dataset_info.json``.
+
+Stages 3-6 stream (with ``--binning uniform``), so memory does not grow with the
+corpus. Everything is written into a temporary folder beside the target, renamed
+into place only when complete (DESIGN.md contracts 5-9).
 """
 
 from __future__ import annotations
@@ -273,7 +284,8 @@ def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], star
     cond_tokens = add_conditioning_tokens(base.tokenizer, p.bins)
     tokenised = _tokenise_stage(p, run, base, encoder)
     binned = _bins_stage(p, run, tokenised)
-    writers = _windows_and_export_stage(p, run, tmp, cond_tokens, binned)
+    batches = _windows_stage(p, run, cond_tokens, binned)
+    writers = _export_stage(run, tmp, batches)
     _save_stage(p, run, tmp, writers)
     save_tokenizer(base.tokenizer, tmp / "tokenizer.json")
     _write_rejects(tmp / "rejects.csv", run.rejects)
@@ -390,32 +402,43 @@ def _bins_stage(p: BuildParams, run: _Run, tokenised):
         yield i, ids, valence, arousal, int(vb), int(ab)
 
 
-def _windows_and_export_stage(p: BuildParams, run: _Run, tmp: Path, cond_tokens, binned) -> dict:
-    """Window, prefix (contract 5) and write each split's examples; the split writers."""
+def _windows_stage(p: BuildParams, run: _Run, cond_tokens: dict[str, int], binned):
+    """Each split's conditioned examples (contract 5), batch by batch: ``(split, batch)``."""
     from varemi.windows import Windower
 
-    shard_dir = tmp / "_shards"
-    shard_dir.mkdir()
-    windowers, writers = {}, {}
-    for s in ("train", "val"):
-        windowers[s] = Windower(cond_tokens, p.window_size, p.stride, p.min_window_tokens)
-        writers[s] = SplitWriter(s, shard_dir)
-    t = time.perf_counter()  # `binned` is lazy: files are tokenised as this loop asks
+    windowers = {
+        s: Windower(cond_tokens, p.window_size, p.stride, p.min_window_tokens)
+        for s in ("train", "val")
+    }
     for i, ids, valence, arousal, vb, ab in binned:
         s = "val" if run.is_val[i] else "train"
-        writers[s].write(windowers[s].add(run.usable[i], ids, (valence, arousal), (vb, ab)))
         run.vbins.append(vb)
         run.abins.append(ab)
-    for s in writers:
-        writers[s].write(windowers[s].flush())
+        batch = windowers[s].add(run.usable[i], ids, (valence, arousal), (vb, ab))
+        if batch is not None:
+            yield s, batch
+    for s, windower in windowers.items():
+        batch = windower.flush()
+        if batch is not None:
+            yield s, batch
+    run.stage["window_prepend"] = sum(w.seconds for w in windowers.values())
+
+
+def _export_stage(run: _Run, tmp: Path, batches) -> dict:
+    """Write every batch as an Arrow shard, then lay the splits out; the split writers."""
+    shard_dir = tmp / "_shards"
+    shard_dir.mkdir()
+    writers = {s: SplitWriter(s, shard_dir) for s in ("train", "val")}
+    t = time.perf_counter()  # `batches` is lazy: files are tokenised as this loop asks
+    for s, batch in batches:
+        writers[s].write(batch)
     run.stage["tokenise_wall"] = time.perf_counter() - t
     t = time.perf_counter()
-    for s in writers:
-        writers[s].finish(tmp / s)
+    for s, writer in writers.items():
+        writer.finish(tmp / s)
     write_dataset_dict(tmp, list(writers))
     shutil.rmtree(shard_dir, ignore_errors=True)
     run.stage["save"] = time.perf_counter() - t
-    run.stage["window_prepend"] = sum(w.seconds for w in windowers.values())
     run.stage["export"] = sum(w.seconds for w in writers.values())
     return writers
 
