@@ -1,9 +1,11 @@
 """Type stubs for ``varemi._native``, the Rust kernels (built by maturin from ``rust/``).
 
-Every function has a pure-Python twin in :mod:`varemi.reference`, its executable
-specification: same arguments, same results, and the same exception class for the same
-bad input. Arrays are borrowed without copying, so they must be 1-D, C-contiguous and
-aligned, of exactly the documented dtype; anything else raises :class:`TypeError`
+Every array kernel function has a pure-Python twin in :mod:`varemi.reference`, its
+executable specification: same arguments, same results, and the same exception class
+for the same bad input. ``RemiEncoder`` and ``BpeModel`` have no Python twin: their
+specification is MidiTok itself, and tests hold their ids equal to MidiTok's. Arrays
+are borrowed without copying, so they must be 1-D, C-contiguous and aligned, of
+exactly the documented dtype; anything else raises :class:`TypeError`
 (:mod:`varemi.kernels` copies non-contiguous views first). The work runs with the GIL
 released.
 """
@@ -154,7 +156,7 @@ def val_mask(
 class RemiEncoder:
     """MidiTok 3.1 REMI base-token encoding over fixed vocabulary tables.
 
-    Built by :meth:`varemi.remi.NativeREMI.from_tokenizer` from the tokenizer's own
+    Built by :meth:`varemi.encoder.remi.NativeREMI.from_tokenizer` from the tokenizer's own
     tables; use that class rather than this one.
     """
 
@@ -221,9 +223,9 @@ class RemiEncoder:
         """
 
 class BpeModel:
-    """MidiTok's BPE step over base ids, built once per tokenizer (see :mod:`varemi.bpe`).
+    """MidiTok's BPE step over base ids, built once per tokenizer (:mod:`varemi.encoder.bpe`).
 
-    Use :meth:`varemi.bpe.NativeBPE.from_tokenizer`, which computes the arguments from a
+    Use :meth:`varemi.encoder.bpe.NativeBPE.from_tokenizer`, which computes the arguments from a
     MidiTok tokenizer and refuses the models this class does not reproduce exactly. The
     results of distinct chunks are cached across calls (a mutex guards the cache, so one
     model may serve several threads); encoding runs with the GIL released.
