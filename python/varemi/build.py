@@ -271,7 +271,7 @@ class _Run:
 
 def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], started: float) -> dict:
     """The stages of a build, in order, writing into the temporary folder ``tmp``."""
-    from varemi.vocab import add_conditioning_tokens, save_tokenizer
+    from varemi.vocab import add_conditioning_tokens
 
     run = _Run(
         files=files,
@@ -286,9 +286,7 @@ def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], star
     binned = _bins_stage(p, run, tokenised)
     batches = _windows_stage(p, run, cond_tokens, binned)
     writers = _export_stage(run, tmp, batches)
-    _save_stage(p, run, tmp, writers)
-    save_tokenizer(base.tokenizer, tmp / "tokenizer.json")
-    _write_rejects(tmp / "rejects.csv", run.rejects)
+    _save_stage(run, tmp, base.tokenizer)
     info = _dataset_info(p, run, base, encoder, cond_tokens, writers)
     write_json(tmp / "dataset_info.json", info)
     return info
@@ -443,14 +441,17 @@ def _export_stage(run: _Run, tmp: Path, batches) -> dict:
     return writers
 
 
-def _save_stage(p: BuildParams, run: _Run, tmp: Path, writers: dict) -> None:
-    """The computed labels as ``labels.csv`` (what ``labels`` would have written)."""
+def _save_stage(run: _Run, tmp: Path, tokenizer) -> None:
+    """Write ``labels.csv`` (computed labels), ``tokenizer.json`` and ``rejects.csv``."""
     from varemi import labels as labelling
+    from varemi.vocab import save_tokenizer
 
     t = time.perf_counter()
     if run.label_table is None:
         labelling.write_label_rows(run.label_rows, tmp / "labels.csv")
     run.stage["save"] += time.perf_counter() - t
+    save_tokenizer(tokenizer, tmp / "tokenizer.json")
+    _write_rejects(tmp / "rejects.csv", run.rejects)
 
 
 def _dataset_info(p: BuildParams, run: _Run, base, encoder, cond_tokens, writers) -> dict:
