@@ -15,6 +15,7 @@ pytest.importorskip("datasets")
 import helpers as h  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+from varemi.integrity import dataset_checksums  # noqa: E402
 from varemi.verify import verify  # noqa: E402
 
 NAMES = [f"p{k:02d}.mid" for k in range(10)]
@@ -47,14 +48,22 @@ def arrow_files(out: Path, split: str) -> list[Path]:
     return sorted((out / split).glob("*.arrow"))
 
 
-def rewrite_split(out: Path, split: str, change) -> None:
-    """Rewrite a split's Arrow data in place: ``change(table) -> table``."""
+def rewrite_split(out: Path, split: str, change, rechecksum: bool = True) -> None:
+    """Rewrite a split's Arrow data in place: ``change(table) -> table``.
+
+    By default the recorded checksums are updated to the new data, so that each test
+    sees the one invariant it targets; the checksum tests pass ``rechecksum=False``.
+    """
     (path,) = arrow_files(out, split)
     with pa.ipc.open_stream(pa.py_buffer(path.read_bytes())) as reader:
         table = reader.read_all()  # read from memory: the file is rewritten below
     new = change(table)
     with pa.ipc.new_stream(path, new.schema) as writer:
         writer.write_table(new)
+    if rechecksum:
+        info = h.info(out)
+        info["checksums"] = dataset_checksums(out)
+        (out / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
 
 
 def with_ids(table: pa.Table, edit) -> pa.Table:

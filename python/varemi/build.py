@@ -176,6 +176,29 @@ def _check_params(p: BuildParams, midi_dir: bool) -> None:
     check_output_folder(p.out, p.overwrite)
 
 
+def param_warnings(p: BuildParams) -> list[str]:
+    """Parameters that are valid but probably not what the user meant.
+
+    Args:
+        p: The build parameters (already checked).
+
+    Returns:
+        One line per suspicious parameter (empty when none is).
+    """
+    lines = []
+    if p.bins == 1:
+        lines.append(
+            "--bins 1: every example gets the same [VAL=+0] [ARO=+0] prefix, "
+            "so the dataset carries no conditioning signal"
+        )
+    if p.stride > p.window_size:
+        lines.append(
+            f"--stride {p.stride} is larger than --window-size {p.window_size}: "
+            f"{p.stride - p.window_size} tokens between windows are never used"
+        )
+    return lines
+
+
 def is_varemi_dataset(folder: Path) -> bool:
     """Whether ``folder`` holds a dataset that varemi built (its ``dataset_info.json``).
 
@@ -225,9 +248,18 @@ def check_output_folder(out: Path, overwrite: bool) -> None:
 # --------------------------------------------------------------------------- build
 def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tuple[float, float]]:
     """The user's labels per usable file; the other files join ``rejects``."""
+    import warnings
+
     from varemi import labels as labelling
 
-    table, bad, unmatched = labelling.read_labels_csv(p.labels, files)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", labelling.LabelsCSVWarning)
+        table, bad, unmatched = labelling.read_labels_csv(p.labels, files)
+    for w in caught:
+        if not issubclass(w.category, labelling.LabelsCSVWarning):
+            warnings.warn(w.message, w.category, stacklevel=2)
+        elif not p.quiet:
+            print(f"warning: {w.message}", file=sys.stderr)
     rejects.extend(bad)
     if unmatched and not p.quiet:
         shown = ", ".join(unmatched[:3]) + (" ..." if len(unmatched) > 3 else "")
@@ -264,9 +296,15 @@ def build(p: BuildParams) -> BuildResult:
     from varemi.tokenizer import load_base_tokenizer, vocab_pitch_range
 
     started = time.perf_counter()
+    for name in ("midi_dir", "out"):  # Path("") would silently be the current folder
+        if getattr(p, name) == "":
+            raise VaremiError(f"--{name.replace('_', '-')} is empty; give a path")
     p.midi_dir, p.out = Path(p.midi_dir), Path(p.out)
     p.labels = Path(p.labels) if p.labels is not None else None
     check_params(p)
+    if not p.quiet:
+        for line in param_warnings(p):
+            print(f"warning: {line}", file=sys.stderr)
     base = load_base_tokenizer(p.tokenizer)
     vocab_range = vocab_pitch_range(base.tokenizer)
     if p.pitch_range is None:
@@ -415,6 +453,11 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
 
     save_tokenizer(tokenizer, tmp / "tokenizer.json")
     _write_rejects(tmp / "rejects.csv", rejects)
+    from varemi.integrity import dataset_checksums
+
+    t = time.perf_counter()
+    checksums = dataset_checksums(tmp, list(writers))  # verify recomputes them
+    stage["checksum"] = time.perf_counter() - t
     info = {
         "format_version": FORMAT_VERSION,
         "varemi_version": version,
@@ -452,6 +495,7 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
                 )
             },
         },
+        "checksums": checksums,
         "cache": {"dir": cache_dir, **dict(sorted(cache_stats.items()))},
         "timings_seconds": {
             "total": round(time.perf_counter() - started, 3),

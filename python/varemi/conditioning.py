@@ -6,9 +6,12 @@ import numpy as np
 
 from varemi.errors import BinsError
 
+MAX_BINS = 255
+"""Most bins per axis: bins run ``-h..h`` and are stored as int8 (``h`` at most 127)."""
+
 
 def check_bins(bins: int) -> int:
-    """Return ``(bins - 1) // 2`` after checking that ``bins`` is a positive odd integer.
+    """Return ``(bins - 1) // 2`` after checking that ``bins`` is an odd integer in 1..255.
 
     Args:
         bins: Bins per axis.
@@ -17,7 +20,8 @@ def check_bins(bins: int) -> int:
         The half-width ``h``: bins run from ``-h`` to ``+h``.
 
     Raises:
-        BinsError: ``bins`` is not a positive odd integer.
+        BinsError: ``bins`` is not a positive odd integer, or exceeds :data:`MAX_BINS`
+            (the int8 bin columns would wrap).
     """
     if (
         isinstance(bins, bool)
@@ -26,6 +30,8 @@ def check_bins(bins: int) -> int:
         or bins % 2 == 0
     ):
         raise BinsError(f"bins must be a positive odd integer, got {bins!r}")
+    if bins > MAX_BINS:
+        raise BinsError(f"bins must be at most {MAX_BINS} (bins are stored as int8), got {bins}")
     return (int(bins) - 1) // 2
 
 
