@@ -80,8 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("--midi-dir", type=_path, required=True, help="folder of .mid/.midi files")
     lab.add_argument("--out", type=_path, required=True, help="CSV to write")
     lab.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    lab.add_argument("--jitter", type=float, default=0.0, help="label noise sigma (default 0)")
-    lab.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    lab.add_argument("--jitter", type=float, default=0.0, help="label noise sigma (default: 0)")
+    lab.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     lab.add_argument("--quiet", action="store_true", help="no progress bar")
 
     b = sub.add_parser(
@@ -179,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
         "Exit 0 when all hold, 1 otherwise.",
     )
     v.add_argument("out", type=_path, help="dataset folder written by build")
-    v.add_argument("--num-examples", type=int, default=3, help="examples to decode")
+    v.add_argument("--num-examples", type=int, default=3, help="examples to decode (default: 3)")
     v.add_argument("--plot", type=_path, default=None, help="write a PNG heat map of the bins")
     return ap
 
