@@ -591,7 +591,7 @@ def summary(info: dict, out: Path, profile: bool = False) -> str:
     lines.append(f"  time    {t['total']:.1f} s with {t['workers']} worker(s)")
     if profile:
         lines.append("  stages  (wall seconds in the main process; worker CPU seconds summed)")
-        for k in ("split", "tokenise_wall", "window_prepend", "export", "save"):
+        for k in ("split", "tokenise_wall", "window_prepend", "export", "save", "checksum"):
             lines.append(f"          {k:15s} {t.get(k, 0.0):8.3f}")
         for k, v in t["worker_cpu"].items():
             lines.append(f"          worker {k:8s} {v:8.3f}")
