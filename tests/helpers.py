@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import varemi
 
@@ -103,7 +104,14 @@ def run_checker(
     labels: Path | None = None,
     tokenizer: Path | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run the shared contract checker (against the builtin tokenizer unless told)."""
+    """Run the shared contract checker (against the builtin tokenizer unless told).
+
+    Skips the calling test when ``../shared`` is absent (a user's clone), so a call
+    left unguarded cannot fail the suite there; guard optional checks with
+    ``if CHECKER.is_file():`` to keep the rest of a test running.
+    """
+    if not CHECKER.is_file():
+        pytest.skip("../shared/tools/check_dataset.py absent")
     args = [
         sys.executable,
         str(CHECKER),

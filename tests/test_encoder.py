@@ -60,8 +60,10 @@ def test_build_says_it_fell_back_and_records_it(tmp_path):
     # an untrained tokenizer does not save added tokens: the dataset still verifies
     verified = h.run_cli("verify", out)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert h.checker_passed(h.run_checker(out, midi, "--window", "16", "--stride", "8",
-                                          "--min-window-tokens", "4", tokenizer=tok))  # fmt: skip
+    if h.CHECKER.is_file():  # ../shared is absent from a user's clone
+        res = h.run_checker(out, midi, "--window", "16", "--stride", "8",
+                            "--min-window-tokens", "4", tokenizer=tok)  # fmt: skip
+        assert h.checker_passed(res), res.stdout + res.stderr
     refused = h.run_cli("build", "--midi-dir", midi, "--out", tmp_path / "o2", "--tokenizer", tok,
                         "--no-cache", "--encoder", "native")  # fmt: skip
     assert refused.returncode == 2 and "--encoder native" in refused.stderr

@@ -942,6 +942,65 @@ def test_native_releases_the_gil_safely(
         assert_same_arrays(got, expected)
 
 
+def _counter_advances_during(call: Callable[[], object], repeat: int = 5) -> int:
+    """How often a Python thread could run while ``call()`` ran ``repeat`` times.
+
+    The switch interval is raised to 30 s, so the main thread never gives up the GIL
+    unless the code it runs releases it; the counter thread gives it up after every
+    step (``Event.wait``). While the main thread runs code that holds the GIL the
+    counter therefore cannot move at all; while native code runs detached it moves.
+    """
+    counter = [0]
+    stop = threading.Event()
+
+    def count() -> None:
+        while not stop.is_set():
+            counter[0] += 1
+            stop.wait(0.0001)
+
+    old = sys.getswitchinterval()
+    thread = threading.Thread(target=count, daemon=True)
+    sys.setswitchinterval(30.0)
+    try:
+        thread.start()
+        while counter[0] == 0:
+            stop.wait(0.001)  # releases the GIL until the counter thread runs
+        before = counter[0]
+        for _ in range(repeat):
+            call()
+        advanced = counter[0] - before
+    finally:
+        stop.set()
+        sys.setswitchinterval(old)
+        thread.join()
+    return advanced
+
+
+def test_gil_probe_sees_a_call_that_holds_the_gil() -> None:
+    # The control: pure Python holds the GIL, so the probe must report zero.
+    assert _counter_advances_during(lambda: sum(range(300_000))) == 0
+
+
+@pytest.mark.parametrize("kernel", ["normalize_pitches", "window_spans+prepend"])
+def test_native_kernels_let_python_threads_run(
+    kernel: str, ten_million_tokens: tuple[np.ndarray, np.ndarray]
+) -> None:
+    tokens, offsets = ten_million_tokens
+    if kernel == "normalize_pitches":
+        pitches = (tokens % 128).astype(np.int32)
+
+        def call() -> object:
+            return native.normalize_pitches(pitches, 21, 108, "fold")
+    else:
+        ids = np.arange(len(offsets) - 1, dtype=np.int32)
+
+        def call() -> object:
+            fi, _, start, stop = native.window_spans(tokens, offsets, 1024, 512, 256)
+            return native.prepend_conditioning(tokens, fi, start, stop, ids, ids + 10)
+
+    assert _counter_advances_during(call) > 0
+
+
 # --- hostile inputs: no panic may reach Python -----------------------------------------
 
 

@@ -47,14 +47,24 @@ def arrow_files(out: Path, split: str) -> list[Path]:
     return sorted((out / split).glob("*.arrow"))
 
 
-def rewrite_split(out: Path, split: str, change) -> None:
-    """Rewrite a split's Arrow data in place: ``change(table) -> table``."""
+def rewrite_split(out: Path, split: str, change, rechecksum: bool = True) -> None:
+    """Rewrite a split's Arrow data in place: ``change(table) -> table``.
+
+    By default the recorded checksums are updated to the new data, so that each test
+    sees the one invariant it targets; the checksum tests pass ``rechecksum=False``.
+    """
     (path,) = arrow_files(out, split)
     with pa.ipc.open_stream(pa.py_buffer(path.read_bytes())) as reader:
         table = reader.read_all()  # read from memory: the file is rewritten below
     new = change(table)
     with pa.ipc.new_stream(path, new.schema) as writer:
         writer.write_table(new)
+    if rechecksum:
+        from varemi.integrity import dataset_checksums
+
+        info = h.info(out)
+        info["checksums"] = dataset_checksums(out)
+        (out / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
 
 
 def with_ids(table: pa.Table, edit) -> pa.Table:
@@ -280,3 +290,127 @@ def test_plot_writes_a_png(built, tmp_path):
     res = h.run_cli("verify", built, "--plot", png2)
     assert res.returncode == 0, res.stderr
     assert png2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- in-range damage
+def write_info(out: Path, info: dict) -> None:
+    (out / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+
+
+def test_the_build_records_a_checksum_per_split(built):
+    from varemi.integrity import METHOD, table_checksum
+
+    recorded = h.info(built)["checksums"]
+    assert recorded["method"] == METHOD
+    for s, table in h.tables(built).items():  # one chunk: independent of the Arrow layout
+        assert recorded[s] == table_checksum(table) != table_checksum(table.slice(1))
+
+
+def test_a_label_float_edited_within_its_bin_fails_the_checksum(copy):
+    def change(t):
+        v = t.column("valence").to_pylist()
+        v[0] = float(np.float32(v[0]) + np.float32(1e-4))  # the same bin, the same tokens
+        return with_column(t, "valence", v)
+
+    rewrite_split(copy, "train", change, rechecksum=False)
+    assert failure_names(copy) == ["checksum"]
+    res = h.run_cli("verify", copy)
+    assert res.returncode == 1 and "FAIL checksum: train" in res.stdout
+
+
+def test_an_in_range_token_swapped_fails_the_checksum(copy):
+    def edit(rows):
+        rows[0][5] = rows[0][5] + 1 if rows[0][5] < 900 else rows[0][5] - 1  # a music id
+
+    rewrite_split(copy, "val", lambda t: with_ids(t, edit), rechecksum=False)
+    assert failure_names(copy) == ["checksum"]
+
+
+def test_a_label_that_no_longer_matches_its_bin(copy):
+    def change(t):
+        v = t.column("valence").to_pylist()
+        v[0] = -0.9 if v[0] > 0 else 0.9
+        return with_column(t, "valence", v)
+
+    rewrite_split(copy, "train", change)  # checksum re-recorded: the bin rule alone sees it
+    (line,) = verify(copy).failures
+    assert line.startswith("FAIL bins_vs_labels: train: 1 rows whose valence_bin")
+
+
+def test_an_edited_files_kept_fails(copy):
+    info = h.info(copy)
+    info["counts"]["files_kept"] += 1
+    write_info(copy, info)
+    assert failure_names(copy) == ["counts", "counts"]  # against the data and files_seen
+
+
+def test_an_edited_files_rejected_fails(copy):
+    info = h.info(copy)
+    info["counts"]["files_rejected"] += 1
+    write_info(copy, info)
+    assert "counts" in failure_names(copy)
+
+
+def test_bins_of_labels_on_a_float32_boundary_verify(tmp_path):
+    # 0.375 - 1e-12 bins (float64) to +1 of 9; stored as float32 it reads 0.375, whose bin
+    # is +2 (5.5 rounds to even 6): verify must accept the bin the build computed.
+    midi = tmp_path / "midi"
+    names = h.write_tiny_corpus(midi, ["a.mid", "b.mid"], notes=30)
+    labels = h.write_labels(
+        tmp_path / "l.csv", {names[0]: (0.375 - 1e-12, 0.375), names[1]: (-0.125, 0.125)}
+    )
+    out = tmp_path / "out"
+    h.build(midi, out, labels=labels, window_size=16, stride=8, min_window_tokens=4,
+            train_split=1.0)  # fmt: skip
+    rows = {r["source_file"]: r for r in h.rows(out)["train"]}
+    assert (rows["a.mid"]["valence_bin"], rows["a.mid"]["arousal_bin"]) == (1, 2)
+    assert rows["a.mid"]["valence"] == 0.375
+    assert (rows["b.mid"]["valence_bin"], rows["b.mid"]["arousal_bin"]) == (0, 0)  # 3.5, 4.5
+    report = verify(out)
+    assert report.ok, report.failures
+
+
+def test_quantile_bins_are_rederived_from_the_recorded_edges(tmp_path):
+    midi = tmp_path / "midi"
+    names = h.write_tiny_corpus(midi, [f"q{k}.mid" for k in range(6)], notes=30)
+    values = [-0.8, -0.5, -0.1, 0.2, 0.3, 0.9]
+    table = {n: (v, -v) for n, v in zip(names, values, strict=True)}
+    labels = h.write_labels(tmp_path / "l.csv", table)
+    out = tmp_path / "out"
+    h.build(midi, out, labels=labels, window_size=16, stride=8, min_window_tokens=4,
+            train_split=1.0, bins=3, binning="quantile")  # fmt: skip
+    report = verify(out)
+    assert report.ok, report.failures
+    info = h.info(out)
+    edges = info["labels"]["binning_edges"]["valence"]
+    assert len(edges) == 2
+    # moving the edges changes which bin each label must have
+    info["labels"]["binning_edges"]["valence"] = [edges[0] - 1.0, edges[1] - 1.0]
+    write_info(out, info)
+    assert failure_names(out) == ["bins_vs_labels"]
+
+
+def test_an_empty_train_split_fails(tmp_path):
+    midi = tmp_path / "midi"
+    h.write_tiny_corpus(midi, ["only.mid"], notes=30)
+    seed = next(s for s in range(10_000) if h.split_of("only.mid", s, 0.5) == "val")
+    out = tmp_path / "out"
+    h.build(midi, out, window_size=16, stride=8, min_window_tokens=4, train_split=0.5, seed=seed)
+    assert h.info(out)["counts"]["examples"]["train"] == 0
+    assert failure_names(out) == ["empty_train"]
+
+
+def test_verify_into_a_closed_pipe_exits_quietly(built):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "varemi", "verify", str(built), "--num-examples", "50"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=h.subprocess_env(),
+    )
+    proc.stdout.close()  # what `| head -1` does once it has its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

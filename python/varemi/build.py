@@ -11,7 +11,8 @@ of :func:`_build_into` in order, one function each:
 4. bins: each file's conditioning bins (:mod:`varemi.conditioning`);
 5. windows + prefix: conditioned examples (:mod:`varemi.windows`);
 6. export: Arrow shards laid out as ``datasets`` saves them (:mod:`varemi.export`);
-7. ``labels.csv``, ``tokenizer.json``, ``rejects.csv`` and ``dataset_info.json``.
+7. ``labels.csv``, ``tokenizer.json``, ``rejects.csv``, a checksum per split and
+   ``dataset_info.json``.
 
 Stages 3-6 stream (with ``--binning uniform``), so memory does not grow with the
 corpus. Everything is written into a temporary folder beside the target, renamed
@@ -161,6 +162,29 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
     check_output_folder(p.out, p.overwrite)
 
 
+def param_warnings(p: BuildParams) -> list[str]:
+    """Parameters that are valid but probably not what the user meant.
+
+    Args:
+        p: The build parameters (already checked).
+
+    Returns:
+        One line per suspicious parameter (empty when none is).
+    """
+    lines = []
+    if p.bins == 1:
+        lines.append(
+            "--bins 1: every example gets the same [VAL=+0] [ARO=+0] prefix, "
+            "so the dataset carries no conditioning signal"
+        )
+    if p.stride > p.window_size:
+        lines.append(
+            f"--stride {p.stride} is larger than --window-size {p.window_size}: "
+            f"{p.stride - p.window_size} tokens between windows are never used"
+        )
+    return lines
+
+
 def is_varemi_dataset(folder: Path) -> bool:
     """Whether ``folder`` holds a dataset that varemi built (its ``dataset_info.json``).
 
@@ -224,9 +248,15 @@ def build(p: BuildParams) -> BuildResult:
     from varemi.files import list_midi_files
 
     started = time.perf_counter()
+    for name in ("midi_dir", "out"):  # Path("") would silently be the current folder
+        if getattr(p, name) == "":
+            raise VaremiError(f"--{name.replace('_', '-')} is empty; give a path")
     p.midi_dir, p.out = Path(p.midi_dir), Path(p.out)
     p.labels = Path(p.labels) if p.labels is not None else None
     check_params(p)
+    if not p.quiet:
+        for line in param_warnings(p):
+            print(f"warning: {line}", file=sys.stderr)
     base, encoder = _load_tokenizer(p)
     files = list_midi_files(p.midi_dir)
     if not files:
@@ -267,6 +297,7 @@ class _Run:
     worker_seconds: Counter = field(default_factory=Counter)
     worker_rss: float = 0.0
     stage: dict[str, float] = field(default_factory=dict)
+    checksums: dict | None = None
 
 
 def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], started: float) -> dict:
@@ -287,6 +318,7 @@ def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], star
     batches = _windows_stage(p, run, cond_tokens, binned)
     writers = _export_stage(run, tmp, batches)
     _save_stage(run, tmp, base.tokenizer)
+    _checksum_stage(run, tmp, writers)
     info = _dataset_info(p, run, base, encoder, cond_tokens, writers)
     write_json(tmp / "dataset_info.json", info)
     return info
@@ -322,9 +354,18 @@ def _labels_stage(p: BuildParams, run: _Run) -> None:
 
 def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tuple[float, float]]:
     """The user's labels per usable file; the other files join ``rejects``."""
+    import warnings
+
     from varemi import labels as labelling
 
-    table, bad, unmatched = labelling.read_labels_csv(p.labels, files)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", labelling.LabelsCSVWarning)
+        table, bad, unmatched = labelling.read_labels_csv(p.labels, files)
+    for w in caught:
+        if not issubclass(w.category, labelling.LabelsCSVWarning):
+            warnings.warn(w.message, w.category, stacklevel=2)
+        elif not p.quiet:
+            print(f"warning: {w.message}", file=sys.stderr)
     rejects.extend(bad)
     if unmatched and not p.quiet:
         shown = ", ".join(unmatched[:3]) + (" ..." if len(unmatched) > 3 else "")
@@ -454,6 +495,15 @@ def _save_stage(run: _Run, tmp: Path, tokenizer) -> None:
     _write_rejects(tmp / "rejects.csv", run.rejects)
 
 
+def _checksum_stage(run: _Run, tmp: Path, writers: dict) -> None:
+    """A content checksum per split, which ``verify`` recomputes (catches in-range edits)."""
+    from varemi.integrity import dataset_checksums
+
+    t = time.perf_counter()
+    run.checksums = dataset_checksums(tmp, list(writers))
+    run.stage["checksum"] = time.perf_counter() - t
+
+
 def _dataset_info(p: BuildParams, run: _Run, base, encoder, cond_tokens, writers) -> dict:
     """The content of ``dataset_info.json`` (contract 7)."""
     from varemi import __version__
@@ -500,6 +550,7 @@ def _dataset_info(p: BuildParams, run: _Run, base, encoder, cond_tokens, writers
                 )
             },
         },
+        "checksums": run.checksums,
         "cache": {"dir": run.cache_dir, **dict(sorted(run.cache_stats.items()))},
         "timings_seconds": {
             "total": round(time.perf_counter() - run.started, 3),
@@ -579,7 +630,7 @@ def summary(info: dict, out: Path, profile: bool = False) -> str:
     lines.append(f"  time    {t['total']:.1f} s with {t['workers']} worker(s)")
     if profile:
         lines.append("  stages  (wall seconds in the main process; worker CPU seconds summed)")
-        for k in ("split", "tokenise_wall", "window_prepend", "export", "save"):
+        for k in ("split", "tokenise_wall", "window_prepend", "export", "save", "checksum"):
             lines.append(f"          {k:15s} {t.get(k, 0.0):8.3f}")
         for k, v in t["worker_cpu"].items():
             lines.append(f"          worker {k:8s} {v:8.3f}")

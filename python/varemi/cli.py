@@ -15,6 +15,24 @@ from varemi.errors import VaremiError
 
 DEMO_DIR = Path("varemi-demo")
 
+
+def _path(text: str) -> Path | str:
+    """A path option; an empty string stays ``""`` so :func:`main` can refuse it.
+
+    ``Path("")`` is ``Path(".")``: ``--midi-dir ""`` would silently mean the current folder.
+    """
+    return Path(text) if text else ""
+
+
+# Path options (by dest) as the user types them, for the empty-path refusal.
+_PATH_OPTIONS = {
+    "midi_dir": "--midi-dir",
+    "out": "--out",
+    "labels": "--labels",
+    "cache_dir": "--cache-dir",
+    "plot": "--plot",
+}
+
 _EPILOG = """\
 examples:
   python -m varemi build                       # the built-in demo, offline
@@ -22,6 +40,20 @@ examples:
   python -m varemi build --midi-dir midi/ --out data/ --labels labels.csv
   python -m varemi verify data/ --plot va.png
 """
+
+
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` only where it says something the help text does not.
+
+    No default for flags (always off), for ``None`` (the help text says what happens)
+    or when the help text already names its default.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,11 +77,11 @@ def _parser() -> argparse.ArgumentParser:
         "from musical features (mode, register, tempo, note density, velocity, articulation). "
         "A file's labels depend on that file alone.",
     )
-    lab.add_argument("--midi-dir", type=Path, required=True, help="folder of .mid/.midi files")
-    lab.add_argument("--out", type=Path, required=True, help="CSV to write")
+    lab.add_argument("--midi-dir", type=_path, required=True, help="folder of .mid/.midi files")
+    lab.add_argument("--out", type=_path, required=True, help="CSV to write")
     lab.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    lab.add_argument("--jitter", type=float, default=0.0, help="label noise sigma (default 0)")
-    lab.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    lab.add_argument("--jitter", type=float, default=0.0, help="label noise sigma (default: 0)")
+    lab.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     lab.add_argument("--quiet", action="store_true", help="no progress bar")
 
     b = sub.add_parser(
@@ -59,15 +91,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Tokenise a MIDI folder, cut windows, prefix conditioning tokens, split by "
         "file and save a Hugging Face DatasetDict (train, val). Without --midi-dir, builds the "
         f"built-in demo corpus into {DEMO_DIR}/ with the built-in tokenizer.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
     )
-    b.add_argument("--midi-dir", type=Path, default=None, help="folder of MIDI files (recursive)")
+    b.add_argument("--midi-dir", type=_path, default=None, help="folder of MIDI files (recursive)")
     b.add_argument(
-        "--out", type=Path, default=None, help="output folder (required with --midi-dir)"
+        "--out", type=_path, default=None, help="output folder (required with --midi-dir)"
     )
     b.add_argument(
         "--labels",
-        type=Path,
+        type=_path,
         default=None,
         help="CSV filename,valence,arousal; without it labels are computed "
         "and written to OUT/labels.csv",
@@ -123,7 +155,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--jitter", type=float, default=0.0, help="noise on computed labels")
     b.add_argument("--jitter-seed", type=int, default=0, help="seed of that noise")
     b.add_argument(
-        "--cache-dir", type=Path, default=None, help="token cache folder (default: ~/.cache/varemi)"
+        "--cache-dir",
+        type=_path,
+        default=None,
+        help="token cache folder (default: ~/.cache/varemi)",
     )
     b.add_argument("--no-cache", action="store_true", help="do not read or write the token cache")
     b.add_argument(
@@ -143,17 +178,19 @@ def _parser() -> argparse.ArgumentParser:
         description="Print statistics, decode a few examples and check every invariant. "
         "Exit 0 when all hold, 1 otherwise.",
     )
-    v.add_argument("out", type=Path, help="dataset folder written by build")
-    v.add_argument("--num-examples", type=int, default=3, help="examples to decode")
-    v.add_argument("--plot", type=Path, default=None, help="write a PNG heat map of the bins")
+    v.add_argument("out", type=_path, help="dataset folder written by build")
+    v.add_argument("--num-examples", type=int, default=3, help="examples to decode (default: 3)")
+    v.add_argument("--plot", type=_path, default=None, help="write a PNG heat map of the bins")
     return ap
 
 
 def _labels(a: argparse.Namespace) -> int:
     from varemi.labels import label_folder, write_labels_csv
+    from varemi.paths import check_labels_out
 
     if not a.midi_dir.is_dir():
         raise VaremiError(f"--midi-dir {a.midi_dir} is not a folder")
+    check_labels_out(a.out)  # before any work: never a folder, a MIDI or someone's file
     df, rejects = label_folder(
         a.midi_dir, workers=a.workers, jitter=a.jitter, seed=a.seed, progress=not a.quiet
     )
@@ -168,8 +205,13 @@ def _build(a: argparse.Namespace) -> int:
     from varemi.build import BuildParams, build, check_params
 
     demo = a.midi_dir is None
+    replace_demo = False
     if demo:
+        from varemi.demo import is_demo_dataset
+
         a.midi_dir = DEMO_DIR / "midi"
+        # The demo may replace its own previous output; a user's --out never silently.
+        replace_demo = a.out is None and is_demo_dataset(DEMO_DIR / "dataset", a.midi_dir)
         a.out = a.out or DEMO_DIR / "dataset"
         a.tokenizer = a.tokenizer or "builtin"
     elif a.out is None:
@@ -197,7 +239,7 @@ def _build(a: argparse.Namespace) -> int:
         jitter_seed=a.jitter_seed,
         cache_dir=a.cache_dir,
         cache=not a.no_cache,
-        overwrite=a.overwrite,
+        overwrite=a.overwrite or replace_demo,
         quiet=a.quiet,
         profile=a.profile,
     )
@@ -212,7 +254,11 @@ def _build(a: argparse.Namespace) -> int:
         print(
             f"\nnext: python -m varemi verify {a.out}\n"
             "your own music: python -m varemi build --midi-dir YOUR_MIDI --out YOUR_DATASET "
-            "--tokenizer builtin  (or a local Maestro-REMI-bpe20k tokenizer.json)",
+            "--tokenizer MODEL_TOKENIZER\n"
+            "  MODEL_TOKENIZER: a local copy of Natooz/Maestro-REMI-bpe20k (its folder or its "
+            "tokenizer.json; the default, the hub id, needs internet). Fine-tuning needs the "
+            "model's own tokenizer: the builtin one of this demo is for trying things out, and "
+            "no pre-trained model shares its vocabulary.",
             file=sys.stderr,
         )
     return 0
@@ -222,11 +268,24 @@ def _verify(a: argparse.Namespace) -> int:
     from varemi.verify import verify
 
     report = verify(a.out, num_examples=a.num_examples, plot=a.plot)
-    print("\n".join(report.lines))
-    for line in report.failures:
-        print(line)
-    print("verify: OK" if report.ok else f"verify: FAILED ({len(report.failures)} problems)")
+    try:
+        print("\n".join(report.lines))
+        for line in report.failures:
+            print(line)
+        print("verify: OK" if report.ok else f"verify: FAILED ({len(report.failures)} problems)")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `verify DATA | head`: the reader has seen enough
+        _silence_stdout()
     return 0 if report.ok else 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the flush at exit cannot raise BrokenPipeError again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,10 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = _parser()
     a = parser.parse_args(argv)
-    if a.command is None:
-        parser.print_help()
-        return 0
+    if a.command is None:  # a usage error, like any other missing argument
+        parser.print_help(sys.stderr)
+        return 2
     try:
+        for dest, option in _PATH_OPTIONS.items():
+            if getattr(a, dest, None) == "":
+                name = "the dataset folder" if (a.command, dest) == ("verify", "out") else option
+                raise VaremiError(f"{name} is empty; give a path (. for the current folder)")
         return {"labels": _labels, "build": _build, "verify": _verify}[a.command](a)
     except VaremiError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,6 +15,9 @@ import numpy as np
 
 from varemi.errors import BinsError, ConditioningError
 
+MAX_BINS = 255
+"""Most bins per axis: bins run ``-h..h`` and are stored as int8 (``h`` at most 127)."""
+
 BINNINGS = ("uniform", "quantile")
 """The values of ``--binning``."""
 
@@ -22,7 +25,7 @@ _CONDITIONING_TOKEN = re.compile(r"^\[(VAL|ARO)=[+-]\d+\]$")
 
 
 def check_bins(bins: int) -> int:
-    """Return ``(bins - 1) // 2`` after checking that ``bins`` is a positive odd integer.
+    """Return ``(bins - 1) // 2`` after checking that ``bins`` is an odd integer in 1..255.
 
     Args:
         bins: Bins per axis.
@@ -31,7 +34,8 @@ def check_bins(bins: int) -> int:
         The half-width ``h``: bins run from ``-h`` to ``+h``.
 
     Raises:
-        BinsError: ``bins`` is not a positive odd integer.
+        BinsError: ``bins`` is not a positive odd integer, or exceeds :data:`MAX_BINS`
+            (the int8 bin columns would wrap).
     """
     if (
         isinstance(bins, bool)
@@ -40,6 +44,8 @@ def check_bins(bins: int) -> int:
         or bins % 2 == 0
     ):
         raise BinsError(f"--bins must be a positive odd integer, got {bins!r}")
+    if bins > MAX_BINS:
+        raise BinsError(f"--bins must be at most {MAX_BINS} (bins are stored as int8), got {bins}")
     return (int(bins) - 1) // 2
 
 

@@ -342,3 +342,28 @@ def write_demo_corpus(folder: Path | str) -> list[Path]:
         make_score(piece).dump_midi(path)
         paths.append(path)
     return paths
+
+
+def is_demo_dataset(folder: Path | str, midi_dir: Path | str) -> bool:
+    """Whether ``folder`` holds a dataset the demo built from ``midi_dir`` (so it may be replaced).
+
+    Args:
+        folder: The demo's default output folder.
+        midi_dir: The demo corpus folder, as the demo passes it to ``build``.
+
+    Returns:
+        True when ``folder/dataset_info.json`` is a varemi dataset built with the builtin
+        tokenizer from ``midi_dir``; False for anything else (a user's dataset, any
+        other folder, nothing at all).
+    """
+    import json
+
+    try:
+        info = json.loads((Path(folder) / "dataset_info.json").read_text(encoding="utf-8"))
+        return (
+            "varemi_version" in info
+            and info["params"]["midi_dir"] == str(midi_dir)
+            and info["tokenizer"]["source"] == "builtin"
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

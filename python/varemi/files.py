@@ -37,7 +37,9 @@ def list_midi_files(root: Path | str) -> list[str]:
 
     Directory symlinks are followed, but a directory whose real path was already
     visited is not entered again, so a symlink loop cannot hang the walk. Directories
-    that cannot be read are skipped. Symlinks to files are listed like files.
+    that cannot be read are skipped. Symlinks to files are listed like files, and so
+    are dangling symlinks with a MIDI name, so that reading them rejects them as
+    ``unreadable`` instead of losing them silently.
 
     Args:
         root: The corpus folder.
@@ -76,7 +78,10 @@ def list_midi_files(root: Path | str) -> list[str]:
             try:
                 if entry.is_dir(follow_symlinks=True):
                     subdirs.append((entry.path, rel + "/"))
-                elif entry.is_file(follow_symlinks=True) and is_midi_name(entry.name):
+                elif is_midi_name(entry.name) and (
+                    entry.is_file(follow_symlinks=True)
+                    or (entry.is_symlink() and not os.path.exists(entry.path))  # dangling
+                ):
                     found.append(rel)
             except OSError:
                 continue

@@ -72,6 +72,7 @@ import multiprocessing
 import numbers
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -180,6 +181,10 @@ class LabelError(Exception):
 
 class LabelsCSVError(VaremiError):
     """A labels CSV that is missing, unreadable or lacks a required column."""
+
+
+class LabelsCSVWarning(UserWarning):
+    """A labels CSV row that labels several different files (a basename or stem match)."""
 
 
 class LabelParameterError(VaremiError):
@@ -628,7 +633,9 @@ def read_labels_csv(
     The CSV needs columns ``filename``, ``valence`` and ``arousal`` (headers are
     case-insensitive; other columns are ignored). A corpus file matches the rows
     whose ``filename`` equals its relative path; failing that, its basename; failing
-    that, its basename without extension.
+    that, its basename without extension. A row that labels several different
+    files that way (``a/x.mid`` and ``b/x.mid`` from one row ``x.mid``) is used for
+    each of them, with a :class:`LabelsCSVWarning`.
 
     Args:
         path: The CSV (UTF-8, an optional byte-order mark).
@@ -671,14 +678,14 @@ def read_labels_csv(
 
     labels: dict[str, tuple[float, float]] = {}
     rejects: list[tuple[str, str, str]] = []
-    used: set[str] = set()
+    used: dict[str, list[str]] = {}  # row key -> the files it labels
     for name in files:
         base = PurePosixPath(name).name
         key = next((k for k in (name, base, os.path.splitext(base)[0]) if k in rows), None)
         if key is None:
             rejects.append((name, "unlabelled", "no row in the labels CSV"))
             continue
-        used.add(key)
+        used.setdefault(key, []).append(name)
         values = set()
         bad = None
         for v_text, a_text in rows[key]:
@@ -693,5 +700,14 @@ def read_labels_csv(
             rejects.append((name, "bad_label", f"conflicting duplicate rows for {key!r}"))
         else:
             labels[name] = values.pop()
+    for key, names in used.items():
+        if len(names) > 1:  # only a basename or stem match can serve two files
+            shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+            warnings.warn(
+                f"row {key!r} of {path} labels {len(names)} different files by name alone: "
+                f"{shown}; give each its relative path to label them apart",
+                LabelsCSVWarning,
+                stacklevel=2,
+            )
     unmatched = [k for k in rows if k not in used]
     return labels, rejects, unmatched

@@ -72,11 +72,14 @@ def _split_arrays(ds) -> dict:
 
     return {
         "n": table.num_rows,
+        "table": table,
         "values": values,
         "offsets": offsets,
         "lengths": lengths,
         "valence_bin": column("valence_bin", np.int64),
         "arousal_bin": column("arousal_bin", np.int64),
+        "valence": column("valence", np.float32),
+        "arousal": column("arousal", np.float32),
         "window_idx": column("window_idx", np.int64),
         "source_file": table.column("source_file").to_pylist(),
     }
@@ -121,6 +124,7 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
         return rep
     if not _check_columns(rep, dd):
         return rep
+    columns_as_built = not rep.failures  # a checksum of other column types cannot match
 
     params = info.get("params", {})
     bins = int(params.get("bins", 9))
@@ -146,9 +150,15 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
 
     arrays = {s: _split_arrays(dd[s]) for s in ("train", "val")}
     files_of = {s: set(a["source_file"]) for s, a in arrays.items()}
+    if arrays["train"]["n"] == 0:
+        rep.fail("empty_train", "the train split holds no example: nothing to fine-tune on")
     _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_tokens)
+    _check_bins_match_labels(rep, arrays, info)
     _check_splits(rep, arrays, files_of, params)
     _check_counts(rep, arrays, files_of, info)
+    _check_file_counts(rep, out, files_of, info)
+    if columns_as_built:
+        _check_checksums(rep, arrays, info)
 
     rep.lines += _statistics(arrays, files_of, half)
     rep.lines.append("")
@@ -225,6 +235,104 @@ def _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_toke
         if stray.any():
             rows = np.unique(np.searchsorted(offs, np.nonzero(stray)[0], side="right") - 1)
             rep.fail("conditioning_in_body", f"{s}: {len(rows)} examples, e.g. row {rows[0]}")
+
+
+def _bin_bounds(values: np.ndarray, derive) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest and highest bin that any float64 label stored as ``values`` can have.
+
+    Labels are binned in float64 and stored as float32: the label lies between the
+    float32 neighbours of its stored value, and binning is monotone.
+    """
+    v = np.asarray(values, dtype=np.float32)
+    low = np.nextafter(v, np.float32(-np.inf)).astype(np.float64)
+    high = np.nextafter(v, np.float32(np.inf)).astype(np.float64)
+    return derive(low).astype(np.int64), derive(high).astype(np.int64)
+
+
+def _check_bins_match_labels(rep, arrays, info) -> None:
+    """Re-derive every bin from its stored float label (DESIGN.md contract 2)."""
+    from varemi import conditioning
+
+    params = info["params"]
+    bins, binning = int(params.get("bins", 9)), params.get("binning", "uniform")
+    edges = (info.get("labels") or {}).get("binning_edges") or {}
+    for axis in ("valence", "arousal"):
+        if binning == "uniform":
+
+            def derive(v):
+                return conditioning.discretise_uniform(v, bins)
+
+        elif binning == "quantile" and (axis in edges or bins == 1):
+            axis_edges = np.asarray(edges.get(axis) or [], dtype=np.float64)
+
+            def derive(v, axis_edges=axis_edges):
+                return conditioning.discretise_quantile(v, axis_edges, bins)
+
+        else:
+            if any(a["n"] for a in arrays.values()):
+                rep.fail("bins_vs_labels", f"no rule to re-derive {binning!r} {axis} bins from")
+            return
+        for s, a in arrays.items():
+            if a["n"] == 0:
+                continue
+            low, high = _bin_bounds(a[axis], derive)
+            stored = a[f"{axis}_bin"]
+            wrong = np.nonzero((stored < low) | (stored > high))[0]
+            if len(wrong):
+                r = int(wrong[0])
+                rep.fail(
+                    "bins_vs_labels",
+                    f"{s}: {len(wrong)} rows whose {axis}_bin is not the {binning} bin of "
+                    f"their {axis}, e.g. row {r}: {axis} {float(a[axis][r])!r} has bin "
+                    f"{int(stored[r])}, want {int(low[r])}",
+                )
+
+
+def _check_file_counts(rep, out, files_of, info) -> None:
+    """``counts``' file totals agree with the data and with ``rejects.csv``."""
+    counts = info["counts"]
+    kept = len(files_of["train"]) + len(files_of["val"])
+    if counts.get("files_kept") != kept:
+        rep.fail("counts", f"dataset_info.json says files_kept = {counts.get('files_kept')}, "
+                           f"the data holds examples of {kept} files")  # fmt: skip
+    rejected = counts.get("files_rejected")
+    by_reason = counts.get("rejected_by_reason")
+    if isinstance(by_reason, dict) and sum(by_reason.values()) != rejected:
+        rep.fail("counts", f"rejected_by_reason sums to {sum(by_reason.values())}, "
+                           f"files_rejected = {rejected}")  # fmt: skip
+    parts = [counts.get(k) for k in ("files_kept", "files_rejected", "files_without_windows")]
+    if all(isinstance(x, int) for x in parts) and sum(parts) != counts.get("files_seen"):
+        rep.fail("counts", f"files_seen = {counts.get('files_seen')}, but kept + rejected + "
+                           f"without windows = {sum(parts)}")  # fmt: skip
+    rejects_csv = out / "rejects.csv"
+    if rejects_csv.is_file():
+        import csv
+
+        with open(rejects_csv, newline="", encoding="utf-8") as f:
+            n = max(sum(1 for _ in csv.reader(f)) - 1, 0)
+        if n != rejected:
+            rep.fail("counts", f"rejects.csv lists {n} files, files_rejected = {rejected}")
+
+
+def _check_checksums(rep, arrays, info) -> None:
+    """Each split's content checksum equals the one recorded at build time."""
+    from varemi.integrity import METHOD, table_checksum
+
+    recorded = info.get("checksums")
+    if not isinstance(recorded, dict):
+        rep.lines.append("checksums: none recorded (built before varemi recorded them)")
+        return
+    if recorded.get("method") != METHOD:
+        rep.fail("checksum", f"unknown checksum method {recorded.get('method')!r}")
+        return
+    for s, a in arrays.items():
+        got = table_checksum(a["table"])
+        if recorded.get(s) != got:
+            rep.fail(
+                "checksum",
+                f"{s}: the data's checksum {got[:19]}... differs from the one recorded at "
+                f"build time {str(recorded.get(s))[:19]}...: the split was changed after the build",
+            )
 
 
 def _check_splits(rep, arrays, files_of, params) -> None:
