@@ -31,7 +31,7 @@ from varemi.encode import (
 from varemi.errors import VaremiError
 from varemi.export import SplitWriter, write_dataset_dict
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BINNINGS = ("uniform", "quantile")
 
 
@@ -62,6 +62,7 @@ class BuildParams:
         pitch_policy: ``clamp``, ``fold`` or ``drop``.
         pitch_range: Inclusive pitch range; None means the tokenizer's vocabulary range.
         tracks: ``merge`` or ``first``.
+        bos: Start every example with the tokenizer's BOS token: ``[BOS, VAL, ARO] + window``.
         encoder: ``auto`` (native REMI + BPE when the tokenizer is covered exactly, else
             MidiTok), ``native`` (refuse a tokenizer it does not cover) or ``miditok``.
         max_minutes: Files lasting longer are rejected as ``too_long``.
@@ -90,6 +91,7 @@ class BuildParams:
     pitch_policy: str = "clamp"
     pitch_range: tuple[int, int] | None = None
     tracks: str = "merge"
+    bos: bool = False
     encoder: str = "auto"
     max_minutes: float = 60.0
     max_file_mb: float = 64.0
@@ -277,6 +279,14 @@ def build(p: BuildParams) -> BuildResult:
             f"pitches {vocab_range[0]}..{vocab_range[1]}"
         )
     reference._check_pitch_params(p.pitch_policy, *p.pitch_range)
+    if p.bos and "BOS_None" not in base.tokenizer.vocab:
+        raise VaremiError(f"--bos: tokenizer {p.tokenizer!r} has no BOS token (BOS_None)")
+    if not p.quiet:
+        from varemi.models import window_warning
+
+        warning = window_warning(p.tokenizer, p.window_size)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     encoder = TokenEncoder(base.tokenizer, p.encoder)  # refuses `native` before any work
     if encoder.reason and not p.quiet:
         print(f"note: using MidiTok's encoder: {encoder.reason}", file=sys.stderr)
@@ -324,10 +334,12 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
     }
     shard_dir = tmp / "_shards"
     shard_dir.mkdir()
+    bos = int(tokenizer.vocab["BOS_None"]) if p.bos else None
     writers = {
         s: SplitWriter(
-            s, shard_dir, cond["val"], cond["aro"], p.window_size, p.stride, p.min_window_tokens
-        )
+            s, shard_dir, cond["val"], cond["aro"], p.window_size, p.stride, p.min_window_tokens,
+            bos=bos,
+        )  # fmt: skip
         for s in ("train", "val")
     }
 
@@ -425,6 +437,11 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
             "vocab_size": len(tokenizer),
         },
         "conditioning_tokens": cond_tokens,
+        "special_tokens": {
+            k: int(tokenizer.vocab[f"{k}_None"])
+            for k in ("PAD", "BOS", "EOS")
+            if f"{k}_None" in tokenizer.vocab
+        },
         "encoder": {"requested": p.encoder, "used": encoder.name, "fallback": encoder.reason},
         "params": _params_record(p),
         "labels": {

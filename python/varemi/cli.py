@@ -117,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
         help="token ids from the native REMI+BPE encoder (same ids, much faster) or "
         "MidiTok's; auto uses native when it covers the tokenizer exactly",
     )
+    b.add_argument(
+        "--bos",
+        action="store_true",
+        help="start every example with BOS: [BOS] [VAL] [ARO] window (as the model was "
+        "pre-trained)",
+    )
     b.add_argument("--max-minutes", type=float, default=60.0, help="reject longer files")
     b.add_argument("--max-file-mb", type=float, default=64.0, help="reject larger files")
     b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -189,6 +195,7 @@ def _build(a: argparse.Namespace) -> int:
         pitch_policy=a.pitch_policy,
         pitch_range=tuple(a.pitch_range) if a.pitch_range else None,
         tracks=a.tracks,
+        bos=a.bos,
         encoder=a.encoder,
         max_minutes=a.max_minutes,
         max_file_mb=a.max_file_mb,

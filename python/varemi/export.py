@@ -81,6 +81,8 @@ class SplitWriter:
         window_size: Tokens per window.
         stride: Distance between window starts.
         min_window_tokens: Shortest window kept.
+        bos: The BOS id to put before the conditioning tokens (``build --bos``:
+            ``[BOS, VAL, ARO] + window``), or None for ``[VAL, ARO] + window``.
     """
 
     def __init__(
@@ -92,8 +94,10 @@ class SplitWriter:
         window_size: int,
         stride: int,
         min_window_tokens: int,
+        bos: int | None = None,
     ) -> None:
         self.split, self.folder = split, folder
+        self.bos = bos
         self.valence_ids, self.arousal_ids = valence_ids, arousal_ids
         self.half = len(valence_ids) // 2
         self.windows = (window_size, stride, min_window_tokens)
@@ -143,6 +147,11 @@ class SplitWriter:
             self.arousal_ids[abin.astype(np.int64) + self.half],
             *self.windows,
         )
+        if self.bos is not None:  # build --bos: one BOS id before every example
+            ex = ex._replace(
+                values=np.insert(ex.values, ex.offsets[:-1], np.int32(self.bos)),
+                offsets=ex.offsets + np.arange(len(ex.offsets), dtype=ex.offsets.dtype),
+            )
         t1 = time.perf_counter()
         fi = ex.file_index
         columns = [
