@@ -335,11 +335,9 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
     shard_dir = tmp / "_shards"
     shard_dir.mkdir()
     bos = int(tokenizer.vocab["BOS_None"]) if p.bos else None
+    windows = (p.window_size, p.stride, p.min_window_tokens)
     writers = {
-        s: SplitWriter(
-            s, shard_dir, cond["val"], cond["aro"], p.window_size, p.stride, p.min_window_tokens,
-            bos=bos,
-        )  # fmt: skip
+        s: SplitWriter(s, shard_dir, cond["val"], cond["aro"], *windows, bos=bos)
         for s in ("train", "val")
     }
 
