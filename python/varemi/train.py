@@ -456,7 +456,6 @@ def _check_out(p: FinetuneParams) -> dict | None:
                 f"--out {out} already holds a run; pass --resume to continue it "
                 "or --overwrite to replace it"
             )
-        shutil.rmtree(out)
     return None
 
 
@@ -565,6 +564,8 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
     """
     p.data, p.out = Path(p.data), Path(p.out)
     _check_finetune_params(p)
+    if not p.resume:
+        read_dataset_info(p.data)  # a bad DATA is named before anything else
     stored = _check_out(p)
     if stored is not None:  # the run's own parameters, except what a resume may change
         given = {k: getattr(p, k) for k in RESUME_OVERRIDES}
@@ -629,6 +630,8 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
         torch.set_rng_state(torch.load(ckpt / "rng.pt"))
         log = _read_log(out / "training_log.csv")
     else:
+        if out.exists() and any(out.iterdir()):  # a previous run, and --overwrite was given
+            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p.data / "tokenizer.json", out / "tokenizer.json")
         shutil.copyfile(p.data / "dataset_info.json", out / "dataset_info.json")
@@ -1210,6 +1213,7 @@ def evaluate(
     ]
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "evaluate.json", result)
+    result["report"] = str(out / "evaluate.json")
     result["plot"] = _heatmap(result, axis, out / "evaluate.png")
     return result
 
@@ -1246,3 +1250,39 @@ def _heatmap(result: dict, axis: list[int], path: Path) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return str(path)
+
+
+def format_evaluation(result: dict) -> str:
+    """A table of :func:`evaluate`'s figures, conditioned against the shuffled baseline.
+
+    Args:
+        result: What :func:`evaluate` returned.
+
+    Returns:
+        Text to print.
+    """
+    c, b = result["conditioned"], result["shuffled_baseline"]
+    g = len(result["grid"])
+    lines = [
+        f"varemi evaluate: {result['run']}  (grid {g}x{g}, bins {result['grid']}, "
+        f"{result['n_per_cell']} per cell, {result['generations']} generations)",
+        f"  valid fraction {result['valid_fraction']:.3f}, "
+        f"mean new tokens {result['mean_new_tokens']:.0f}",
+        f"  {'':22s} {'conditioned':>12s} {'shuffled':>12s}",
+    ]
+    for key in (
+        "spearman_valence",
+        "spearman_arousal",
+        "quadrant_accuracy",
+        "mae_bins_valence",
+        "mae_bins_arousal",
+        "normalised_l1",
+    ):
+        sign = key.startswith("spearman")
+        lines.append(f"  {key:22s} {_num(c[key], sign):>12s} {_num(b[key], sign):>12s}")
+    lines.append(f"  report: {result['report']}; plot: {result['plot']}")
+    return "\n".join(lines)
+
+
+def _num(x: float | None, sign: bool) -> str:
+    return "-" if x is None else f"{x:+.3f}" if sign else f"{x:.3f}"
