@@ -531,6 +531,12 @@ def _validate(model, val: _Split, rows: np.ndarray, pad, prefix, p, device, auto
     return total, per_bin
 
 
+def _no_autocast():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def _device(p: FinetuneParams, torch):
     if p.device == "cuda" or (p.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -593,8 +599,12 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
     if len(train) == 0:
         raise TrainError(f"DATA {p.data} has no training examples")
 
-    model = _model_for(p.model, info, special, transformers, max_len)
-    extend_embeddings(model, len(tokenizer))
+    out, ckpt = p.out, p.out / CHECKPOINT_DIR
+    if stored is not None:  # the last state, already extended
+        model = transformers.AutoModelForCausalLM.from_pretrained(ckpt)
+    else:
+        model = _model_for(p.model, info, special, transformers, max_len)
+        extend_embeddings(model, len(tokenizer))
     model.config.pad_token_id = pad
     for name in ("bos", "eos"):
         if name.upper() in special:
@@ -604,9 +614,7 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
 
     def autocast():
         if amp_dtype is None:
-            import contextlib
-
-            return contextlib.nullcontext()
+            return _no_autocast()
         return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -620,12 +628,10 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
     else:
         val_rows = np.zeros(0, dtype=np.int64)
 
-    out, ckpt = p.out, p.out / CHECKPOINT_DIR
     state = {"step": 0, "micro": 0, "best_step": 0, "best_val": None, "bad_evals": 0}
     log: list[dict] = []
     if stored is not None:
         state = _read_json(ckpt / "state.json")
-        model.load_state_dict(transformers.AutoModelForCausalLM.from_pretrained(ckpt).state_dict())
         optim.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device))
         torch.set_rng_state(torch.load(ckpt / "rng.pt"))
         log = _read_log(out / "training_log.csv")
