@@ -287,52 +287,79 @@ def test_evaluate_reports_every_figure(run, tmp_path):
 
 
 # --------------------------------------------------------------------------- bad input
-def _one_error(result) -> str:
-    assert result.returncode == 2, result.stderr
-    errors = h.error_lines(result.stderr)
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    return errors[0]
+# In-process through the CLI's main (the same code path as python -m varemi, without the
+# seconds a subprocess spends importing torch); test_cli.py covers the subprocess wiring.
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    from varemi.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def one_error(*args) -> str:
+        code = main([str(a) for a in args])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        errors = h.error_lines(err)
+        assert len(errors) == 1 and "Traceback" not in err, err
+        return errors[0]
+
+    return one_error
 
 
-def test_not_a_varemi_dataset(corpus, tmp_path):
-    line = _one_error(h.run_cli("finetune", corpus, "--model", "tiny", "--out", tmp_path / "r"))
+def test_not_a_varemi_dataset(cli, corpus, tmp_path):
+    line = cli("finetune", corpus, "--model", "tiny", "--out", tmp_path / "r")
     assert "is not a varemi dataset" in line
     assert not (tmp_path / "r").exists()
 
 
-def test_vocabulary_mismatch(data, tmp_path):
+def test_vocabulary_mismatch(cli, data, tmp_path):
     model = transformers.GPT2LMHeadModel(train.tiny_config(500, 80, {}))
     model.save_pretrained(tmp_path / "model")
-    line = _one_error(
-        h.run_cli("finetune", data, "--model", tmp_path / "model", "--out", tmp_path / "r")
-    )
+    line = cli("finetune", data, "--model", tmp_path / "model", "--out", tmp_path / "r")
     assert "vocabulary of 500 ids" in line and "has 1000" in line
 
 
-def test_offline_hub_model_is_one_line(data, tmp_path):
-    line = _one_error(h.run_cli("finetune", data, "--out", tmp_path / "r"))
+def test_offline_hub_model_is_one_line(cli, data, tmp_path):
+    line = cli("finetune", data, "--out", tmp_path / "r")
     assert "Natooz/Maestro-REMI-bpe20k" in line and "--model tiny" in line
 
 
-def test_bins_out_of_range(run, tmp_path):
+def test_bad_options_name_the_option(cli, data, tmp_path):
+    line = cli("finetune", data, "--model", "tiny", "--out", tmp_path / "r", "--lr", "0")
+    assert line == "error: --lr must be > 0, got 0.0"
+    line = cli("finetune", data, "--model", "tiny", "--out", tmp_path / "r", "--resume")
+    assert "--resume" in line and "no finetune checkpoint" in line
+
+
+def test_bins_out_of_range(cli, run, tmp_path):
     out, _ = run
-    result = h.run_cli("generate", out, "--valence", "5", "--arousal", "0", "--out", tmp_path)
-    assert "--valence 5 is outside the dataset's bins -4..+4" in _one_error(result)
-    result = h.run_cli("evaluate", out, "--grid", "10")
-    assert "--grid must be in 2..9" in _one_error(result)
+    line = cli("generate", out, "--valence", "5", "--arousal", "0", "--out", tmp_path)
+    assert "--valence 5 is outside the dataset's bins -4..+4" in line
+    assert "--arousal -7 is outside" in cli(
+        "generate", out, "--valence", "0", "--arousal", "-7", "--out", tmp_path
+    )
+    assert "--grid must be in 2..9" in cli("evaluate", out, "--grid", "10")
 
 
-def test_a_folder_that_is_not_a_run(data, tmp_path):
-    for command in (
-        ["generate", data, "--valence", "0", "--arousal", "0", "--out", tmp_path / "g"],
-        ["evaluate", data],
-    ):
-        assert "is not a varemi finetune output" in _one_error(h.run_cli(*command))
+def test_a_folder_that_is_not_a_run(cli, data, tmp_path):
+    line = cli("generate", data, "--valence", "0", "--arousal", "0", "--out", tmp_path / "g")
+    assert "is not a varemi finetune output" in line
+    assert "is not a varemi finetune output" in cli("evaluate", tmp_path)
 
 
-def test_an_existing_run_is_not_replaced_without_overwrite(run, data, tmp_path):
+def test_an_existing_run_is_not_replaced_without_overwrite(cli, run, data):
     out, _ = run
-    line = _one_error(h.run_cli("finetune", data, "--model", "tiny", "--out", out))
+    line = cli("finetune", data, "--model", "tiny", "--out", out)
     assert "--resume" in line and "--overwrite" in line
-    line = _one_error(h.run_cli("finetune", data, "--model", "tiny", "--out", data))
+    line = cli("finetune", data, "--model", "tiny", "--out", data)
     assert "not a varemi run" in line
+
+
+def test_the_cli_runs_generate_in_a_subprocess(run, tmp_path):
+    out, _ = run
+    result = h.run_cli(
+        "generate", out, "--valence", "-1", "--arousal", "2", "--n", "1",
+        "--max-new-tokens", "24", "--out", tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(tmp_path / "v-1_a+2_000.mid")]
