@@ -363,3 +363,36 @@ def test_the_cli_runs_generate_in_a_subprocess(run, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(tmp_path / "v-1_a+2_000.mid")]
+
+
+def test_without_torch_one_line_names_the_extra(data, tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # what an environment without torch sees
+        "import varemi.train, varemi.cli\n"
+        f"sys.exit(varemi.cli.main(['finetune', {str(data)!r}, '--model', 'tiny', "
+        f"'--out', {str(tmp_path / 'r')!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=h.subprocess_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr
+    assert h.error_lines(result.stderr) == [
+        "error: fine-tuning needs torch and transformers (torch is not installed): "
+        "pip install 'varemi[train]'"
+    ]
+
+
+def test_importing_varemi_and_its_build_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, varemi, varemi.build, varemi.cli, varemi.train; print('torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=h.subprocess_env(), capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "False", result.stderr
