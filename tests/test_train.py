@@ -396,3 +396,33 @@ def test_importing_varemi_and_its_build_does_not_import_torch():
         [sys.executable, "-c", code], env=h.subprocess_env(), capture_output=True, text=True
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_early_stopping_keeps_the_best_checkpoint(data, tmp_path, monkeypatch):
+    scripted = iter([6.0, 5.0, 4.0, 4.5, 4.6, 3.0, 3.0])  # best at the 2nd validation
+    saved_at = []
+    real_validate = train._validate
+
+    def fake_validate(*args, **kwargs):
+        loss, per_bin = real_validate(*args, **kwargs)
+        return next(scripted), per_bin
+
+    monkeypatch.setattr(train, "_validate", fake_validate)
+    model_cls = transformers.GPT2LMHeadModel
+    real_save = model_cls.save_pretrained
+
+    def spy(self, folder, *a, **kw):
+        if "checkpoint" not in str(folder):
+            saved_at.append(folder)
+        return real_save(self, folder, *a, **kw)
+
+    monkeypatch.setattr(model_cls, "save_pretrained", spy)
+    result = train.finetune(
+        _params(data, tmp_path / "run", max_steps=10, eval_steps=1, patience=2, lr=1e-3)
+    )
+    assert result.stopped == "early_stopping"
+    assert [r["step"] for r in result.log] == [0, 1, 2, 3, 4]
+    assert result.best_step == 2 and result.best_val_loss == 4.0
+    assert len(saved_at) == 3  # steps 0, 1 and 2 improved; 3 and 4 did not
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["stopped"] == "early_stopping" and meta["best_step"] == 2
