@@ -275,12 +275,12 @@ def tiny_config(vocab_size: int, n_positions: int, special: dict[str, int]):
     )
 
 
-def _model_for(spec: str, info: dict, special: dict[str, int], transformers, max_len: int):
+def _model_for(spec: str, info: dict, special: dict[str, int], transformers, max_len: int, seed=0):
     """The starting model, checked against the dataset's vocabulary."""
     base = int(info["tokenizer"]["base_vocab_size"])
     full = int(info["tokenizer"]["vocab_size"])
     if spec == TINY:
-        transformers.set_seed(0)
+        transformers.set_seed(seed)
         return transformers.GPT2LMHeadModel(tiny_config(base, max(max_len, 64), special))
     model = _load_pretrained(spec, transformers)
     vocab = int(model.get_input_embeddings().weight.shape[0])
@@ -353,7 +353,7 @@ class FinetuneParams:
         batch_size: Examples per micro-batch.
         grad_accum: Micro-batches per optimizer step.
         warmup: Linear warm-up steps; then linear decay to 0.
-        seed: Seed of the data order, dropout and the ``tiny`` weights' order.
+        seed: Seed of the data order, dropout and the ``tiny`` model's random weights.
         eval_steps: Validate every this many optimizer steps (None: 200).
         patience: Stop after this many validations without a better val loss (None: 3;
             0 never stops early).
@@ -603,7 +603,7 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
     if stored is not None:  # the last state, already extended
         model = transformers.AutoModelForCausalLM.from_pretrained(ckpt)
     else:
-        model = _model_for(p.model, info, special, transformers, max_len)
+        model = _model_for(p.model, info, special, transformers, max_len, p.seed)
         extend_embeddings(model, len(tokenizer))
     model.config.pad_token_id = pad
     for name in ("bos", "eos"):
@@ -738,8 +738,6 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
                 stopped = "early_stopping"
                 break
     bar.close()
-    if running:  # cannot happen (the last step always validates); kept for safety
-        evaluate_now(state["step"], float(np.mean(running)))
     _save_checkpoint(model, optim, state, ckpt, torch)
     note = _write_log(out, log, per_bin_best, quiet=p.quiet)
     meta.update(
@@ -1186,7 +1184,7 @@ def evaluate(
             try:
                 score = _decode_with(r.tokenizer, ids)
                 label = label_score(score, f"v{v:+d}_a{a:+d}_{k}")
-            except (LabelError, Exception):  # no notes, or MidiTok cannot read it
+            except (LabelError, Exception):  # no notes (LabelError), or MidiTok cannot read it
                 continue
             requested.append((v, a))
             measured.append((label.valence, label.arousal))
