@@ -162,15 +162,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="tokens to sample")
-    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature")
-    p.add_argument("--top-k", type=int, default=50, help="sample from the k likeliest (0: all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=max_new_tokens,
+        help="tokens to sample (default: %(default)s)",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=1.0, help="softmax temperature (default: %(default)s)"
+    )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=50,
+        help="sample from the k likeliest, 0: all (default: %(default)s)",
+    )
+    p.add_argument(
+        "--top-p", type=float, default=1.0, help="nucleus sampling mass (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
 
 
 def _train_parsers(sub) -> None:
-    defaults = argparse.ArgumentDefaultsHelpFormatter
     f = sub.add_parser(
         "finetune",
         allow_abbrev=False,
@@ -179,42 +192,58 @@ def _train_parsers(sub) -> None:
         "its vocabulary (new rows at the mean embedding), loss on the music tokens only, "
         "length-grouped batches, validation every --eval-steps, early stopping, the best "
         "model kept in OUT.",
-        formatter_class=defaults,
     )
     f.add_argument("data", type=Path, help="dataset folder written by build")
     f.add_argument(
         "--model",
         default="Natooz/Maestro-REMI-bpe20k",
-        help="hub id, local model folder, or 'tiny' (a small random GPT-2, offline)",
+        help="hub id, local model folder, or 'tiny' (a small random GPT-2, offline); "
+        "default: %(default)s",
     )
     f.add_argument("--out", type=Path, required=True, help="run folder to write")
-    f.add_argument("--epochs", type=float, default=None, help="passes over train (default 3)")
+    f.add_argument("--epochs", type=float, default=None, help="passes over train (default: 3)")
     f.add_argument(
         "--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)"
     )
-    f.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (AdamW)")
-    f.add_argument("--batch-size", type=int, default=8, help="examples per micro-batch")
-    f.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    f.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
-    f.add_argument("--seed", type=int, default=0, help="data order and dropout seed")
     f.add_argument(
-        "--eval-steps", type=int, default=None, help="validate every N steps (default 200)"
+        "--lr", type=float, default=5e-5, help="peak learning rate, AdamW (default: %(default)s)"
+    )
+    f.add_argument(
+        "--batch-size", type=int, default=8, help="examples per micro-batch (default: %(default)s)"
+    )
+    f.add_argument(
+        "--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default: 1)"
+    )
+    f.add_argument(
+        "--warmup", type=int, default=100, help="linear warm-up steps (default: %(default)s)"
+    )
+    f.add_argument("--seed", type=int, default=0, help="data order and dropout seed (default: 0)")
+    f.add_argument(
+        "--eval-steps", type=int, default=None, help="validate every N steps (default: 200)"
     )
     f.add_argument(
         "--patience",
         type=int,
         default=None,
-        help="stop after N validations without improvement (default 3; 0: never)",
+        help="stop after N validations without improvement (default: 3; 0: never)",
     )
     f.add_argument(
-        "--max-eval-examples", type=int, default=1024, help="val examples used per validation"
+        "--max-eval-examples",
+        type=int,
+        default=1024,
+        help="val examples used per validation (default: %(default)s)",
     )
     f.add_argument(
         "--balance-bins", action="store_true", help="sample evenly over valence x arousal bins"
     )
     f.add_argument("--resume", action="store_true", help="continue the run in --out")
     f.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
-    f.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device")
+    f.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="device (default: auto: CUDA when present)",
+    )
     f.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     g = sub.add_parser(
@@ -223,12 +252,11 @@ def _train_parsers(sub) -> None:
         help="sample MIDI files of a mood from a fine-tuned run",
         description="Sample pieces from a finetune run, prompted with the dataset's prefix "
         "for the requested bins, and write them as MIDI files named by bins and index.",
-        formatter_class=defaults,
     )
     g.add_argument("run", type=Path, help="run folder written by finetune")
     g.add_argument("--valence", type=int, required=True, help="valence bin, e.g. +3")
     g.add_argument("--arousal", type=int, required=True, help="arousal bin, e.g. -2")
-    g.add_argument("--n", type=int, default=4, help="pieces to generate")
+    g.add_argument("--n", type=int, default=4, help="pieces to generate (default: %(default)s)")
     g.add_argument("--out", type=Path, required=True, help="folder for the MIDI files")
     _sampling_args(g, 1024)
 
@@ -240,11 +268,14 @@ def _train_parsers(sub) -> None:
         "varemi's labeller and report Spearman rho, quadrant accuracy, bin error and the "
         "valid fraction, against a shuffled-prompt baseline. Writes evaluate.json and "
         "evaluate.png.",
-        formatter_class=defaults,
     )
     e.add_argument("run", type=Path, help="run folder written by finetune")
-    e.add_argument("--grid", type=int, default=3, help="requested bins per axis")
-    e.add_argument("--n-per-cell", type=int, default=8, help="pieces per grid cell")
+    e.add_argument(
+        "--grid", type=int, default=3, help="requested bins per axis (default: %(default)s)"
+    )
+    e.add_argument(
+        "--n-per-cell", type=int, default=8, help="pieces per grid cell (default: %(default)s)"
+    )
     e.add_argument("--out", type=Path, default=None, help="folder for the report (default: RUN)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     _sampling_args(e, 512)
