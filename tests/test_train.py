@@ -219,19 +219,38 @@ def test_the_checkpoint_reloads_with_the_conditioning_vocabulary(run, data):
     assert loss == pytest.approx(result.best_val_loss, rel=1e-4)
 
 
-def test_resume_continues_from_the_checkpoint(run, tmp_path):
-    out, _ = run
-    copy = tmp_path / "run"
-    shutil.copytree(out, copy)
-    more = train.finetune(
-        train.FinetuneParams(data=".", out=copy, max_steps=STEPS + 4, resume=True, quiet=True)
-    )
-    assert more.steps == STEPS + 4
-    assert [r["step"] for r in more.log] == [0, EVAL, STEPS, STEPS + 4]
-    state = json.loads((copy / "checkpoint" / "state.json").read_text())
-    assert state["step"] == STEPS + 4
-    assert state["micro"] == STEPS + 4  # batches consumed: grad_accum 1, taken from the run
-    assert json.loads((copy / "run.json").read_text())["params"]["lr"] == 1e-2
+def test_resume_continues_exactly_where_the_run_stopped(data, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    straight = train.finetune(_params(data, tmp_path / "straight", max_steps=6, eval_steps=3))
+
+    real_save = train._save_checkpoint
+
+    def save_then_interrupt(model, optim, state, ckpt, torch):
+        real_save(model, optim, state, ckpt, torch)
+        raise KeyboardInterrupt  # Ctrl-C right after the checkpoint of step 3
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train.finetune(_params(data, tmp_path / "cut", max_steps=6, eval_steps=3))
+    monkeypatch.setattr(train, "_save_checkpoint", real_save)
+    assert json.loads((tmp_path / "cut/checkpoint/state.json").read_text())["step"] == 3
+
+    resumed = train.finetune(
+        train.FinetuneParams(data=".", out=tmp_path / "cut", resume=True, quiet=True)
+    )  # every option comes from the run
+    assert resumed.steps == 6 and [r["step"] for r in resumed.log] == [0, 3, 6]
+    a = load_file(tmp_path / "straight/checkpoint/model.safetensors")
+    b = load_file(tmp_path / "cut/checkpoint/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [(r["train_loss"], r["val_loss"]) for r in straight.log]
+    assert [(r["train_loss"], r["val_loss"]) for r in resumed.log] == losses
+
+    longer = train.finetune(
+        train.FinetuneParams(data=".", out=tmp_path / "cut", resume=True, max_steps=8, quiet=True)
+    )  # a resume may train longer
+    assert longer.steps == 8 and [r["step"] for r in longer.log] == [0, 3, 6, 8]
+    assert json.loads((tmp_path / "cut/run.json").read_text())["params"]["lr"] == 1e-2
 
 
 # --------------------------------------------------------------------------- generate, decode

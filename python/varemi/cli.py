@@ -426,5 +426,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if a.command == "finetune":
+            print(
+                f"interrupted: {a.out} keeps the last checkpoint; "
+                f"python -m varemi finetune {a.data} --out {a.out} --resume continues it",
+                file=sys.stderr,
+            )
+            return 130
         print("interrupted: nothing was replaced; any previous output is intact", file=sys.stderr)
         return 130

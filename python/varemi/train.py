@@ -634,7 +634,8 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
         state = _read_json(ckpt / "state.json")
         optim.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device))
         torch.set_rng_state(torch.load(ckpt / "rng.pt"))
-        log = _read_log(out / "training_log.csv")
+        log = state.pop("log")
+        per_bin_rows = state.pop("per_bin")
     else:
         if out.exists() and any(out.iterdir()):  # a previous run, and --overwrite was given
             shutil.rmtree(out)
@@ -661,10 +662,10 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
 
     started = time.perf_counter() - (log[-1]["elapsed_s"] if log else 0.0)
     per_bin_best: dict = {}
-    if (out / "val_loss_by_bin.json").is_file():
+    if stored is not None:
         per_bin_best = {
-            (r["valence_bin"], r["arousal_bin"]): r
-            for r in _read_json(out / "val_loss_by_bin.json")["bins"]
+            (r["valence_bin"], r["arousal_bin"]): {k: r[k] for k in ("examples", "tokens", "loss")}
+            for r in per_bin_rows
         }
 
     def evaluate_now(step: int, train_loss: float | None) -> bool:
@@ -732,13 +733,13 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
         if state["step"] % p.eval_steps == 0 or state["step"] == total:
             stop = evaluate_now(state["step"], float(np.mean(running)))
             running = []
-            _save_checkpoint(model, optim, state, ckpt, torch)
             _write_log(out, log, per_bin_best, quiet=p.quiet)
+            rows = [{"valence_bin": v, "arousal_bin": a, **d} for (v, a), d in per_bin_best.items()]
+            _save_checkpoint(model, optim, {**state, "log": log, "per_bin": rows}, ckpt, torch)
             if stop:
                 stopped = "early_stopping"
                 break
     bar.close()
-    _save_checkpoint(model, optim, state, ckpt, torch)
     note = _write_log(out, log, per_bin_best, quiet=p.quiet)
     meta.update(
         status="done", stopped=stopped, steps=state["step"], best_step=state["best_step"],
@@ -771,29 +772,19 @@ def _log_row(step, state, per_epoch, p, total, train_loss, val_loss, started) ->
     }
 
 
-def _read_log(path: Path) -> list[dict]:
-    rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for r in csv.DictReader(f):
-            rows.append(
-                {
-                    "step": int(r["step"]),
-                    "epoch": float(r["epoch"]),
-                    "lr": float(r["lr"]),
-                    "train_loss": float(r["train_loss"]) if r["train_loss"] else None,
-                    "val_loss": float(r["val_loss"]) if r["val_loss"] else None,
-                    "elapsed_s": float(r["elapsed_s"]),
-                }
-            )
-    return rows
-
-
 def _save_checkpoint(model, optim, state: dict, ckpt: Path, torch) -> None:
-    ckpt.mkdir(exist_ok=True)
-    model.save_pretrained(ckpt)
-    torch.save(optim.state_dict(), ckpt / "optimizer.pt")
-    torch.save(torch.get_rng_state(), ckpt / "rng.pt")
-    _write_json(ckpt / "state.json", state)
+    """Model, optimizer, RNG and counters (with the log), swapped in whole (never half)."""
+    tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save_pretrained(tmp)
+    torch.save(optim.state_dict(), tmp / "optimizer.pt")
+    torch.save(torch.get_rng_state(), tmp / "rng.pt")
+    _write_json(tmp / "state.json", state)
+    if ckpt.exists():
+        ckpt.rename(old)
+    tmp.rename(ckpt)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_log(out: Path, log: list[dict], per_bin: dict, quiet: bool) -> str | None:
