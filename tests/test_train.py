@@ -226,8 +226,8 @@ def test_resume_continues_exactly_where_the_run_stopped(data, tmp_path, monkeypa
 
     real_save = train._save_checkpoint
 
-    def save_then_interrupt(model, optim, state, ckpt, torch):
-        real_save(model, optim, state, ckpt, torch)
+    def save_then_interrupt(*args):
+        real_save(*args)
         raise KeyboardInterrupt  # Ctrl-C right after the checkpoint of step 3
 
     monkeypatch.setattr(train, "_save_checkpoint", save_then_interrupt)

@@ -634,6 +634,10 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
         state = _read_json(ckpt / "state.json")
         optim.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device))
         torch.set_rng_state(torch.load(ckpt / "rng.pt"))
+        if torch.cuda.is_available() and (ckpt / "cuda_rng.pt").is_file():
+            torch.cuda.set_rng_state_all(torch.load(ckpt / "cuda_rng.pt"))
+        if scaler is not None and (ckpt / "scaler.pt").is_file():
+            scaler.load_state_dict(torch.load(ckpt / "scaler.pt"))
         log = state.pop("log")
         per_bin_rows = state.pop("per_bin")
     else:
@@ -735,7 +739,8 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
             running = []
             _write_log(out, log, per_bin_best, quiet=p.quiet)
             rows = [{"valence_bin": v, "arousal_bin": a, **d} for (v, a), d in per_bin_best.items()]
-            _save_checkpoint(model, optim, {**state, "log": log, "per_bin": rows}, ckpt, torch)
+            saved = {**state, "log": log, "per_bin": rows}
+            _save_checkpoint(model, optim, saved, ckpt, torch, scaler)
             if stop:
                 stopped = "early_stopping"
                 break
@@ -772,7 +777,7 @@ def _log_row(step, state, per_epoch, p, total, train_loss, val_loss, started) ->
     }
 
 
-def _save_checkpoint(model, optim, state: dict, ckpt: Path, torch) -> None:
+def _save_checkpoint(model, optim, state: dict, ckpt: Path, torch, scaler=None) -> None:
     """Model, optimizer, RNG and counters (with the log), swapped in whole (never half)."""
     tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -780,6 +785,10 @@ def _save_checkpoint(model, optim, state: dict, ckpt: Path, torch) -> None:
     model.save_pretrained(tmp)
     torch.save(optim.state_dict(), tmp / "optimizer.pt")
     torch.save(torch.get_rng_state(), tmp / "rng.pt")
+    if torch.cuda.is_available():
+        torch.save(torch.cuda.get_rng_state_all(), tmp / "cuda_rng.pt")
+    if scaler is not None:
+        torch.save(scaler.state_dict(), tmp / "scaler.pt")
     _write_json(tmp / "state.json", state)
     if ckpt.exists():
         ckpt.rename(old)
