@@ -41,7 +41,7 @@ from varemi.pitch import PITCH_POLICIES, check_pitch_params
 from varemi.split import check_split_params, val_mask
 from varemi.windows import check_window_params
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class OutputFolderError(VaremiError):
@@ -71,6 +71,7 @@ class BuildParams:
         pitch_policy: ``clamp``, ``fold`` or ``drop``.
         pitch_range: Inclusive pitch range; None means the tokenizer's vocabulary range.
         tracks: ``merge`` or ``first``.
+        bos: Start every example with the tokenizer's BOS token: ``[BOS, VAL, ARO] + window``.
         encoder: ``auto`` (native REMI + BPE when the tokenizer is covered exactly, else
             MidiTok), ``native`` (refuse a tokenizer it does not cover) or ``miditok``.
         max_minutes: Files lasting longer are rejected as ``too_long``.
@@ -99,6 +100,7 @@ class BuildParams:
     pitch_policy: str = "clamp"
     pitch_range: tuple[int, int] | None = None
     tracks: str = "merge"
+    bos: bool = False
     encoder: str = "auto"
     max_minutes: float = 60.0
     max_file_mb: float = 64.0
@@ -315,7 +317,8 @@ def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], star
     cond_tokens = add_conditioning_tokens(base.tokenizer, p.bins)
     tokenised = _tokenise_stage(p, run, base, encoder)
     binned = _bins_stage(p, run, tokenised)
-    batches = _windows_stage(p, run, cond_tokens, binned)
+    bos = int(base.tokenizer.vocab["BOS_None"]) if p.bos else None
+    batches = _windows_stage(p, run, cond_tokens, bos, binned)
     writers = _export_stage(run, tmp, batches)
     _save_stage(run, tmp, base.tokenizer)
     _checksum_stage(run, tmp, writers)
@@ -338,6 +341,14 @@ def _load_tokenizer(p: BuildParams):
             f"pitches {vocab_range[0]}..{vocab_range[1]}"
         )
     check_pitch_params(p.pitch_policy, *p.pitch_range)
+    if p.bos and "BOS_None" not in base.tokenizer.vocab:
+        raise VaremiError(f"--bos: tokenizer {p.tokenizer!r} has no BOS token (BOS_None)")
+    if not p.quiet:
+        from varemi.models import window_warning
+
+        warning = window_warning(p.tokenizer, p.window_size)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     encoder = TokenEncoder(base.tokenizer, p.encoder)  # refuses `native` before any work
     if encoder.reason and not p.quiet:
         print(f"note: using MidiTok's encoder: {encoder.reason}", file=sys.stderr)
@@ -441,12 +452,12 @@ def _bins_stage(p: BuildParams, run: _Run, tokenised):
         yield i, ids, valence, arousal, int(vb), int(ab)
 
 
-def _windows_stage(p: BuildParams, run: _Run, cond_tokens: dict[str, int], binned):
+def _windows_stage(p: BuildParams, run: _Run, cond_tokens: dict[str, int], bos, binned):
     """Each split's conditioned examples (contract 5), batch by batch: ``(split, batch)``."""
     from varemi.windows import Windower
 
     windowers = {
-        s: Windower(cond_tokens, p.window_size, p.stride, p.min_window_tokens)
+        s: Windower(cond_tokens, p.window_size, p.stride, p.min_window_tokens, bos)
         for s in ("train", "val")
     }
     for i, ids, valence, arousal, vb, ab in binned:
@@ -523,6 +534,11 @@ def _dataset_info(p: BuildParams, run: _Run, base, encoder, cond_tokens, writers
             "vocab_size": len(base.tokenizer),
         },
         "conditioning_tokens": cond_tokens,
+        "special_tokens": {
+            k: int(base.tokenizer.vocab[f"{k}_None"])
+            for k in ("PAD", "BOS", "EOS")
+            if f"{k}_None" in base.tokenizer.vocab
+        },
         "encoder": {"requested": p.encoder, "used": encoder.name, "fallback": encoder.reason},
         "params": _params_record(p),
         "labels": {

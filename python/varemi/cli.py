@@ -1,7 +1,7 @@
-"""Command line: ``python -m varemi labels | build | verify``.
+"""Command line: ``python -m varemi labels | build | verify | finetune | generate | evaluate``.
 
 This module only parses arguments and calls :mod:`varemi.labels`,
-:mod:`varemi.build` and :mod:`varemi.verify`.
+:mod:`varemi.build`, :mod:`varemi.verify` and :mod:`varemi.train`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ examples:
   python -m varemi labels --midi-dir midi/ --out labels.csv
   python -m varemi build --midi-dir midi/ --out data/ --labels labels.csv
   python -m varemi verify data/ --plot va.png
+  python -m varemi finetune data/ --model tiny --out run/ --max-steps 50
+  python -m varemi generate run/ --valence 3 --arousal -2 --out midi_out/
+  python -m varemi evaluate run/ --grid 3 --n-per-cell 8
 """
 
 
@@ -67,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     ap.add_argument("--version", action="version", version=f"varemi {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="{labels,build,verify}")
+    sub = ap.add_subparsers(
+        dest="command", metavar="{labels,build,verify,finetune,generate,evaluate}"
+    )
 
     lab = sub.add_parser(
         "labels",
@@ -149,6 +154,12 @@ def _parser() -> argparse.ArgumentParser:
         help="token ids from the native REMI+BPE encoder (same ids, much faster) or "
         "MidiTok's; auto uses native when it covers the tokenizer exactly",
     )
+    b.add_argument(
+        "--bos",
+        action="store_true",
+        help="start every example with BOS: [BOS] [VAL] [ARO] window (as the model was "
+        "pre-trained)",
+    )
     b.add_argument("--max-minutes", type=float, default=60.0, help="reject longer files")
     b.add_argument("--max-file-mb", type=float, default=64.0, help="reject larger files")
     b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -181,7 +192,128 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("out", type=_path, help="dataset folder written by build")
     v.add_argument("--num-examples", type=int, default=3, help="examples to decode (default: 3)")
     v.add_argument("--plot", type=_path, default=None, help="write a PNG heat map of the bins")
+    _train_parsers(sub)
     return ap
+
+
+def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=max_new_tokens,
+        help="tokens to sample (default: %(default)s)",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=1.0, help="softmax temperature (default: %(default)s)"
+    )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=50,
+        help="sample from the k likeliest, 0: all (default: %(default)s)",
+    )
+    p.add_argument(
+        "--top-p", type=float, default=1.0, help="nucleus sampling mass (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+
+
+def _train_parsers(sub) -> None:
+    f = sub.add_parser(
+        "finetune",
+        allow_abbrev=False,
+        help="fine-tune a model on a dataset (needs varemi[train])",
+        description="Fine-tune a causal LM on a varemi dataset: conditioning tokens added to "
+        "its vocabulary (new rows at the mean embedding), loss on the music tokens only, "
+        "length-grouped batches, validation every --eval-steps, early stopping, the best "
+        "model kept in OUT.",
+    )
+    f.add_argument("data", type=Path, help="dataset folder written by build")
+    f.add_argument(
+        "--model",
+        default="Natooz/Maestro-REMI-bpe20k",
+        help="hub id, local model folder, or 'tiny' (a small random GPT-2, offline); "
+        "default: %(default)s",
+    )
+    f.add_argument("--out", type=Path, required=True, help="run folder to write")
+    f.add_argument("--epochs", type=float, default=None, help="passes over train (default: 3)")
+    f.add_argument(
+        "--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)"
+    )
+    f.add_argument(
+        "--lr", type=float, default=5e-5, help="peak learning rate, AdamW (default: %(default)s)"
+    )
+    f.add_argument(
+        "--batch-size", type=int, default=8, help="examples per micro-batch (default: %(default)s)"
+    )
+    f.add_argument(
+        "--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default: 1)"
+    )
+    f.add_argument(
+        "--warmup", type=int, default=100, help="linear warm-up steps (default: %(default)s)"
+    )
+    f.add_argument("--seed", type=int, default=0, help="data order and dropout seed (default: 0)")
+    f.add_argument(
+        "--eval-steps", type=int, default=None, help="validate every N steps (default: 200)"
+    )
+    f.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="stop after N validations without improvement (default: 3; 0: never)",
+    )
+    f.add_argument(
+        "--max-eval-examples",
+        type=int,
+        default=1024,
+        help="val examples used per validation (default: %(default)s)",
+    )
+    f.add_argument(
+        "--balance-bins", action="store_true", help="sample evenly over valence x arousal bins"
+    )
+    f.add_argument("--resume", action="store_true", help="continue the run in --out")
+    f.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    f.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="device (default: auto: CUDA when present)",
+    )
+    f.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+    g = sub.add_parser(
+        "generate",
+        allow_abbrev=False,
+        help="sample MIDI files of a mood from a fine-tuned run",
+        description="Sample pieces from a finetune run, prompted with the dataset's prefix "
+        "for the requested bins, and write them as MIDI files named by bins and index.",
+    )
+    g.add_argument("run", type=Path, help="run folder written by finetune")
+    g.add_argument("--valence", type=int, required=True, help="valence bin, e.g. +3")
+    g.add_argument("--arousal", type=int, required=True, help="arousal bin, e.g. -2")
+    g.add_argument("--n", type=int, default=4, help="pieces to generate (default: %(default)s)")
+    g.add_argument("--out", type=Path, required=True, help="folder for the MIDI files")
+    _sampling_args(g, 1024)
+
+    e = sub.add_parser(
+        "evaluate",
+        allow_abbrev=False,
+        help="measure how well a run follows requested moods",
+        description="For each (valence, arousal) of a grid, generate pieces, label them with "
+        "varemi's labeller and report Spearman rho, quadrant accuracy, bin error and the "
+        "valid fraction, against a shuffled-prompt baseline. Writes evaluate.json and "
+        "evaluate.png.",
+    )
+    e.add_argument("run", type=Path, help="run folder written by finetune")
+    e.add_argument(
+        "--grid", type=int, default=3, help="requested bins per axis (default: %(default)s)"
+    )
+    e.add_argument(
+        "--n-per-cell", type=int, default=8, help="pieces per grid cell (default: %(default)s)"
+    )
+    e.add_argument("--out", type=Path, default=None, help="folder for the report (default: RUN)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    _sampling_args(e, 512)
 
 
 def _labels(a: argparse.Namespace) -> int:
@@ -231,6 +363,7 @@ def _build(a: argparse.Namespace) -> int:
         pitch_policy=a.pitch_policy,
         pitch_range=tuple(a.pitch_range) if a.pitch_range else None,
         tracks=a.tracks,
+        bos=a.bos,
         encoder=a.encoder,
         max_minutes=a.max_minutes,
         max_file_mb=a.max_file_mb,
@@ -288,6 +421,41 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
+def _finetune(a: argparse.Namespace) -> int:
+    from varemi.train import FinetuneParams, finetune
+
+    names = [k for k in vars(a) if k != "command"]
+    finetune(FinetuneParams(**{k: getattr(a, k) for k in names}))
+    return 0
+
+
+def _sampling(a: argparse.Namespace):
+    from varemi.train import SamplingParams
+
+    return SamplingParams(a.max_new_tokens, a.temperature, a.top_k, a.top_p, a.seed)
+
+
+def _generate(a: argparse.Namespace) -> int:
+    from varemi.train import generate
+
+    paths = generate(a.run, a.valence, a.arousal, a.out, n=a.n, sampling=_sampling(a))
+    for path in paths:
+        print(path)
+    print(f"generate: {len(paths)} of {a.n} pieces written to {a.out}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(a: argparse.Namespace) -> int:
+    from varemi.train import evaluate, format_evaluation
+
+    result = evaluate(
+        a.run, grid=a.grid, n_per_cell=a.n_per_cell, sampling=_sampling(a), out=a.out,
+        quiet=a.quiet,
+    )  # fmt: skip
+    print(format_evaluation(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line.
 
@@ -308,10 +476,25 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(a, dest, None) == "":
                 name = "the dataset folder" if (a.command, dest) == ("verify", "out") else option
                 raise VaremiError(f"{name} is empty; give a path (. for the current folder)")
-        return {"labels": _labels, "build": _build, "verify": _verify}[a.command](a)
+        commands = {
+            "labels": _labels,
+            "build": _build,
+            "verify": _verify,
+            "finetune": _finetune,
+            "generate": _generate,
+            "evaluate": _evaluate,
+        }
+        return commands[a.command](a)
     except VaremiError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if a.command == "finetune":
+            print(
+                f"interrupted: {a.out} keeps the last checkpoint; "
+                f"python -m varemi finetune {a.data} --out {a.out} --resume continues it",
+                file=sys.stderr,
+            )
+            return 130
         print("interrupted: nothing was replaced; any previous output is intact", file=sys.stderr)
         return 130

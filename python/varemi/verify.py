@@ -152,7 +152,8 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
     files_of = {s: set(a["source_file"]) for s, a in arrays.items()}
     if arrays["train"]["n"] == 0:
         rep.fail("empty_train", "the train split holds no example: nothing to fine-tune on")
-    _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_tokens)
+    bos = _bos_id(rep, info) if params.get("bos") else None
+    _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_tokens, bos)
     _check_bins_match_labels(rep, arrays, info)
     _check_splits(rep, arrays, files_of, params)
     _check_counts(rep, arrays, files_of, info)
@@ -196,7 +197,19 @@ def _check_columns(rep, dd) -> bool:
     return usable
 
 
-def _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_tokens) -> None:
+def _bos_id(rep, info) -> int:
+    """The BOS id of a ``build --bos`` dataset (-1, with a failure, when unrecorded)."""
+    bos = info.get("special_tokens", {}).get("BOS")
+    if not isinstance(bos, int):
+        rep.fail("dataset_info", "params.bos is set but special_tokens.BOS is not recorded")
+        return -1
+    return bos
+
+
+def _check_examples(
+    rep, arrays, vocab, val_ids, aro_ids, half, window, min_tokens, bos=None
+) -> None:
+    k = 2 if bos is None else 3  # prefix length: [VAL, ARO] or [BOS, VAL, ARO]
     for s, a in arrays.items():
         if a["n"] == 0:
             continue
@@ -204,22 +217,29 @@ def _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_toke
         bad = np.nonzero((vals < 0) | (vals >= vocab))[0]
         if len(bad):
             rep.fail("id_range", f"{s}: {len(bad)} ids outside [0, {vocab}), e.g. {vals[bad[0]]}")
-        long_rows = np.nonzero(lens > window + 2)[0]
+        long_rows = np.nonzero(lens > window + k)[0]
         if len(long_rows):
-            rep.fail("length", f"{s}: {len(long_rows)} examples longer than window_size + 2")
-        short_rows = np.nonzero(lens < min_tokens + 2)[0]
+            rep.fail("length", f"{s}: {len(long_rows)} examples longer than window_size + {k}")
+        short_rows = np.nonzero(lens < min_tokens + k)[0]
         if len(short_rows):
             rep.fail(
-                "length", f"{s}: {len(short_rows)} examples shorter than min_window_tokens + 2"
+                "length", f"{s}: {len(short_rows)} examples shorter than min_window_tokens + {k}"
             )
         vb, ab = a["valence_bin"], a["arousal_bin"]
         out_of_range = (vb < -half) | (vb > half) | (ab < -half) | (ab > half)
         if out_of_range.any():
             rep.fail("bins", f"{s}: {int(out_of_range.sum())} rows with bins outside ±{half}")
             continue
-        has_prefix = lens >= 2
-        first = np.where(has_prefix, vals[np.minimum(offs[:-1], len(vals) - 1)], -1)
-        second = np.where(has_prefix, vals[np.minimum(offs[:-1] + 1, len(vals) - 1)], -1)
+        has_prefix = lens >= k
+        if bos is not None:
+            starts = np.where(has_prefix, vals[np.minimum(offs[:-1], len(vals) - 1)], -1)
+            no_bos = np.nonzero(starts != bos)[0]
+            if len(no_bos):
+                r = int(no_bos[0])
+                rep.fail("bos", f"{s} row {r}: starts with {starts[r]}, not BOS {bos}")
+        at = offs[:-1] + (k - 2)  # where the VAL token sits
+        first = np.where(has_prefix, vals[np.minimum(at, len(vals) - 1)], -1)
+        second = np.where(has_prefix, vals[np.minimum(at + 1, len(vals) - 1)], -1)
         wrong = np.nonzero((first != val_ids[vb + half]) | (second != aro_ids[ab + half]))[0]
         if len(wrong):
             r = int(wrong[0])
@@ -229,8 +249,8 @@ def _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_toke
                 f"want ({val_ids[vb[r] + half]}, {aro_ids[ab[r] + half]})",
             )
         body = np.ones(len(vals), dtype=bool)
-        body[offs[:-1][has_prefix]] = False
-        body[offs[:-1][has_prefix] + 1] = False
+        body[at[has_prefix]] = False
+        body[at[has_prefix] + 1] = False
         stray = body & np.isin(vals, np.concatenate([val_ids, aro_ids]))
         if stray.any():
             rows = np.unique(np.searchsorted(offs, np.nonzero(stray)[0], side="right") - 1)

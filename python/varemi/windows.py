@@ -82,6 +82,8 @@ class Windower:
         window_size: Tokens per window.
         stride: Distance between window starts.
         min_window_tokens: Shortest window kept.
+        bos: The BOS id to put before the conditioning tokens (``build --bos``:
+            ``[BOS, VAL, ARO] + window``), or None for ``[VAL, ARO] + window``.
 
     Attributes:
         seconds: Wall seconds spent in the kernels so far.
@@ -93,8 +95,10 @@ class Windower:
         window_size: int,
         stride: int,
         min_window_tokens: int,
+        bos: int | None = None,
     ) -> None:
         check_window_params(window_size, stride, min_window_tokens)
+        self.bos = bos
         self.conditioning_tokens = dict(conditioning_tokens)
         self.windows = (window_size, stride, min_window_tokens)
         self.pending: list[tuple[str, np.ndarray, float, float, int, int]] = []
@@ -139,6 +143,12 @@ class Windower:
         abin = np.array([x[5] for x in pending], dtype=np.int8)
         valence_ids, arousal_ids = bin_token_ids(self.conditioning_tokens, vbin, abin)
         examples = kernels.make_examples(tokens, offsets, valence_ids, arousal_ids, *self.windows)
+        if self.bos is not None:  # build --bos: one BOS id before every example
+            examples = examples._replace(
+                values=np.insert(examples.values, examples.offsets[:-1], np.int32(self.bos)),
+                offsets=examples.offsets
+                + np.arange(len(examples.offsets), dtype=examples.offsets.dtype),
+            )
         batch = ExampleBatch(
             examples=examples,
             files=[x[0] for x in pending],

@@ -1,0 +1,447 @@
+"""finetune / generate / evaluate / decode with the tiny GPT-2 on the demo dataset, and build --bos.
+
+Needs torch and transformers (skipped otherwise). One short fine-tuning run is shared by
+the tests of this module; everything runs on CPU in well under a minute.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import helpers as h  # noqa: E402
+
+import varemi  # noqa: E402
+from varemi import train  # noqa: E402
+from varemi.demo import write_demo_corpus  # noqa: E402
+from varemi.models import window_warning  # noqa: E402
+
+WINDOW, STRIDE, MIN = 64, 48, 16
+STEPS, EVAL = 20, 10
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    midi = tmp_path_factory.mktemp("train") / "midi"
+    write_demo_corpus(midi)
+    return midi
+
+
+@pytest.fixture(scope="module")
+def data(corpus):
+    out = corpus.parent / "data"
+    h.build(corpus, out, window_size=WINDOW, stride=STRIDE, min_window_tokens=MIN, bos=True)
+    return out
+
+
+def _params(data, out, **kw):
+    base = dict(
+        model="tiny",
+        max_steps=STEPS,
+        eval_steps=EVAL,
+        lr=1e-2,
+        warmup=2,
+        batch_size=8,
+        max_eval_examples=24,
+        patience=0,
+        device="cpu",
+        quiet=True,
+    )
+    base.update(kw)
+    return train.FinetuneParams(data=data, out=out, **base)
+
+
+@pytest.fixture(scope="module")
+def run(data):
+    torch.set_num_threads(2)
+    out = data.parent / "run"
+    result = train.finetune(_params(data, out))
+    return out, result
+
+
+# --------------------------------------------------------------------------- build --bos
+def test_bos_examples_are_bos_then_the_plain_examples(corpus, data, tmp_path):
+    plain = tmp_path / "plain"
+    h.build(corpus, plain, window_size=WINDOW, stride=STRIDE, min_window_tokens=MIN)
+    info = h.info(data)
+    assert info["params"]["bos"] is True and h.info(plain)["params"]["bos"] is False
+    assert info["format_version"] == 2
+    bos = info["special_tokens"]["BOS"]
+    assert bos == varemi.load_tokenizer(data).vocab["BOS_None"]
+    with_bos, without = h.rows(data), h.rows(plain)
+    for split in ("train", "val"):
+        assert len(with_bos[split]) == len(without[split]) > 0
+        for a, b in zip(with_bos[split], without[split], strict=True):
+            assert a["input_ids"] == [bos] + b["input_ids"]
+            assert len(a["input_ids"]) <= WINDOW + 3
+    assert max(len(r["input_ids"]) for r in with_bos["train"]) == WINDOW + 3
+    assert info["counts"]["tokens"]["train"] == h.info(plain)["counts"]["tokens"]["train"] + len(
+        with_bos["train"]
+    )
+
+
+def test_verify_understands_bos(data, tmp_path):
+    from varemi.verify import verify
+
+    assert verify(data, num_examples=1).ok
+    broken = tmp_path / "broken"
+    shutil.copytree(data, broken)
+    info = h.info(broken)
+    info["params"]["bos"] = False  # the data has BOS first, the record says it has not
+    (broken / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    failures = verify(broken, num_examples=0).failures
+    assert any(f.startswith("FAIL prefix") for f in failures), failures
+    assert any(f.startswith("FAIL length") for f in failures), failures
+
+
+def test_window_warning_for_the_default_model_only():
+    assert "384" in window_warning("Natooz/Maestro-REMI-bpe20k", 1024)
+    assert window_warning("Natooz/Maestro-REMI-bpe20k", 384) is None
+    assert window_warning("builtin", 4096) is None
+
+
+# --------------------------------------------------------------------------- pieces
+def test_labels_ignore_padding_and_the_prefix():
+    split = train._Split(
+        values=np.array([2, 10, 20, 5, 6, 7, 2, 11, 21, 8], dtype=np.int64),
+        offsets=np.array([0, 6, 10]),
+        vbin=np.zeros(2, np.int64),
+        abin=np.zeros(2, np.int64),
+    )
+    ids, mask, labels = train._collate(split, [0, 1], pad=0, prefix=3, torch=torch)
+    assert ids.tolist() == [[2, 10, 20, 5, 6, 7], [2, 11, 21, 8, 0, 0]]
+    assert mask.tolist() == [[1] * 6, [1, 1, 1, 1, 0, 0]]
+    assert labels.tolist() == [[-100, -100, -100, 5, 6, 7], [-100, -100, -100, 8, -100, -100]]
+
+
+def test_new_embedding_rows_start_at_the_mean():
+    model = transformers.GPT2LMHeadModel(train.tiny_config(50, 16, {}))
+    old = model.get_input_embeddings().weight.detach().clone()
+    assert train.extend_embeddings(model, 56) == 6
+    new = model.get_input_embeddings().weight.detach()
+    assert new.shape == (56, 64)
+    assert torch.equal(new[:50], old)
+    for row in new[50:]:
+        assert torch.allclose(row, old.mean(dim=0), atol=1e-6)
+    assert model.get_output_embeddings().weight.shape[0] == 56
+
+
+def test_batches_are_length_grouped_and_reproducible():
+    lengths = np.array([5, 50, 6, 49, 7, 48, 8, 47] * 4)
+    bins = np.zeros(len(lengths), np.int64)
+    p = train.FinetuneParams(data=".", out=".", batch_size=4, seed=3)
+    plan = train._batch_plan(lengths, bins, p, epoch=0)
+    assert sorted(np.concatenate(plan).tolist()) == list(range(len(lengths)))
+    assert all(np.ptp(lengths[b]) <= 3 for b in plan)  # long with long, short with short
+    again = train._batch_plan(lengths, bins, p, epoch=0)
+    assert [b.tolist() for b in plan] == [b.tolist() for b in again]
+    other = train._batch_plan(lengths, bins, p, epoch=1)
+    assert [b.tolist() for b in plan] != [b.tolist() for b in other]
+
+
+def test_balance_bins_draws_every_bin_about_equally():
+    bins = np.array([0] * 90 + [1] * 10)
+    p = train.FinetuneParams(data=".", out=".", batch_size=10, balance_bins=True)
+    drawn = np.concatenate(train._batch_plan(np.full(100, 8), bins, p, epoch=0))
+    assert len(drawn) == 100
+    rare = int((drawn >= 90).sum())
+    assert 30 <= rare <= 70, rare  # 10 without balancing
+
+
+def test_spearman_with_ties_matches_the_textbook_value():
+    assert train.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert train.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks with ties averaged: a -> 1.5 1.5 3 4, b -> 1 2 3 4: pearson of those
+    assert train.spearman([0, 0, 1, 2], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
+    assert train.spearman([1, 1, 1], [1, 2, 3]) is None
+    assert train.grid_bins(3, 4) == [-4, 0, 4]
+    assert train.grid_bins(9, 4) == list(range(-4, 5))
+
+
+# --------------------------------------------------------------------------- finetune
+def test_finetune_writes_a_run_and_the_loss_goes_down(run, data):
+    out, result = run
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "dataset_info.json",
+        "run.json",
+        "training_log.csv",
+        "loss.png",
+        "val_loss_by_bin.json",
+        "val_loss_by_bin.csv",
+        "checkpoint/state.json",
+        "checkpoint/optimizer.pt",
+    ):
+        assert (out / name).is_file(), name
+    assert (out / "dataset_info.json").read_bytes() == (data / "dataset_info.json").read_bytes()
+    with open(out / "training_log.csv", newline="") as f:
+        log = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in log] == [0, EVAL, STEPS]
+    val = [float(r["val_loss"]) for r in log]
+    assert val[0] == pytest.approx(np.log(1018), abs=0.05)  # random init: uniform
+    # The demo's BPE vocabulary is learned from these very pieces, so the two val pieces
+    # share few tokens with train and their loss barely moves in 20 steps; train's does.
+    losses = [float(r["train_loss"]) for r in log[1:]]
+    assert losses[-1] < losses[0] < val[0] and losses[-1] < 0.93 * val[0], losses
+    assert result.steps == STEPS and result.stopped == "max_steps"
+    assert result.best_val_loss == pytest.approx(min(val))
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "done" and meta["prefix"] == 3 and meta["best_step"] in (EVAL, STEPS)
+    bins = json.loads((out / "val_loss_by_bin.json").read_text())["bins"]
+    val_rows = h.rows(data)["val"]
+    present = {(r["valence_bin"], r["arousal_bin"]) for r in val_rows}
+    assert {(b["valence_bin"], b["arousal_bin"]) for b in bins} <= present
+    assert all(b["loss"] > 0 and b["tokens"] > 0 for b in bins)
+
+
+def test_the_checkpoint_reloads_with_the_conditioning_vocabulary(run, data):
+    out, result = run
+    tok = varemi.load_tokenizer(out)
+    assert len(tok) == h.info(data)["tokenizer"]["vocab_size"] == 1018
+    model = transformers.GPT2LMHeadModel.from_pretrained(out)
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    assert model.config.pad_token_id == tok.vocab["PAD_None"]
+    assert model.config.n_positions >= WINDOW + 3
+    # the saved model is the best one: its val loss is the best logged
+    split = train._load_split(h.load(data), "val")
+    rows = np.unique(np.linspace(0, len(split) - 1, min(len(split), 24))).astype(np.int64)
+    p = _params(data, out)
+    loss, _ = train._validate(model.eval(), split, rows, 0, 3, p, "cpu", train._no_autocast, torch)
+    assert loss == pytest.approx(result.best_val_loss, rel=1e-4)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(data, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    straight = train.finetune(_params(data, tmp_path / "straight", max_steps=6, eval_steps=3))
+
+    real_save = train._save_checkpoint
+
+    def save_then_interrupt(*args):
+        real_save(*args)
+        raise KeyboardInterrupt  # Ctrl-C right after the checkpoint of step 3
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train.finetune(_params(data, tmp_path / "cut", max_steps=6, eval_steps=3))
+    monkeypatch.setattr(train, "_save_checkpoint", real_save)
+    assert json.loads((tmp_path / "cut/checkpoint/state.json").read_text())["step"] == 3
+
+    resumed = train.finetune(
+        train.FinetuneParams(data=".", out=tmp_path / "cut", resume=True, quiet=True)
+    )  # every option comes from the run
+    assert resumed.steps == 6 and [r["step"] for r in resumed.log] == [0, 3, 6]
+    a = load_file(tmp_path / "straight/checkpoint/model.safetensors")
+    b = load_file(tmp_path / "cut/checkpoint/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [(r["train_loss"], r["val_loss"]) for r in straight.log]
+    assert [(r["train_loss"], r["val_loss"]) for r in resumed.log] == losses
+
+    longer = train.finetune(
+        train.FinetuneParams(data=".", out=tmp_path / "cut", resume=True, max_steps=8, quiet=True)
+    )  # a resume may train longer
+    assert longer.steps == 8 and [r["step"] for r in longer.log] == [0, 3, 6, 8]
+    assert json.loads((tmp_path / "cut/run.json").read_text())["params"]["lr"] == 1e-2
+
+
+# --------------------------------------------------------------------------- generate, decode
+def test_generate_writes_midi_with_notes(run, tmp_path):
+    from symusic import Score
+
+    out, _ = run
+    sampling = train.SamplingParams(max_new_tokens=40, seed=1)
+    paths = varemi.generate(out, 3, -2, tmp_path / "gen", n=2, sampling=sampling)
+    assert [p.name for p in paths] == ["v+3_a-2_000.mid", "v+3_a-2_001.mid"]
+    for p in paths:
+        assert Score(str(p)).note_num() > 0
+
+
+def test_decode_strips_the_prefix(data):
+    row = h.rows(data)["train"][0]["input_ids"]
+    assert row[0] == h.info(data)["special_tokens"]["BOS"]
+    with_prefix = varemi.decode(row, data)
+    music = varemi.decode(row[3:], data)
+    assert with_prefix.note_num() == music.note_num() > 0
+    assert [(n.time, n.pitch) for n in with_prefix.tracks[0].notes] == [
+        (n.time, n.pitch) for n in music.tracks[0].notes
+    ]
+
+
+def test_evaluate_reports_every_figure(run, tmp_path):
+    out, _ = run
+    sampling = train.SamplingParams(max_new_tokens=40)
+    result = varemi.evaluate(out, grid=2, n_per_cell=2, sampling=sampling, out=tmp_path, quiet=True)
+    assert json.loads((tmp_path / "evaluate.json").read_text())["grid"] == [-4, 4]
+    assert (tmp_path / "evaluate.png").is_file()
+    assert result["generations"] == 8
+    assert 0.0 <= result["valid_fraction"] <= 1.0
+    for key in ("conditioned", "shuffled_baseline"):
+        m = result[key]
+        assert set(m) == {
+            "n",
+            "spearman_valence",
+            "spearman_arousal",
+            "quadrant_accuracy",
+            "mae_bins_valence",
+            "mae_bins_arousal",
+            "normalised_l1",
+        }
+        assert m["n"] == round(result["valid_fraction"] * 8)
+        for k in ("spearman_valence", "spearman_arousal"):
+            assert m[k] is None or -1.0 <= m[k] <= 1.0
+        assert m["quadrant_accuracy"] is None or 0.0 <= m["quadrant_accuracy"] <= 1.0
+        for k in ("mae_bins_valence", "mae_bins_arousal"):
+            assert m[k] is None or 0.0 <= m[k] <= 8.0
+        assert m["normalised_l1"] is None or 0.0 <= m["normalised_l1"] <= 1.0
+    assert len(result["cells"]) == 4
+
+
+# --------------------------------------------------------------------------- bad input
+# In-process through the CLI's main (the same code path as python -m varemi, without the
+# seconds a subprocess spends importing torch); test_cli.py covers the subprocess wiring.
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    from varemi.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def one_error(*args) -> str:
+        code = main([str(a) for a in args])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        errors = h.error_lines(err)
+        assert len(errors) == 1 and "Traceback" not in err, err
+        return errors[0]
+
+    return one_error
+
+
+def test_not_a_varemi_dataset(cli, corpus, tmp_path):
+    line = cli("finetune", corpus, "--model", "tiny", "--out", tmp_path / "r")
+    assert "is not a varemi dataset" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_vocabulary_mismatch(cli, data, tmp_path):
+    model = transformers.GPT2LMHeadModel(train.tiny_config(500, 80, {}))
+    model.save_pretrained(tmp_path / "model")
+    line = cli("finetune", data, "--model", tmp_path / "model", "--out", tmp_path / "r")
+    assert "vocabulary of 500 ids" in line and "has 1000" in line
+
+
+def test_offline_hub_model_is_one_line(cli, data, tmp_path):
+    line = cli("finetune", data, "--out", tmp_path / "r")
+    assert "Natooz/Maestro-REMI-bpe20k" in line and "--model tiny" in line
+
+
+def test_bad_options_name_the_option(cli, data, tmp_path):
+    line = cli("finetune", data, "--model", "tiny", "--out", tmp_path / "r", "--lr", "0")
+    assert line == "error: --lr must be > 0, got 0.0"
+    line = cli("finetune", data, "--model", "tiny", "--out", tmp_path / "r", "--resume")
+    assert "--resume" in line and "no finetune checkpoint" in line
+
+
+def test_bins_out_of_range(cli, run, tmp_path):
+    out, _ = run
+    line = cli("generate", out, "--valence", "5", "--arousal", "0", "--out", tmp_path)
+    assert "--valence 5 is outside the dataset's bins -4..+4" in line
+    assert "--arousal -7 is outside" in cli(
+        "generate", out, "--valence", "0", "--arousal", "-7", "--out", tmp_path
+    )
+    assert "--grid must be in 2..9" in cli("evaluate", out, "--grid", "10")
+
+
+def test_a_folder_that_is_not_a_run(cli, data, tmp_path):
+    line = cli("generate", data, "--valence", "0", "--arousal", "0", "--out", tmp_path / "g")
+    assert "is not a varemi finetune output" in line
+    assert "is not a varemi finetune output" in cli("evaluate", tmp_path)
+
+
+def test_an_existing_run_is_not_replaced_without_overwrite(cli, run, data):
+    out, _ = run
+    line = cli("finetune", data, "--model", "tiny", "--out", out)
+    assert "--resume" in line and "--overwrite" in line
+    line = cli("finetune", data, "--model", "tiny", "--out", data)
+    assert "not a varemi run" in line
+
+
+def test_the_cli_runs_generate_in_a_subprocess(run, tmp_path):
+    out, _ = run
+    result = h.run_cli(
+        "generate", out, "--valence", "-1", "--arousal", "2", "--n", "1",
+        "--max-new-tokens", "24", "--out", tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(tmp_path / "v-1_a+2_000.mid")]
+
+
+def test_without_torch_one_line_names_the_extra(data, tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # what an environment without torch sees
+        "import varemi.train, varemi.cli\n"
+        f"sys.exit(varemi.cli.main(['finetune', {str(data)!r}, '--model', 'tiny', "
+        f"'--out', {str(tmp_path / 'r')!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=h.subprocess_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr
+    assert h.error_lines(result.stderr) == [
+        "error: fine-tuning needs torch and transformers (torch is not installed): "
+        "pip install 'varemi[train]'"
+    ]
+
+
+def test_importing_varemi_and_its_build_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, varemi, varemi.build, varemi.cli, varemi.train; print('torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=h.subprocess_env(), capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_early_stopping_keeps_the_best_checkpoint(data, tmp_path, monkeypatch):
+    scripted = iter([6.0, 5.0, 4.0, 4.5, 4.6, 3.0, 3.0])  # best at the 2nd validation
+    saved_at = []
+    real_validate = train._validate
+
+    def fake_validate(*args, **kwargs):
+        loss, per_bin = real_validate(*args, **kwargs)
+        return next(scripted), per_bin
+
+    monkeypatch.setattr(train, "_validate", fake_validate)
+    model_cls = transformers.GPT2LMHeadModel
+    real_save = model_cls.save_pretrained
+
+    def spy(self, folder, *a, **kw):
+        if "checkpoint" not in str(folder):
+            saved_at.append(folder)
+        return real_save(self, folder, *a, **kw)
+
+    monkeypatch.setattr(model_cls, "save_pretrained", spy)
+    result = train.finetune(
+        _params(data, tmp_path / "run", max_steps=10, eval_steps=1, patience=2, lr=1e-3)
+    )
+    assert result.stopped == "early_stopping"
+    assert [r["step"] for r in result.log] == [0, 1, 2, 3, 4]
+    assert result.best_step == 2 and result.best_val_loss == 4.0
+    assert len(saved_at) == 3  # steps 0, 1 and 2 improved; 3 and 4 did not
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["stopped"] == "early_stopping" and meta["best_step"] == 2
