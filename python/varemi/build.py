@@ -31,7 +31,7 @@ from varemi.encode import (
 from varemi.errors import VaremiError
 from varemi.export import SplitWriter, write_dataset_dict
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BINNINGS = ("uniform", "quantile")
 
 
@@ -74,6 +74,10 @@ class BuildParams:
         overwrite: Replace a previous varemi dataset in ``out``.
         quiet: No progress bars or summary.
         profile: Print where the time and memory went (also kept in dataset_info.json).
+        dedup: ``group`` (duplicates share a split), ``drop`` (keep the first copy by
+            path, reject the others as ``duplicate``) or ``off``.
+        groups: A CSV of ``filename,group``: files of one group share a split.
+        group_by: ``parent``: the files of one folder share a split.
     """
 
     midi_dir: Path
@@ -101,6 +105,9 @@ class BuildParams:
     overwrite: bool = False
     quiet: bool = False
     profile: bool = False
+    dedup: str = "group"
+    groups: Path | None = None
+    group_by: str | None = None
 
 
 @dataclass
@@ -173,6 +180,9 @@ def _check_params(p: BuildParams, midi_dir: bool) -> None:
         raise MidiDirError(f"--midi-dir {p.midi_dir} is not a folder")
     if p.labels is not None and not p.labels.is_file():
         raise VaremiError(f"--labels {p.labels} is not a file")
+    from varemi.duplicates import check_options
+
+    check_options(p.dedup, p.groups, p.group_by)
     check_output_folder(p.out, p.overwrite)
 
 
@@ -266,6 +276,7 @@ def build(p: BuildParams) -> BuildResult:
     started = time.perf_counter()
     p.midi_dir, p.out = Path(p.midi_dir), Path(p.out)
     p.labels = Path(p.labels) if p.labels is not None else None
+    p.groups = Path(p.groups) if p.groups is not None else None
     check_params(p)
     base = load_base_tokenizer(p.tokenizer)
     vocab_range = vocab_pitch_range(base.tokenizer)
@@ -310,9 +321,11 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
     label_table = _csv_labels(p, files, rejects) if p.labels is not None else None
     rejected = {r[0] for r in rejects}
     usable = [f for f in files if f not in rejected]
+    user_groups, how = _user_groups(p, files)
+    spool = _Spool(tmp / "_spool.bin") if p.dedup != "off" else None  # split known at the end
 
     t = time.perf_counter()
-    is_val = kernels.val_mask(usable, p.seed, p.train_split)
+    is_val = _val_mask(p, usable, user_groups if spool is None else {})
     stage["split"] = time.perf_counter() - t
 
     tokenizer = base.tokenizer
@@ -348,6 +361,7 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
             _encoder_version(),
         ),
         labels=None if label_table is not None else (p.jitter, p.jitter_seed, labeller_version()),
+        fingerprint=spool is not None,
     )
     cache_stats: Counter = Counter()
     worker_seconds: Counter = Counter()
@@ -355,6 +369,11 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
     no_windows = 0
     label_rows: list[dict] = []
     kept: list[tuple[int, np.ndarray, float, float]] = []  # held back only for quantile bins
+    index = None
+    if spool is not None:
+        from varemi.duplicates import DuplicateIndex
+
+        index, spooled = DuplicateIndex(), []
     vbins: list[int] = []
     abins: list[int] = []
 
@@ -381,12 +400,33 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
             valence, arousal = label_table[usable[i]]
         if len(r.ids) < p.min_window_tokens:
             no_windows += 1
-        if p.binning == "uniform":  # a file's bins depend on it alone: stream it out now
+        if spool is not None:  # the split waits for the groups: park the ids on disk
+            index.add(usable[i], r.fingerprint)
+            spooled.append((i, spool.put(r.ids), valence, arousal))
+        elif p.binning == "uniform":  # a file's bins depend on it alone: stream it out now
             vb, ab = conditioning.discretise_uniform(np.array([valence, arousal]), p.bins)
             write(i, r.ids, valence, arousal, int(vb), int(ab))
         else:
             kept.append((i, r.ids, valence, arousal))
     bar.close()
+    grouping = None
+    if spool is not None:
+        t = time.perf_counter()
+        grouping = index.grouping(user_groups, p.dedup, how)
+        is_val = _val_mask(p, usable, grouping.key)
+        for f, (first, kind, s) in sorted(grouping.drop.items()):
+            rejects.append((f, "duplicate", f"{kind} duplicate of {first} (similarity {s:.3f})"))
+        label_rows = [row for row in label_rows if row["filename"] not in grouping.drop]
+        stage["groups"] = time.perf_counter() - t
+        for i, ref, valence, arousal in spooled:
+            if usable[i] in grouping.drop:
+                continue
+            ids = spool.get(ref)
+            if p.binning == "uniform":
+                vb, ab = conditioning.discretise_uniform(np.array([valence, arousal]), p.bins)
+                write(i, ids, valence, arousal, int(vb), int(ab))
+            else:
+                kept.append((i, ids, valence, arousal))
     edges = None
     if p.binning == "quantile":  # equal-count bins need every label first
         values = np.array([(k[2], k[3]) for k in kept], dtype=np.float64).reshape(-1, 2)
@@ -402,6 +442,12 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
         writer.finish(tmp / split)
     write_dataset_dict(tmp, list(writers))
     shutil.rmtree(shard_dir, ignore_errors=True)
+    if spool is not None:
+        spool.close()
+    from varemi.duplicates import write_duplicates_csv
+
+    off_rows = [(f, g, "user", 1.0) for f, g in sorted(user_groups.items())]
+    write_duplicates_csv(tmp / "duplicates.csv", grouping.rows if grouping else off_rows)
     if label_table is None:
         labelling.write_label_rows(label_rows, tmp / "labels.csv")
     stage["save"] = time.perf_counter() - t
@@ -442,6 +488,7 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
             "tokens": {s: w.tokens for s, w in writers.items()},
             "files": {s: w.files_with_examples for s, w in writers.items()},
         },
+        "groups": grouping.summary if grouping else _off_summary(user_groups, how),
         "histograms": {
             "valence_bin": _hist(vbins_a, p.bins),
             "arousal_bin": _hist(abins_a, p.bins),
@@ -465,6 +512,65 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
     return info
 
 
+def _user_groups(p: BuildParams, files: list[str]) -> tuple[dict[str, str], str]:
+    """The user's groups (``--groups`` or ``--group-by``) and how they were formed."""
+    from varemi import duplicates
+
+    if p.groups is not None:
+        return duplicates.read_groups_csv(p.groups, files), f"--groups {p.groups}"
+    if p.group_by == "parent":
+        return duplicates.parent_groups(files), "--group-by parent"
+    return {}, ""
+
+
+def _val_mask(p: BuildParams, usable: list[str], keys: dict[str, str]) -> np.ndarray:
+    """Contract 6 (format 2): hash each file's group key, or its own path when in no group."""
+    return kernels.val_mask([keys.get(f, f) for f in usable], p.seed, p.train_split)
+
+
+def _off_summary(user_groups: dict[str, str], how: str) -> dict:
+    """The ``groups`` entry of ``--dedup off`` (user groups only, split as they say)."""
+    sizes = Counter(user_groups.values())
+    return {
+        "dedup": "off",
+        "user_groups": how or None,
+        "groups": len(sizes),
+        "files_in_groups": sum(sizes.values()),
+        "largest_group": max(sizes.values(), default=0),
+    }
+
+
+class _Spool:
+    """Token ids parked on disk until the split is known (memory stays flat)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = open(path, "wb")  # noqa: SIM115 (closed in close())
+        self.size = 0
+        self.map = None
+
+    def put(self, ids: np.ndarray) -> tuple[int, int]:
+        data = np.ascontiguousarray(ids, dtype="<i4").tobytes()
+        self.file.write(data)
+        ref = (self.size // 4, len(ids))
+        self.size += len(data)
+        return ref
+
+    def get(self, ref: tuple[int, int]) -> np.ndarray:
+        if self.map is None:
+            self.file.close()
+            self.map = (
+                np.memmap(self.path, dtype="<i4", mode="r") if self.size else np.zeros(0, "<i4")
+            )
+        start, n = ref
+        return self.map[start : start + n].astype(np.int32, copy=False)
+
+    def close(self) -> None:
+        self.file.close()
+        self.map = None
+        self.path.unlink(missing_ok=True)
+
+
 def _hist(bins: np.ndarray, n: int) -> dict[str, int]:
     h = n // 2
     counts = Counter(bins.tolist())
@@ -484,6 +590,7 @@ def _params_record(p: BuildParams) -> dict:
     for k in ("midi_dir", "out", "labels", "cache_dir"):
         rec[k] = None if rec[k] is None else str(rec[k])
     rec["pitch_range"] = list(p.pitch_range) if p.pitch_range else None
+    rec["groups"] = None if p.groups is None else str(p.groups)
     for k in ("quiet", "overwrite", "profile"):
         rec.pop(k)
     return rec

@@ -36,6 +36,8 @@ class Job:
         token_key: Everything besides the file's bytes that determines its token ids.
         labels: ``(jitter, jitter_seed, labeller version)`` when the labels are computed
             here, None when they come from the user's CSV.
+        fingerprint: Also compute each file's duplicate-detection fingerprint
+            (:mod:`varemi.duplicates`), cached beside its tokens.
     """
 
     root: str
@@ -45,6 +47,7 @@ class Job:
     cache_dir: str | None
     token_key: tuple
     labels: tuple[float, int, str] | None
+    fingerprint: bool = False
 
 
 @dataclass
@@ -55,6 +58,7 @@ class FileResult:
         ids: int32 music token ids, or None when rejected.
         label: Its row of ``labels.csv`` when labels are computed here, else None.
         reject: ``(reason, detail)`` when the file cannot be used, else None.
+        fingerprint: Its :class:`varemi.duplicates.Fingerprint` when asked, else None.
         cache: ``hit``, ``miss``, ``damaged`` or ``off``.
         timings: Seconds per stage spent on this file (in a worker).
         peak_rss_mb: The worker's peak resident memory so far.
@@ -63,6 +67,7 @@ class FileResult:
     ids: np.ndarray | None = None
     label: dict | None = None
     reject: tuple[str, str] | None = None
+    fingerprint: object = None
     cache: str = "off"
     timings: dict = field(default_factory=dict)
     peak_rss_mb: float = 0.0
@@ -89,6 +94,12 @@ def _keys(job: Job, rel: str, data: bytes) -> tuple[str, str | None]:
     return token_key, cache_key(digest, "labels", version, jitter, seed, name)
 
 
+def _fingerprint_key(token_key: str) -> str:
+    from varemi.duplicates import FINGERPRINT_VERSION
+
+    return cache_key(token_key, "fingerprint", FINGERPRINT_VERSION)
+
+
 def _cached(job: Job, cache: TokenCache, rel: str) -> FileResult | None:
     """The cached result of one file; None (with the cache status) when it must be computed."""
     try:
@@ -99,9 +110,15 @@ def _cached(job: Job, cache: TokenCache, rel: str) -> FileResult | None:
     try:
         hit = cache.get(token_key)
         label = cache.get_json(label_key) if label_key is not None and hit else None
+        fp = None
+        if job.fingerprint and hit:
+            from varemi.duplicates import Fingerprint
+
+            entry = cache.get_json(_fingerprint_key(token_key))
+            fp = Fingerprint.from_json(entry) if entry is not None else None
     except DamagedEntry:
         return FileResult(cache="damaged")
-    if hit is None or (label_key is not None and label is None):
+    if hit is None or (label_key is not None and label is None) or (job.fingerprint and fp is None):
         return FileResult(cache="miss")
     ids, minutes = hit
     if minutes > job.options.max_minutes:
@@ -109,7 +126,7 @@ def _cached(job: Job, cache: TokenCache, rel: str) -> FileResult | None:
         return FileResult(reject=reason, cache="hit")
     if label is not None:
         label = {**label, "filename": rel}
-    return FileResult(ids=ids, label=label, cache="hit")
+    return FileResult(ids=ids, label=label, fingerprint=fp, cache="hit")
 
 
 _WORKER: dict = {}
@@ -140,8 +157,16 @@ def _process(rel: str) -> FileResult:
                 raise RejectedFile(e.reason, e.detail) from e
             result.label = labelling.label_row(rel, file_label)
 
+        def fingerprint(score) -> None:
+            from varemi.duplicates import fingerprint_score
+
+            result.fingerprint = fingerprint_score(score)
+
         on_parsed = label if job.labels is not None else None
-        ids, minutes = encode_midi(data, _WORKER["encoder"], job.options, result.timings, on_parsed)
+        on_ready = fingerprint if job.fingerprint else None
+        ids, minutes = encode_midi(
+            data, _WORKER["encoder"], job.options, result.timings, on_parsed, on_ready
+        )
         result.ids = ids
         cache: TokenCache | None = _WORKER["cache"]
         if cache is not None:
@@ -150,12 +175,15 @@ def _process(rel: str) -> FileResult:
                 cache.put(token_key, ids, minutes)
                 if label_key is not None:
                     cache.put_json(label_key, result.label)
+                if result.fingerprint is not None:
+                    cache.put_json(_fingerprint_key(token_key), result.fingerprint.to_json())
             except OSError:
                 pass  # a read-only or full cache only costs speed
     except RejectedFile as e:
         result.ids, result.label, result.reject = None, None, (e.reason, e.detail)
+        result.fingerprint = None
     except Exception as e:  # a bug in a dependency must not lose the run
-        result.ids, result.label = None, None
+        result.ids, result.label, result.fingerprint = None, None, None
         result.reject = ("tokenize_failed", f"{type(e).__name__}: {e}")
     result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return result

@@ -139,7 +139,7 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
     arrays = {s: _split_arrays(dd[s]) for s in ("train", "val")}
     files_of = {s: set(a["source_file"]) for s, a in arrays.items()}
     _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_tokens)
-    _check_splits(rep, arrays, files_of, params)
+    _check_splits(rep, arrays, files_of, params, _group_keys(rep, out, info))
     _check_counts(rep, arrays, files_of, info)
 
     rep.lines += _statistics(arrays, files_of, half)
@@ -219,15 +219,38 @@ def _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_toke
             rep.fail("conditioning_in_body", f"{s}: {len(rows)} examples, e.g. row {rows[0]}")
 
 
-def _check_splits(rep, arrays, files_of, params) -> None:
+def _group_keys(rep, out: Path, info: dict) -> dict[str, str]:
+    """Each grouped file's split key from ``duplicates.csv`` (format 2; none in format 1)."""
+    from varemi.duplicates import read_duplicates_csv
+
+    path = out / "duplicates.csv"
+    if not path.is_file():
+        if int(info.get("format_version", 1)) >= 2:
+            rep.fail("duplicates_csv", f"{path} is missing (format_version 2 writes it)")
+        return {}
+    try:
+        return read_duplicates_csv(path)
+    except (OSError, KeyError, ValueError) as e:
+        rep.fail("duplicates_csv", f"cannot read {path}: {type(e).__name__}: {e}")
+        return {}
+
+
+def _check_splits(rep, arrays, files_of, params, group_key: dict[str, str]) -> None:
     both = files_of["train"] & files_of["val"]
     if both:
         rep.fail("file_in_both_splits", f"{len(both)} files, e.g. {sorted(both)[0]}")
+    split_of_group: dict[str, set[str]] = {}
+    for s in ("train", "val"):
+        for f in files_of[s]:
+            split_of_group.setdefault(group_key.get(f, f), set()).add(s)
+    spanning = sorted(g for g, splits in split_of_group.items() if len(splits) > 1)
+    if spanning:
+        rep.fail("group_in_both_splits", f"{len(spanning)} groups, e.g. {spanning[0]}")
     seed, train_split = int(params.get("seed", 42)), float(params.get("train_split", 0.9))
     for s, a in arrays.items():
         names = sorted(files_of[s])
         if names:
-            in_val = kernels.val_mask(names, seed, train_split)
+            in_val = kernels.val_mask([group_key.get(n, n) for n in names], seed, train_split)
             wrong = [n for n, v in zip(names, in_val, strict=True) if v != (s == "val")]
             if wrong:
                 rep.fail(
