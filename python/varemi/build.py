@@ -295,12 +295,15 @@ def build(p: BuildParams) -> BuildResult:
     files = list_midi_files(p.midi_dir)
     if not files:
         raise MidiDirError(f"--midi-dir {p.midi_dir} holds no .mid or .midi file")
+    groups = _user_groups(p, files)  # a bad --groups CSV is refused before any work
 
     tmp = p.out.parent / f".{p.out.name}.varemi-tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        info = _build_into(p, tmp, base, encoder, files, workers, started, tqdm, __version__)
+        info = _build_into(
+            p, tmp, base, encoder, files, workers, started, tqdm, __version__, groups
+        )
         _move_into_place(tmp, p.out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # the previous output stays as it was
@@ -310,7 +313,7 @@ def build(p: BuildParams) -> BuildResult:
     return BuildResult(p.out, info)
 
 
-def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -> dict:
+def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version, groups) -> dict:
     from varemi import labels as labelling
     from varemi.tokenise import Job, labeller_version, tokenise_corpus
     from varemi.tokenizer import add_conditioning_tokens, save_tokenizer
@@ -321,7 +324,7 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
     label_table = _csv_labels(p, files, rejects) if p.labels is not None else None
     rejected = {r[0] for r in rejects}
     usable = [f for f in files if f not in rejected]
-    user_groups, how = _user_groups(p, files)
+    user_groups, how = groups
     spool = _Spool(tmp / "_spool.bin") if p.dedup != "off" else None  # split known at the end
 
     t = time.perf_counter()
