@@ -51,6 +51,31 @@ def test_a_changed_note_changes_the_exact_hashes():
     assert fp_of(later).exact != a.exact and fp_of(later).transposed == a.transposed
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-(2**40), 2**40), max_size=80),
+    st.integers(1, 6),
+    st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)), max_size=8),
+)
+def test_native_minhash_equals_its_python_twin(pitches, n, perms):
+    native = pytest.importorskip("varemi._native")
+    p = np.array(pitches, dtype=np.int64)
+    a = np.array([x for x, _ in perms], dtype=np.uint64)
+    b = np.array([y for _, y in perms], dtype=np.uint64)
+    want = d._pitch_minhash_py(p, n, a, b)
+    got = native.pitch_minhash(p, n, a, b)
+    assert got.dtype == np.uint32 and np.array_equal(got, want)
+
+
+def test_native_minhash_refuses_wrong_dtypes():
+    native = pytest.importorskip("varemi._native")
+    a = np.ones(4, dtype=np.uint64)
+    with pytest.raises(TypeError):
+        native.pitch_minhash(np.zeros(5, dtype=np.int32), 4, a, a)
+    with pytest.raises(TypeError):
+        native.pitch_minhash(np.zeros(5, dtype=np.int64), 4, a.astype(np.int64), a)
+
+
 def test_minhash_estimates_jaccard():
     rng = np.random.default_rng(1)
     common = rng.integers(0, 2**63, size=600, dtype=np.uint64)

@@ -138,7 +138,9 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def minhash(shingles: np.ndarray) -> np.ndarray:
+def minhash(
+    shingles: np.ndarray, a: np.ndarray | None = None, b: np.ndarray | None = None
+) -> np.ndarray:
     """The MinHash signature of a set of uint64 shingle hashes.
 
     Permutation k is ``x -> (a_k * x + b_k) mod 2**64`` (``a_k`` odd, so a bijection),
@@ -146,15 +148,19 @@ def minhash(shingles: np.ndarray) -> np.ndarray:
 
     Args:
         shingles: uint64 hashes (duplicates allowed).
+        a: Multipliers (default: varemi's ``NUM_PERM`` fixed ones).
+        b: Offsets (same length as ``a``).
 
     Returns:
-        uint32 array of ``NUM_PERM`` minima (all ``2**32 - 1`` for an empty set).
+        uint32 array of ``len(a)`` minima (all ``2**32 - 1`` for an empty set).
     """
-    sig = np.full(NUM_PERM, np.iinfo(np.uint32).max, dtype=np.uint32)
+    a = _PERM_A if a is None else a
+    b = _PERM_B if b is None else b
+    sig = np.full(len(a), np.iinfo(np.uint32).max, dtype=np.uint32)
     x = np.unique(shingles)
     for start in range(0, len(x), 4096):  # bounded temporary memory
         block = x[start : start + 4096]
-        values = (_PERM_A[:, None] * block[None, :] + _PERM_B[:, None]) >> np.uint64(32)
+        values = (a[:, None] * block[None, :] + b[:, None]) >> np.uint64(32)
         np.minimum(sig, values.min(axis=1).astype(np.uint32), out=sig)
     return sig
 
@@ -182,9 +188,44 @@ def fingerprint_notes(
     exact = _digest(np.stack([onset, p, dur]).T)
     low = int(p.min()) if len(p) else 0
     transposed = _digest(np.stack([onset - (onset[0] if len(onset) else 0), p - low, dur]).T)
-    intervals = np.diff(p)
-    shingles = np.concatenate([_ngram_hashes(intervals, NGRAM, 1), _ngram_hashes(p, NGRAM, 2)])
-    return Fingerprint(exact, transposed, minhash(shingles), len(p))
+    return Fingerprint(exact, transposed, pitch_minhash(p), len(p))
+
+
+def _pitch_minhash_py(pitches: np.ndarray, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The pure-Python twin of the native ``pitch_minhash`` kernel (its specification)."""
+    p = np.asarray(pitches, dtype=np.int64)
+    shingles = np.concatenate([_ngram_hashes(np.diff(p), n, 1), _ngram_hashes(p, n, 2)])
+    return minhash(shingles, a, b)
+
+
+def pitch_minhash(pitches: np.ndarray) -> np.ndarray:
+    """The MinHash signature of a note sequence's pitch and interval ``NGRAM``-grams.
+
+    Native (``varemi._native.pitch_minhash``) unless ``VAREMI_PURE_PYTHON=1``.
+
+    Args:
+        pitches: Pitches of the notes ordered by onset, then pitch.
+
+    Returns:
+        uint32 signature of ``NUM_PERM`` values.
+    """
+    p = np.ascontiguousarray(pitches, dtype=np.int64)
+    if _NATIVE is None:
+        return _pitch_minhash_py(p, NGRAM, _PERM_A, _PERM_B)
+    return _NATIVE.pitch_minhash(p, NGRAM, _PERM_A, _PERM_B)
+
+
+def _native_module():
+    from varemi import kernels
+
+    if kernels.PURE_PYTHON:
+        return None
+    from varemi import _native
+
+    return _native
+
+
+_NATIVE = _native_module()
 
 
 def fingerprint_score(score) -> Fingerprint:
