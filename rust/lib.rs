@@ -698,7 +698,7 @@ impl PyBpeModel {
 }
 
 /// The native kernels of varemi (see varemi.kernels for the public API).
-/// MinHash of pitch and interval n-grams: see varemi.duplicates._pitch_minhash_py.
+/// MinHash of pitch-interval n-grams: see varemi.duplicates._pitch_minhash_py.
 #[pyfunction]
 #[pyo3(name = "pitch_minhash")]
 fn py_pitch_minhash<'py>(

@@ -292,7 +292,7 @@ def pitch_minhash(
     a: npt.NDArray[np.uint64],
     b: npt.NDArray[np.uint64],
 ) -> npt.NDArray[np.uint32]:
-    """MinHash of the interval n-grams (tag 1) and pitch n-grams (tag 2) of ``pitches``.
+    """MinHash of the pitch-interval n-grams (tag 1) of ``pitches`` (transposition-invariant).
 
     Twin: ``varemi.duplicates._pitch_minhash_py``. Permutation k maps a shingle x to
     the high 32 bits of ``a[k] * x + b[k]`` (mod 2**64); the signature has
