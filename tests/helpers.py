@@ -56,6 +56,7 @@ COLUMNS = {
     "arousal_bin": "int8",
     "source_file": "string",
     "window_idx": "int32",
+    "augmentation": "string",
 }
 
 

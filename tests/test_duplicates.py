@@ -383,3 +383,106 @@ def test_bad_group_options_are_refused_before_any_work(planted_midi, tmp_path, a
     assert message in res.stderr
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out.varemi-tmp-*"))
+
+
+# --------------------------------------------------------------------------- augmentation
+def test_parse_offsets():
+    from varemi.augment import AugmentError, names, parse_offsets
+
+    assert parse_offsets("-3..3", "--augment-transpose", 24) == (-3, -2, -1, 1, 2, 3)
+    assert parse_offsets("2,-2,2,0", "--augment-transpose", 24) == (-2, 2)
+    assert parse_offsets(None, "--augment-transpose", 24) == ()
+    assert names((-1, 2), (4,)) == ("t+2", "t-1", "v+4")  # Python string order
+    for text, message in [
+        ("3..-3", "the range is empty"),
+        ("up", "expected A..B or a comma list"),
+        ("-30..0", "within -24..24, got -30"),
+    ]:
+        with pytest.raises(AugmentError, match=message):
+            parse_offsets(text, "--augment-transpose", 24)
+
+
+def test_augmented_copies_stay_with_their_source(planted_midi, tmp_path):
+    from varemi.augment import apply
+
+    seed = spanning_seed(MEMBERS)
+    kw = dict(WINDOWS, seed=seed, train_split=0.5, cache=True, cache_dir=tmp_path / "cache")
+    res = h.build(
+        planted_midi, tmp_path / "aug", augment_transpose="-1..2", augment_velocity="-4,4", **kw
+    )
+    plain = h.build(planted_midi, tmp_path / "plain", **kw)
+    copies = ["", "t+1", "t+2", "t-1", "v+4", "v-4"]
+    aug_rows, plain_rows = h.rows(res.out), h.rows(plain.out)
+    for s in ("train", "val"):
+        keys = [(r["source_file"], r["augmentation"], r["window_idx"]) for r in aug_rows[s]]
+        assert keys == sorted(keys)
+        files = {r["source_file"] for r in aug_rows[s]}
+        assert files == {
+            r["source_file"] for r in plain_rows[s]
+        }  # every copy in its source's split
+        for f in files:
+            assert {r["augmentation"] for r in aug_rows[s] if r["source_file"] == f} == set(copies)
+        originals = [r for r in aug_rows[s] if r["augmentation"] == ""]
+        assert originals == [{**r} for r in plain_rows[s]]  # the originals are unchanged
+    # a copy is the tokenisation of the shifted music, labelled from it
+    tok = h.base_tokenizer()
+    from symusic import Score
+
+    score = Score(str(planted_midi / "other/0.mid"))
+    apply(score, "t+2")
+    split = "val" if h.split_of("other/0.mid", seed, 0.5) == "val" else "train"
+    ids = h.music_ids(tok, score)
+    first = next(
+        r
+        for r in aug_rows[split]
+        if r["source_file"] == "other/0.mid" and r["augmentation"] == "t+2"
+    )
+    assert first["input_ids"][2:] == ids[: WINDOWS["window_size"]]
+    v_up = next(
+        r
+        for r in aug_rows[split]
+        if r["source_file"] == "other/0.mid" and r["augmentation"] == "v+4"
+    )
+    v_down = next(
+        r
+        for r in aug_rows[split]
+        if r["source_file"] == "other/0.mid" and r["augmentation"] == "v-4"
+    )
+    assert v_up["arousal"] > v_down["arousal"]  # louder copies are labelled more aroused
+    assert res.info["counts"]["files"] == plain.info["counts"]["files"]
+    # BPE can merge a copy's tokens differently: about (not exactly) six times the windows
+    assert res.info["counts"]["examples"]["train"] > 5 * plain.info["counts"]["examples"]["train"]
+    rep = verify(res.out)
+    assert rep.ok, rep.failures
+    again = h.build(
+        planted_midi, tmp_path / "again", augment_transpose="-1..2", augment_velocity="-4,4", **kw
+    )
+    assert again.info["cache"] == {"dir": str(tmp_path / "cache"), "hit": 60}
+    h.same_data(res.out, again.out)
+
+
+def test_bad_augment_values_are_refused_before_any_work(planted_midi, tmp_path):
+    res = h.run_cli(
+        "build", "--midi-dir", planted_midi, "--out", tmp_path / "out", "--tokenizer", "builtin",
+        "--no-cache", "--quiet", "--augment-transpose=-3..x",
+    )  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert h.error_lines(res.stderr) == [
+        "error: --augment-transpose '-3..x': expected A..B or a comma list of integers "
+        "(e.g. -3..3 or -2,2)"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(binning="quantile", dedup="off"), dict(dedup="drop"), dict(workers=2)]
+)
+def test_augmentation_with_quantile_bins_drop_and_workers(planted_midi, tmp_path, kw):
+    res = h.build(planted_midi, tmp_path / "out", augment_transpose="1", **WINDOWS, **kw)
+    rows = [r for rs in h.rows(res.out).values() for r in rs]
+    copies = {(r["source_file"], r["augmentation"]) for r in rows}
+    files = {f for f, _ in copies}
+    assert copies == {(f, a) for f in files for a in ("", "t+1")}
+    assert len(files) == (7 if kw.get("dedup") == "drop" else 10)
+    rep = verify(res.out)
+    assert rep.ok, rep.failures

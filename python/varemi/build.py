@@ -78,6 +78,8 @@ class BuildParams:
             path, reject the others as ``duplicate``) or ``off``.
         groups: A CSV of ``filename,group``: files of one group share a split.
         group_by: ``parent``: the files of one folder share a split.
+        augment_transpose: Semitone offsets of transposed copies (``-3..3``, ``-2,2``).
+        augment_velocity: Velocity offsets of copies (``-4,4``).
     """
 
     midi_dir: Path
@@ -108,6 +110,8 @@ class BuildParams:
     dedup: str = "group"
     groups: Path | None = None
     group_by: str | None = None
+    augment_transpose: str | None = None
+    augment_velocity: str | None = None
 
 
 @dataclass
@@ -183,6 +187,7 @@ def _check_params(p: BuildParams, midi_dir: bool) -> None:
     from varemi.duplicates import check_options
 
     check_options(p.dedup, p.groups, p.group_by)
+    _augmentations(p)
     check_output_folder(p.out, p.overwrite)
 
 
@@ -371,7 +376,8 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version, g
     worker_rss = 0.0
     no_windows = 0
     label_rows: list[dict] = []
-    kept: list[tuple[int, np.ndarray, float, float]] = []  # held back only for quantile bins
+    kept: list[tuple] = []  # held back only for quantile bins
+    augmentations = _augmentations(p)
     index = None
     if spool is not None:
         from varemi.duplicates import DuplicateIndex
@@ -380,37 +386,50 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version, g
     vbins: list[int] = []
     abins: list[int] = []
 
-    def write(i: int, ids: np.ndarray, valence: float, arousal: float, vb: int, ab: int) -> None:
-        writers["val" if is_val[i] else "train"].add(usable[i], ids, (valence, arousal), (vb, ab))
+    def write(i, ids, valence, arousal, vb: int, ab: int, aug: str = "") -> None:
+        split = writers["val" if is_val[i] else "train"]
+        split.add(usable[i], ids, (valence, arousal), (vb, ab), aug)
         vbins.append(vb)
         abins.append(ab)
 
     t = time.perf_counter()
     tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked below
-    bar = tqdm(total=len(usable), desc="tokenise", unit="file", disable=p.quiet, file=sys.stderr)
-    for i, r in enumerate(tokenise_corpus(job, usable, workers)):
+    copies = ("",) + augmentations  # each file, then its augmented copies (string order)
+    items = [(f, a) for f in usable for a in copies] if augmentations else usable
+    failed: set[int] = set()
+    bar = tqdm(total=len(items), desc="tokenise", unit="file", disable=p.quiet, file=sys.stderr)
+    for k, r in enumerate(tokenise_corpus(job, items, workers)):
+        i, aug = divmod(k, len(copies))
+        aug = copies[aug]
         cache_stats[r.cache] += 1
         worker_rss = max(worker_rss, r.peak_rss_mb)
         worker_seconds.update(r.timings)
         bar.update(1)
+        if i in failed:
+            continue
         if r.reject is not None:
-            rejects.append((usable[i], *r.reject))
+            reason, detail = r.reject
+            rejects.append((usable[i], reason, f"augmentation {aug}: {detail}" if aug else detail))
+            if not aug:  # the original failed: its copies are not used either
+                failed.add(i)
             continue
         if r.label is not None:
-            label_rows.append(r.label)
+            if not aug:  # labels.csv lists the originals; copies carry theirs in the rows
+                label_rows.append(r.label)
             valence, arousal = r.label["valence"], r.label["arousal"]
         else:
             valence, arousal = label_table[usable[i]]
-        if len(r.ids) < p.min_window_tokens:
+        if len(r.ids) < p.min_window_tokens and not aug:
             no_windows += 1
         if spool is not None:  # the split waits for the groups: park the ids on disk
-            index.add(usable[i], r.fingerprint)
-            spooled.append((i, spool.put(r.ids), valence, arousal))
+            if not aug:
+                index.add(usable[i], r.fingerprint)
+            spooled.append((i, spool.put(r.ids), valence, arousal, aug))
         elif p.binning == "uniform":  # a file's bins depend on it alone: stream it out now
             vb, ab = conditioning.discretise_uniform(np.array([valence, arousal]), p.bins)
-            write(i, r.ids, valence, arousal, int(vb), int(ab))
+            write(i, r.ids, valence, arousal, int(vb), int(ab), aug)
         else:
-            kept.append((i, r.ids, valence, arousal))
+            kept.append((i, r.ids, valence, arousal, aug))
     bar.close()
     grouping = None
     if spool is not None:
@@ -421,23 +440,23 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version, g
             rejects.append((f, "duplicate", f"{kind} duplicate of {first} (similarity {s:.3f})"))
         label_rows = [row for row in label_rows if row["filename"] not in grouping.drop]
         stage["groups"] = time.perf_counter() - t
-        for i, ref, valence, arousal in spooled:
+        for i, ref, valence, arousal, aug in spooled:
             if usable[i] in grouping.drop:
                 continue
             ids = spool.get(ref)
             if p.binning == "uniform":
                 vb, ab = conditioning.discretise_uniform(np.array([valence, arousal]), p.bins)
-                write(i, ids, valence, arousal, int(vb), int(ab))
+                write(i, ids, valence, arousal, int(vb), int(ab), aug)
             else:
-                kept.append((i, ids, valence, arousal))
+                kept.append((i, ids, valence, arousal, aug))
     edges = None
     if p.binning == "quantile":  # equal-count bins need every label first
         values = np.array([(k[2], k[3]) for k in kept], dtype=np.float64).reshape(-1, 2)
         edges = [conditioning.quantile_edges(values[:, axis], p.bins) for axis in (0, 1)]
         vq = conditioning.discretise_quantile(values[:, 0], edges[0], p.bins)
         aq = conditioning.discretise_quantile(values[:, 1], edges[1], p.bins)
-        for (i, ids, valence, arousal), vb, ab in zip(kept, vq, aq, strict=True):
-            write(i, ids, valence, arousal, int(vb), int(ab))
+        for (i, ids, valence, arousal, aug), vb, ab in zip(kept, vq, aq, strict=True):
+            write(i, ids, valence, arousal, int(vb), int(ab), aug)
     stage["tokenise_wall"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -513,6 +532,15 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version, g
     }
     _write_json(tmp / "dataset_info.json", info)
     return info
+
+
+def _augmentations(p: BuildParams) -> tuple[str, ...]:
+    """The names of the augmented copies (``t+2``, ``v-4``), in string order."""
+    from varemi import augment
+
+    transpose = augment.parse_offsets(p.augment_transpose, "--augment-transpose", 24)
+    velocity = augment.parse_offsets(p.augment_velocity, "--augment-velocity", 64)
+    return augment.names(transpose, velocity)
 
 
 def _user_groups(p: BuildParams, files: list[str]) -> tuple[dict[str, str], str]:

@@ -148,6 +148,19 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="parent: the files of one folder share a split (the folder is the piece)",
     )
+    b.add_argument(
+        "--augment-transpose",
+        default=None,
+        metavar="OFFSETS",
+        help="add transposed copies, e.g. --augment-transpose=-3..3 or =-2,2 (semitones; "
+        "write = before a negative value)",
+    )
+    b.add_argument(
+        "--augment-velocity",
+        default=None,
+        metavar="OFFSETS",
+        help="add copies with velocities moved, e.g. --augment-velocity=-4,4",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     b.add_argument(
         "--profile",
@@ -222,6 +235,8 @@ def _build(a: argparse.Namespace) -> int:
         dedup=a.dedup,
         groups=a.groups,
         group_by=a.group_by,
+        augment_transpose=a.augment_transpose,
+        augment_velocity=a.augment_velocity,
     )
     if demo:
         from varemi.demo import write_demo_corpus

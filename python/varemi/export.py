@@ -35,6 +35,7 @@ FEATURES = {
     "arousal_bin": {"dtype": "int8", "_type": "Value"},
     "source_file": {"dtype": "string", "_type": "Value"},
     "window_idx": {"dtype": "int32", "_type": "Value"},
+    "augmentation": {"dtype": "string", "_type": "Value"},  # format 2: empty for originals
 }
 
 
@@ -54,6 +55,7 @@ def arrow_schema():
         ("arousal_bin", pa.int8()),
         ("source_file", pa.string()),
         ("window_idx", pa.int32()),
+        ("augmentation", pa.string()),
     ]
     meta = {"huggingface": json.dumps({"info": {"features": FEATURES}})}
     return pa.schema(fields, metadata=meta)
@@ -98,7 +100,8 @@ class SplitWriter:
         self.half = len(valence_ids) // 2
         self.windows = (window_size, stride, min_window_tokens)
         self.schema = arrow_schema()
-        self.pending: list[tuple[str, np.ndarray, float, float, int, int]] = []
+        self.pending: list[tuple[str, np.ndarray, float, float, int, int, str]] = []
+        self.last_file: str | None = None  # the copies of a file count as one file
         self.pending_tokens = 0
         self.shards: list[Path] = []
         self.examples = 0
@@ -108,17 +111,23 @@ class SplitWriter:
         self.seconds = {"window_prepend": 0.0, "export": 0.0}
 
     def add(
-        self, rel: str, ids: np.ndarray, labels: tuple[float, float], bins: tuple[int, int]
+        self,
+        rel: str,
+        ids: np.ndarray,
+        labels: tuple[float, float],
+        bins: tuple[int, int],
+        augmentation: str = "",
     ) -> None:
-        """Queue one file; a shard is written once enough tokens are queued.
+        """Queue one file (or an augmented copy); a shard is written once enough tokens are queued.
 
         Args:
             rel: The file's path relative to the MIDI root.
             ids: Its int32 music token ids.
             labels: Its (valence, arousal).
             bins: Its (valence bin, arousal bin).
+            augmentation: The copy's augmentation (``t+2``), empty for the original.
         """
-        self.pending.append((rel, ids, *labels, *bins))
+        self.pending.append((rel, ids, *labels, *bins, augmentation))
         self.pending_tokens += len(ids)
         if self.pending_tokens >= SHARD_TOKENS:
             self.flush()
@@ -153,6 +162,7 @@ class SplitWriter:
             _arrow(abin[fi]),
             _strings(rels).take(_arrow(fi)),
             _arrow(ex.window_index),
+            _strings([x[6] for x in self.pending]).take(_arrow(fi)),
         ]
         table = pa.Table.from_arrays(columns, schema=self.schema)
         path = self.folder / f"{self.split}-{len(self.shards):05d}.arrow"
@@ -162,7 +172,10 @@ class SplitWriter:
         lengths = np.diff(ex.offsets)
         self.examples += len(lengths)
         self.tokens += int(lengths.sum())
-        self.files_with_examples += len(np.unique(fi))
+        for j in np.unique(fi).tolist():
+            if rels[j] != self.last_file:
+                self.files_with_examples += 1
+                self.last_file = rels[j]
         self.bin_counts.update(zip(vbin[fi].tolist(), abin[fi].tolist(), strict=True))
         self.pending, self.pending_tokens = [], 0
         self.seconds["window_prepend"] += t1 - t0

@@ -84,14 +84,20 @@ def labeller_version() -> str:
     return hashlib.sha256(Path(labels.__file__).read_bytes()).hexdigest()
 
 
-def _keys(job: Job, rel: str, data: bytes) -> tuple[str, str | None]:
+def _keys(job: Job, rel: str, data: bytes, aug: str = "") -> tuple[str, str | None]:
     digest = hashlib.sha256(data).hexdigest()
-    token_key = cache_key(digest, *job.token_key)
+    extra = ("augmentation", aug) if aug else ()  # the original's keys stay as they were
+    token_key = cache_key(digest, *job.token_key, *extra)
     if job.labels is None:
         return token_key, None
     jitter, seed, version = job.labels
     name = rel if jitter else ""  # the noise depends on the file's name
-    return token_key, cache_key(digest, "labels", version, jitter, seed, name)
+    return token_key, cache_key(digest, "labels", version, jitter, seed, name, *extra)
+
+
+def _item(x) -> tuple[str, str]:
+    """A work item: a file, or ``(file, augmentation)`` (empty for the original)."""
+    return (x, "") if isinstance(x, str) else (x[0], x[1])
 
 
 def _fingerprint_key(token_key: str) -> str:
@@ -100,25 +106,27 @@ def _fingerprint_key(token_key: str) -> str:
     return cache_key(token_key, "fingerprint", FINGERPRINT_VERSION)
 
 
-def _cached(job: Job, cache: TokenCache, rel: str) -> FileResult | None:
+def _cached(job: Job, cache: TokenCache, item) -> FileResult | None:
     """The cached result of one file; None (with the cache status) when it must be computed."""
+    rel, aug = _item(item)
     try:
         data = read_midi_bytes(Path(job.root) / rel, job.options)
     except RejectedFile as e:
         return FileResult(reject=(e.reason, e.detail))
-    token_key, label_key = _keys(job, rel, data)
+    token_key, label_key = _keys(job, rel, data, aug)
+    fingerprint = job.fingerprint and not aug
     try:
         hit = cache.get(token_key)
         label = cache.get_json(label_key) if label_key is not None and hit else None
         fp = None
-        if job.fingerprint and hit:
+        if fingerprint and hit:
             from varemi.duplicates import Fingerprint
 
             entry = cache.get_json(_fingerprint_key(token_key))
             fp = Fingerprint.from_json(entry) if entry is not None else None
     except DamagedEntry:
         return FileResult(cache="damaged")
-    if hit is None or (label_key is not None and label is None) or (job.fingerprint and fp is None):
+    if hit is None or (label_key is not None and label is None) or (fingerprint and fp is None):
         return FileResult(cache="miss")
     ids, minutes = hit
     if minutes > job.options.max_minutes:
@@ -140,10 +148,11 @@ def _init_worker(job: Job) -> None:
     _WORKER["cache"] = TokenCache(job.cache_dir) if job.cache_dir else None
 
 
-def _process(rel: str) -> FileResult:
-    """Label (if asked) and tokenise one file; never raises for a bad file."""
+def _process(item) -> FileResult:
+    """Label (if asked) and tokenise one file (or a copy); never raises for a bad file."""
     from varemi import labels as labelling
 
+    rel, aug = _item(item)
     job: Job = _WORKER["job"]
     result = FileResult(cache="miss" if job.cache_dir else "off")
     try:
@@ -163,14 +172,21 @@ def _process(rel: str) -> FileResult:
             result.fingerprint = fingerprint_score(score)
 
         on_parsed = label if job.labels is not None else None
-        on_ready = fingerprint if job.fingerprint else None
+        on_ready = fingerprint if job.fingerprint and not aug else None
+        augment = None
+        if aug:
+            from varemi.augment import apply
+
+            def augment(score) -> None:
+                apply(score, aug)
+
         ids, minutes = encode_midi(
-            data, _WORKER["encoder"], job.options, result.timings, on_parsed, on_ready
+            data, _WORKER["encoder"], job.options, result.timings, on_parsed, on_ready, augment
         )
         result.ids = ids
         cache: TokenCache | None = _WORKER["cache"]
         if cache is not None:
-            token_key, label_key = _keys(job, rel, data)
+            token_key, label_key = _keys(job, rel, data, aug)
             try:
                 cache.put(token_key, ids, minutes)
                 if label_key is not None:
@@ -189,12 +205,13 @@ def _process(rel: str) -> FileResult:
     return result
 
 
-def tokenise_corpus(job: Job, files: list[str], workers: int) -> Iterator[FileResult]:
+def tokenise_corpus(job: Job, files: list, workers: int) -> Iterator[FileResult]:
     """Each file's result, in the order of ``files``.
 
     Args:
         job: What to compute and how.
-        files: Paths relative to ``job.root``.
+        files: Paths relative to ``job.root``, or ``(path, augmentation)`` pairs
+            (:mod:`varemi.augment`; an empty augmentation is the original).
         workers: Worker processes (1: everything in this process).
 
     Yields:

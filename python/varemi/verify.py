@@ -78,6 +78,11 @@ def _split_arrays(ds) -> dict:
         "arousal_bin": column("arousal_bin", np.int64),
         "window_idx": column("window_idx", np.int64),
         "source_file": table.column("source_file").to_pylist(),
+        "augmentation": (
+            table.column("augmentation").to_pylist()
+            if "augmentation" in table.column_names
+            else [""] * table.num_rows
+        ),
     }
 
 
@@ -256,12 +261,12 @@ def _check_splits(rep, arrays, files_of, params, group_key: dict[str, str]) -> N
                 rep.fail(
                     "split_rule", f"{len(wrong)} files in {s} against the hash rule: {wrong[0]}"
                 )
-        keys = list(zip(a["source_file"], a["window_idx"].tolist(), strict=True))
+        keys = list(zip(a["source_file"], a["augmentation"], a["window_idx"].tolist(), strict=True))
         if keys != sorted(keys):
-            rep.fail("order", f"{s}: rows not ordered by source_file then window_idx")
-        per_file: dict[str, list[int]] = {}
-        for f, w in keys:
-            per_file.setdefault(f, []).append(w)
+            rep.fail("order", f"{s}: rows not ordered by source_file, augmentation, window_idx")
+        per_file: dict[tuple[str, str], list[int]] = {}
+        for f, aug, w in keys:
+            per_file.setdefault((f, aug), []).append(w)
         gaps = [f for f, ws in per_file.items() if sorted(ws) != list(range(len(ws)))]
         if gaps:
             rep.fail("window_idx", f"{s}: {len(gaps)} files without windows 0..k-1: {gaps[0]}")
