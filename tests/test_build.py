@@ -115,6 +115,7 @@ def test_exact_ids_of_a_hand_computed_example(tmp_path, base_vocab, window, stri
                     "arousal_bin": ab,
                     "source_file": name,
                     "window_idx": k,
+                    "augmentation": "",  # format 2: empty for an original
                 }
             )
     assert starts_seen > 4
