@@ -15,6 +15,7 @@
 //! hold their ids equal to MidiTok's.
 
 pub mod bpe;
+pub mod duplicates;
 pub mod pitch;
 pub mod remi;
 pub mod split;
@@ -701,6 +702,21 @@ impl PyBpeModel {
 }
 
 /// The native kernels of varemi (see varemi.kernels for the public API).
+/// MinHash of pitch-interval n-grams: see varemi.duplicates._pitch_minhash_py.
+#[pyfunction]
+#[pyo3(name = "pitch_minhash")]
+fn py_pitch_minhash<'py>(
+    pitches: PyReadonlyArray1<'py, i64>,
+    n: usize,
+    a: PyReadonlyArray1<'py, u64>,
+    b: PyReadonlyArray1<'py, u64>,
+) -> PyResult<Bound<'py, PyArray1<u32>>> {
+    let py = pitches.py();
+    let (p, a, b) = (pitches.as_slice()?, a.as_slice()?, b.as_slice()?);
+    let sig = py.detach(|| duplicates::pitch_minhash(p, n, a, b));
+    Ok(sig.into_pyarray(py))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The exception classes are imported lazily on first use; importing them now makes a
@@ -720,6 +736,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_prepend_conditioning, m)?)?;
     m.add_function(wrap_pyfunction!(py_split_hashes, m)?)?;
     m.add_function(wrap_pyfunction!(py_val_mask, m)?)?;
+    m.add_function(wrap_pyfunction!(py_pitch_minhash, m)?)?;
     m.add_class::<PyRemiEncoder>()?;
     m.add_class::<PyBpeModel>()?;
     Ok(())

@@ -57,6 +57,7 @@ COLUMNS = {
     "arousal_bin": "int8",
     "source_file": "string",
     "window_idx": "int32",
+    "augmentation": "string",
 }
 
 

@@ -115,6 +115,7 @@ def test_exact_ids_of_a_hand_computed_example(tmp_path, base_vocab, window, stri
                     "arousal_bin": ab,
                     "source_file": name,
                     "window_idx": k,
+                    "augmentation": "",  # format 2: empty for an original
                 }
             )
     assert starts_seen > 4
@@ -254,7 +255,8 @@ def test_adding_files_does_not_move_files_between_splits(tmp_path):
     h.write_tiny_corpus(midi, first)
     kw = dict(window_size=16, stride=8, min_window_tokens=4, train_split=0.5, seed=3)
     h.build(midi, tmp_path / "before", **kw)
-    h.write_tiny_corpus(midi / "more", [f"x{k}.mid" for k in range(15)])
+    for k in range(15):  # new music: a copy of a file would join its group (test_duplicates)
+        h.write_midi(midi / "more" / f"x{k}.mid", h.track(h.melody(24, seed=100 + k)))
     (midi / first[0]).unlink()  # removing a file moves no other either
     h.build(midi, tmp_path / "after", **kw)
 
@@ -655,7 +657,7 @@ def test_token_cache_hits_and_damaged_entries(tmp_path):
     entries = sorted(cache.rglob("*.tok"))
     assert len(entries) == 6
     label_entries = sorted(cache.rglob("*.json"))  # computed labels are cached too
-    assert len(label_entries) == 6
+    assert len(label_entries) == 12  # and the duplicate-detection fingerprints
 
     h.build(midi, tmp_path / "two", **kw)
     c2 = h.info(tmp_path / "two")["cache"]

@@ -19,6 +19,7 @@ def expected_features() -> datasets.Features:
             "arousal_bin": datasets.Value("int8"),
             "source_file": datasets.Value("string"),
             "window_idx": datasets.Value("int32"),
+            "augmentation": datasets.Value("string"),
         }
     )
 
@@ -40,7 +41,7 @@ def test_split_written_by_shards_loads_with_every_row(tmp_path, monkeypatch):
     shards.mkdir()
     w, win = export.SplitWriter("train", shards), windower()
     w.write(win.add("a.mid", np.arange(7, dtype=np.int32), (0.5, -0.25), (2, -1)))
-    w.write(win.add("b.mid", np.arange(3, dtype=np.int32), (-1.0, 1.0), (-4, 4)))
+    w.write(win.add("b.mid", np.arange(3, dtype=np.int32), (-1.0, 1.0), (-4, 4), "t+1"))
     w.write(win.flush())
     w.finish(tmp_path / "out" / "train")
     e = export.SplitWriter("val", shards)
@@ -58,11 +59,11 @@ def test_split_written_by_shards_loads_with_every_row(tmp_path, monkeypatch):
         [106, 112, 4, 5, 6],
         [100, 117, 0, 1, 2],
     ]
-    assert [(r["source_file"], r["window_idx"]) for r in rows] == [
-        ("a.mid", 0),
-        ("a.mid", 1),
-        ("a.mid", 2),
-        ("b.mid", 0),
+    assert [(r["source_file"], r["window_idx"], r["augmentation"]) for r in rows] == [
+        ("a.mid", 0, ""),
+        ("a.mid", 1, ""),
+        ("a.mid", 2, ""),
+        ("b.mid", 0, "t+1"),
     ]
     assert rows[0]["valence"] == 0.5 and rows[3]["arousal_bin"] == 4
     assert (w.examples, w.tokens, w.files_with_examples) == (4, 22, 2)

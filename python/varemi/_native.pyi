@@ -287,3 +287,19 @@ class BpeModel:
     @property
     def base_vocab_size(self) -> int:
         """Number of base ids the table covers."""
+
+def pitch_minhash(
+    pitches: npt.NDArray[np.int64],
+    n: int,
+    a: npt.NDArray[np.uint64],
+    b: npt.NDArray[np.uint64],
+) -> npt.NDArray[np.uint32]:
+    """MinHash of the pitch-interval n-grams (tag 1) of ``pitches`` (transposition-invariant).
+
+    Twin: ``varemi.duplicates._pitch_minhash_py``. Permutation k maps a shingle x to
+    the high 32 bits of ``a[k] * x + b[k]`` (mod 2**64); the signature has
+    ``min(len(a), len(b))`` values, ``2**32 - 1`` each when there is no shingle.
+
+    Raises:
+        TypeError: an array of the wrong dtype, not 1-D, or not contiguous.
+    """

@@ -5,18 +5,20 @@ the validator of the module that owns it), loads the tokenizer, then runs the st
 of :func:`_build_into` in order, one function each:
 
 1. labels: the user's CSV (or none: the workers compute them);
-2. split: which file goes to ``val`` (:mod:`varemi.split`);
-3. tokenise: every file to token ids, in worker processes, through the token cache
-   (:mod:`varemi.corpus`, :mod:`varemi.encoder`);
+2. tokenise: every file (and augmented copy, :mod:`varemi.augment`) to token ids, in
+   worker processes, through the token cache (:mod:`varemi.corpus`, :mod:`varemi.encoder`);
+3. split: duplicate groups (:mod:`varemi.duplicates`) and which file goes to ``val``
+   (:mod:`varemi.split`); token ids wait in a spool file until the groups are known;
 4. bins: each file's conditioning bins (:mod:`varemi.conditioning`);
 5. windows + prefix: conditioned examples (:mod:`varemi.windows`);
 6. export: Arrow shards laid out as ``datasets`` saves them (:mod:`varemi.export`);
 7. ``labels.csv``, ``tokenizer.json``, ``rejects.csv``, a checksum per split and
    ``dataset_info.json``.
 
-Stages 3-6 stream (with ``--binning uniform``), so memory does not grow with the
-corpus. Everything is written into a temporary folder beside the target, renamed
-into place only when complete (DESIGN.md contracts 5-9).
+Stages 2-6 stream (with ``--binning uniform``), so memory does not grow with the
+corpus (duplicate grouping parks token ids on disk, not in memory). Everything is
+written into a temporary folder beside the target, renamed into place only when
+complete (DESIGN.md contracts 5-9).
 """
 
 from __future__ import annotations
@@ -84,6 +86,12 @@ class BuildParams:
         overwrite: Replace a previous varemi dataset in ``out``.
         quiet: No progress bars or summary.
         profile: Print where the time and memory went (also kept in dataset_info.json).
+        dedup: ``group`` (duplicates share a split), ``drop`` (keep the first copy by
+            path, reject the others as ``duplicate``) or ``off``.
+        groups: A CSV of ``filename,group``: files of one group share a split.
+        group_by: ``parent``: the files of one folder share a split.
+        augment_transpose: Semitone offsets of transposed copies (``-3..3``, ``-2,2``).
+        augment_velocity: Velocity offsets of copies (``-4,4``).
     """
 
     midi_dir: Path
@@ -112,6 +120,11 @@ class BuildParams:
     overwrite: bool = False
     quiet: bool = False
     profile: bool = False
+    dedup: str = "group"
+    groups: Path | None = None
+    group_by: str | None = None
+    augment_transpose: str | None = None
+    augment_velocity: str | None = None
 
 
 @dataclass
@@ -161,6 +174,10 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
         raise MidiDirError(f"--midi-dir {p.midi_dir} is not a folder")
     if p.labels is not None and not p.labels.is_file():
         raise VaremiError(f"--labels {p.labels} is not a file")
+    from varemi.duplicates import check_options
+
+    check_options(p.dedup, p.groups, p.group_by)
+    _augmentations(p)
     check_output_folder(p.out, p.overwrite)
 
 
@@ -255,6 +272,7 @@ def build(p: BuildParams) -> BuildResult:
             raise VaremiError(f"--{name.replace('_', '-')} is empty; give a path")
     p.midi_dir, p.out = Path(p.midi_dir), Path(p.out)
     p.labels = Path(p.labels) if p.labels is not None else None
+    p.groups = Path(p.groups) if p.groups is not None else None
     check_params(p)
     if not p.quiet:
         for line in param_warnings(p):
@@ -263,12 +281,13 @@ def build(p: BuildParams) -> BuildResult:
     files = list_midi_files(p.midi_dir)
     if not files:
         raise MidiDirError(f"--midi-dir {p.midi_dir} holds no .mid or .midi file")
+    groups = _user_groups(p, files)  # a bad --groups CSV is refused before any work
 
     tmp = p.out.parent / f".{p.out.name}.varemi-tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        info = _build_into(p, tmp, base, encoder, files, started)
+        info = _build_into(p, tmp, base, encoder, files, groups, started)
         _move_into_place(tmp, p.out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # the previous output stays as it was
@@ -290,6 +309,9 @@ class _Run:
     label_table: dict[str, tuple[float, float]] | None = None
     label_rows: list[dict] = field(default_factory=list)
     usable: list[str] = field(default_factory=list)
+    user_groups: dict[str, str] = field(default_factory=dict)
+    groups_how: str = ""
+    grouping: object = None  # varemi.duplicates.Grouping, unless --dedup off
     is_val: np.ndarray | None = None
     edges: list[np.ndarray] | None = None
     vbins: list[int] = field(default_factory=list)
@@ -302,7 +324,9 @@ class _Run:
     checksums: dict | None = None
 
 
-def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], started: float) -> dict:
+def _build_into(
+    p: BuildParams, tmp: Path, base, encoder, files: list[str], groups, started: float
+) -> dict:
     """The stages of a build, in order, writing into the temporary folder ``tmp``."""
     from varemi.vocab import add_conditioning_tokens
 
@@ -312,11 +336,12 @@ def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], star
         cache_dir=str(p.cache_dir or default_cache_dir()) if p.cache else None,
         started=started,
     )
+    run.user_groups, run.groups_how = groups
     _labels_stage(p, run)
-    _split_stage(p, run)
     cond_tokens = add_conditioning_tokens(base.tokenizer, p.bins)
     tokenised = _tokenise_stage(p, run, base, encoder)
-    binned = _bins_stage(p, run, tokenised)
+    split = _split_stage(p, run, tmp, tokenised)
+    binned = _bins_stage(p, run, split)
     bos = int(base.tokenizer.vocab["BOS_None"]) if p.bos else None
     batches = _windows_stage(p, run, cond_tokens, bos, binned)
     writers = _export_stage(run, tmp, batches)
@@ -387,15 +412,13 @@ def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tu
     return table
 
 
-def _split_stage(p: BuildParams, run: _Run) -> None:
-    """Which usable file goes to ``val`` (contract 6)."""
-    t = time.perf_counter()
-    run.is_val = val_mask(run.usable, p.seed, p.train_split)
-    run.stage["split"] = time.perf_counter() - t
-
-
 def _tokenise_stage(p: BuildParams, run: _Run, base, encoder):
-    """Each usable file's (index, token ids, valence, arousal), in order; rejects recorded."""
+    """Each usable file's (and augmented copy's) token ids and labels, in order.
+
+    Yields ``(index, augmentation, ids, valence, arousal, fingerprint)``: a file, then
+    its copies in string order of their names (``""`` is the original). Rejects are
+    recorded; a file whose original is rejected gives no copy either.
+    """
     from tqdm import tqdm
 
     from varemi.corpus import Job, labeller_version, tokenise_corpus
@@ -412,44 +435,92 @@ def _tokenise_stage(p: BuildParams, run: _Run, base, encoder):
         labels=None
         if run.label_table is not None
         else (p.jitter, p.jitter_seed, labeller_version()),
+        fingerprint=p.dedup != "off",
     )
+    copies = ("", *_augmentations(p))
+    items = [(f, a) for f in run.usable for a in copies] if len(copies) > 1 else run.usable
+    failed: set[int] = set()
     tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked
-    bar = tqdm(
-        total=len(run.usable), desc="tokenise", unit="file", disable=p.quiet, file=sys.stderr
-    )
-    for i, r in enumerate(tokenise_corpus(job, run.usable, run.workers)):
+    bar = tqdm(total=len(items), desc="tokenise", unit="file", disable=p.quiet, file=sys.stderr)
+    for k, r in enumerate(tokenise_corpus(job, items, run.workers)):
+        i, aug = k // len(copies), copies[k % len(copies)]
         run.cache_stats[r.cache] += 1
         run.worker_rss = max(run.worker_rss, r.peak_rss_mb)
         run.worker_seconds.update(r.timings)
         bar.update(1)
+        if i in failed:
+            continue
         if r.reject is not None:
-            run.rejects.append((run.usable[i], *r.reject))
+            reason, detail = r.reject
+            detail = f"augmentation {aug}: {detail}" if aug else detail
+            run.rejects.append((run.usable[i], reason, detail))
+            if not aug:  # the original failed: its copies are not used either
+                failed.add(i)
             continue
         if r.label is not None:
-            run.label_rows.append(r.label)
+            if not aug:  # labels.csv lists the originals; copies carry theirs in the rows
+                run.label_rows.append(r.label)
             valence, arousal = r.label["valence"], r.label["arousal"]
         else:
             valence, arousal = run.label_table[run.usable[i]]
-        if len(r.ids) < p.min_window_tokens:
+        if len(r.ids) < p.min_window_tokens and not aug:
             run.no_windows += 1
-        yield i, r.ids, valence, arousal
+        yield i, aug, r.ids, valence, arousal, r.fingerprint
     bar.close()
+
+
+def _split_stage(p: BuildParams, run: _Run, tmp: Path, tokenised):
+    """Which file goes to ``val`` (contract 6, by group key in format 2), streamed through.
+
+    With ``--dedup off`` the split is known up front (the user's groups only). Otherwise
+    every file's fingerprint is needed first: token ids are parked on disk (memory stays
+    flat) until the duplicate groups are formed, and ``--dedup drop`` rejects copies.
+    """
+    if p.dedup == "off":
+        t = time.perf_counter()
+        run.is_val = val_mask(run.usable, p.seed, p.train_split, run.user_groups)
+        run.stage["split"] = time.perf_counter() - t
+        for i, aug, ids, valence, arousal, _ in tokenised:
+            yield i, aug, ids, valence, arousal
+        return
+    from varemi.duplicates import DuplicateIndex
+
+    index, spool, parked = DuplicateIndex(), _Spool(tmp / "_spool.bin"), []
+    try:
+        for i, aug, ids, valence, arousal, fingerprint in tokenised:
+            if not aug:
+                index.add(run.usable[i], fingerprint)
+            parked.append((i, aug, spool.put(ids), valence, arousal))
+        t = time.perf_counter()
+        run.grouping = grouping = index.grouping(run.user_groups, p.dedup, run.groups_how)
+        run.is_val = val_mask(run.usable, p.seed, p.train_split, grouping.key)
+        for f, (first, kind, sim) in sorted(grouping.drop.items()):
+            run.rejects.append(
+                (f, "duplicate", f"{kind} duplicate of {first} (similarity {sim:.3f})")
+            )
+        run.label_rows = [row for row in run.label_rows if row["filename"] not in grouping.drop]
+        run.stage["split"] = time.perf_counter() - t
+        for i, aug, ref, valence, arousal in parked:
+            if run.usable[i] not in grouping.drop:
+                yield i, aug, spool.get(ref), valence, arousal
+    finally:
+        spool.close()
 
 
 def _bins_stage(p: BuildParams, run: _Run, tokenised):
     """Each file with its (valence bin, arousal bin) (contract 2)."""
     if p.binning == "uniform":  # a file's bins depend on it alone: stream it through
-        for i, ids, valence, arousal in tokenised:
+        for i, aug, ids, valence, arousal in tokenised:
             vb, ab = conditioning.discretise_uniform(np.array([valence, arousal]), p.bins)
-            yield i, ids, valence, arousal, int(vb), int(ab)
+            yield i, aug, ids, valence, arousal, int(vb), int(ab)
         return
     kept = list(tokenised)  # equal-count bins need every label first
-    values = np.array([(k[2], k[3]) for k in kept], dtype=np.float64).reshape(-1, 2)
+    values = np.array([(k[3], k[4]) for k in kept], dtype=np.float64).reshape(-1, 2)
     run.edges = [conditioning.quantile_edges(values[:, axis], p.bins) for axis in (0, 1)]
     vq = conditioning.discretise_quantile(values[:, 0], run.edges[0], p.bins)
     aq = conditioning.discretise_quantile(values[:, 1], run.edges[1], p.bins)
-    for (i, ids, valence, arousal), vb, ab in zip(kept, vq, aq, strict=True):
-        yield i, ids, valence, arousal, int(vb), int(ab)
+    for (i, aug, ids, valence, arousal), vb, ab in zip(kept, vq, aq, strict=True):
+        yield i, aug, ids, valence, arousal, int(vb), int(ab)
 
 
 def _windows_stage(p: BuildParams, run: _Run, cond_tokens: dict[str, int], bos, binned):
@@ -460,11 +531,11 @@ def _windows_stage(p: BuildParams, run: _Run, cond_tokens: dict[str, int], bos, 
         s: Windower(cond_tokens, p.window_size, p.stride, p.min_window_tokens, bos)
         for s in ("train", "val")
     }
-    for i, ids, valence, arousal, vb, ab in binned:
+    for i, aug, ids, valence, arousal, vb, ab in binned:
         s = "val" if run.is_val[i] else "train"
         run.vbins.append(vb)
         run.abins.append(ab)
-        batch = windowers[s].add(run.usable[i], ids, (valence, arousal), (vb, ab))
+        batch = windowers[s].add(run.usable[i], ids, (valence, arousal), (vb, ab), aug)
         if batch is not None:
             yield s, batch
     for s, windower in windowers.items():
@@ -504,6 +575,10 @@ def _save_stage(run: _Run, tmp: Path, tokenizer) -> None:
     run.stage["save"] += time.perf_counter() - t
     save_tokenizer(tokenizer, tmp / "tokenizer.json")
     _write_rejects(tmp / "rejects.csv", run.rejects)
+    from varemi.duplicates import write_duplicates_csv
+
+    user_rows = [(f, g, "user", 1.0) for f, g in sorted(run.user_groups.items())]
+    write_duplicates_csv(tmp / "duplicates.csv", run.grouping.rows if run.grouping else user_rows)
 
 
 def _checksum_stage(run: _Run, tmp: Path, writers: dict) -> None:
@@ -556,6 +631,9 @@ def _dataset_info(p: BuildParams, run: _Run, base, encoder, cond_tokens, writers
             "tokens": {s: w.tokens for s, w in writers.items()},
             "files": {s: w.files_with_examples for s, w in writers.items()},
         },
+        "groups": run.grouping.summary
+        if run.grouping
+        else _off_summary(run.user_groups, run.groups_how),
         "histograms": {
             "valence_bin": _hist(vbins_a, p.bins),
             "arousal_bin": _hist(abins_a, p.bins),
@@ -578,6 +656,69 @@ def _dataset_info(p: BuildParams, run: _Run, base, encoder, cond_tokens, writers
     }
 
 
+def _augmentations(p: BuildParams) -> tuple[str, ...]:
+    """The names of the augmented copies (``t+2``, ``v-4``), in string order."""
+    from varemi import augment
+
+    transpose = augment.parse_offsets(p.augment_transpose, "--augment-transpose", 24)
+    velocity = augment.parse_offsets(p.augment_velocity, "--augment-velocity", 64)
+    return augment.names(transpose, velocity)
+
+
+def _user_groups(p: BuildParams, files: list[str]) -> tuple[dict[str, str], str]:
+    """The user's groups (``--groups`` or ``--group-by``) and how they were formed."""
+    from varemi import duplicates
+
+    if p.groups is not None:
+        return duplicates.read_groups_csv(p.groups, files), f"--groups {p.groups}"
+    if p.group_by == "parent":
+        return duplicates.parent_groups(files), "--group-by parent"
+    return {}, ""
+
+
+def _off_summary(user_groups: dict[str, str], how: str) -> dict:
+    """The ``groups`` entry of ``--dedup off`` (user groups only, split as they say)."""
+    sizes = Counter(user_groups.values())
+    return {
+        "dedup": "off",
+        "user_groups": how or None,
+        "groups": len(sizes),
+        "files_in_groups": sum(sizes.values()),
+        "largest_group": max(sizes.values(), default=0),
+    }
+
+
+class _Spool:
+    """Token ids parked on disk until the split is known (memory stays flat)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = open(path, "wb")  # noqa: SIM115 (closed in close())
+        self.size = 0
+        self.map = None
+
+    def put(self, ids: np.ndarray) -> tuple[int, int]:
+        data = np.ascontiguousarray(ids, dtype="<i4").tobytes()
+        self.file.write(data)
+        ref = (self.size // 4, len(ids))
+        self.size += len(data)
+        return ref
+
+    def get(self, ref: tuple[int, int]) -> np.ndarray:
+        if self.map is None:
+            self.file.close()
+            self.map = (
+                np.memmap(self.path, dtype="<i4", mode="r") if self.size else np.zeros(0, "<i4")
+            )
+        start, n = ref
+        return self.map[start : start + n].astype(np.int32, copy=False)
+
+    def close(self) -> None:
+        self.file.close()
+        self.map = None
+        self.path.unlink(missing_ok=True)
+
+
 def _hist(bins: np.ndarray, n: int) -> dict[str, int]:
     h = n // 2
     counts = Counter(bins.tolist())
@@ -589,6 +730,7 @@ def _params_record(p: BuildParams) -> dict:
     for k in ("midi_dir", "out", "labels", "cache_dir"):
         rec[k] = None if rec[k] is None else str(rec[k])
     rec["pitch_range"] = list(p.pitch_range) if p.pitch_range else None
+    rec["groups"] = None if p.groups is None else str(p.groups)
     for k in ("quiet", "overwrite", "profile"):
         rec.pop(k)
     return rec

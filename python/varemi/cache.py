@@ -78,6 +78,7 @@ def token_key(
     pitch_range: tuple[int, int],
     tracks: str,
     encoder: str,
+    augmentation: str = "",
 ) -> str:
     """The key of a file's token ids: everything that determines them.
 
@@ -88,10 +89,13 @@ def token_key(
         pitch_range: Inclusive pitch range.
         tracks: ``merge`` or ``first``.
         encoder: ``native`` or ``miditok`` (what computes the ids).
+        augmentation: An augmented copy's name (``t+2``); empty for the original, whose
+            key is then the same as before augmentation existed.
 
     Returns:
         A hex key.
     """
+    extra = ("augmentation", augmentation) if augmentation else ()
     return cache_key(
         file_sha256,
         tokenizer_sha256,
@@ -100,10 +104,13 @@ def token_key(
         tracks,
         encoder,
         encoder_version(),
+        *extra,
     )
 
 
-def label_key(file_sha256: str, labeller: str, jitter: float, seed: int, name: str) -> str:
+def label_key(
+    file_sha256: str, labeller: str, jitter: float, seed: int, name: str, augmentation: str = ""
+) -> str:
     """The key of a file's computed labels (``build`` without ``--labels``).
 
     Args:
@@ -112,11 +119,27 @@ def label_key(file_sha256: str, labeller: str, jitter: float, seed: int, name: s
         jitter: ``--jitter``.
         seed: ``--jitter-seed``.
         name: The file's relative path (the noise depends on it; ignored without jitter).
+        augmentation: An augmented copy's name; empty for the original.
 
     Returns:
         A hex key.
     """
-    return cache_key(file_sha256, "labels", labeller, jitter, seed, name if jitter else "")
+    extra = ("augmentation", augmentation) if augmentation else ()
+    return cache_key(file_sha256, "labels", labeller, jitter, seed, name if jitter else "", *extra)
+
+
+def fingerprint_key(token_key: str) -> str:
+    """The key of a file's duplicate-detection fingerprint, beside its token ids.
+
+    Args:
+        token_key: The file's :func:`token_key`.
+
+    Returns:
+        A hex key.
+    """
+    from varemi.duplicates import FINGERPRINT_VERSION
+
+    return cache_key(token_key, "fingerprint", FINGERPRINT_VERSION)
 
 
 class TokenCache:

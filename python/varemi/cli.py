@@ -175,6 +175,38 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--overwrite", action="store_true", help="replace OUT if it holds a previous varemi dataset"
     )
+    b.add_argument(
+        "--dedup",
+        choices=["group", "drop", "off"],
+        default="group",
+        help="put exact, transposed and near duplicates in one split "
+        "(group), keep only the first copy by path (drop), or split by file alone (off)",
+    )
+    b.add_argument(
+        "--groups",
+        type=Path,
+        default=None,
+        help="CSV filename,group: the files of one group share a split",
+    )
+    b.add_argument(
+        "--group-by",
+        choices=["parent"],
+        default=None,
+        help="parent: the files of one folder share a split (the folder is the piece)",
+    )
+    b.add_argument(
+        "--augment-transpose",
+        default=None,
+        metavar="OFFSETS",
+        help="add transposed copies, e.g. --augment-transpose=-3..3 or =-2,2 (semitones; "
+        "write = before a negative value)",
+    )
+    b.add_argument(
+        "--augment-velocity",
+        default=None,
+        metavar="OFFSETS",
+        help="add copies with velocities moved, e.g. --augment-velocity=-4,4",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     b.add_argument(
         "--profile",
@@ -375,6 +407,11 @@ def _build(a: argparse.Namespace) -> int:
         overwrite=a.overwrite or replace_demo,
         quiet=a.quiet,
         profile=a.profile,
+        dedup=a.dedup,
+        groups=a.groups,
+        group_by=a.group_by,
+        augment_transpose=a.augment_transpose,
+        augment_velocity=a.augment_velocity,
     )
     if demo:
         from varemi.demo import write_demo_corpus

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from varemi.cache import DamagedEntry, TokenCache, label_key, token_key
+from varemi.cache import DamagedEntry, TokenCache, fingerprint_key, label_key, token_key
 from varemi.encoder import EncodeOptions, TokenEncoder, encode_midi
 from varemi.files import RejectedFile, read_midi_bytes
 
@@ -37,6 +37,8 @@ class Job:
         cache_dir: The token cache folder, or None for no cache.
         labels: ``(jitter, jitter_seed, labeller version)`` when the labels are computed
             here, None when they come from the user's CSV.
+        fingerprint: Also compute each file's duplicate-detection fingerprint
+            (:mod:`varemi.duplicates`), cached beside its tokens.
     """
 
     root: str
@@ -46,6 +48,7 @@ class Job:
     options: EncodeOptions
     cache_dir: str | None
     labels: tuple[float, int, str] | None
+    fingerprint: bool = False
 
 
 @dataclass
@@ -56,6 +59,7 @@ class FileResult:
         ids: int32 music token ids, or None when rejected.
         label: Its row of ``labels.csv`` when labels are computed here, else None.
         reject: ``(reason, detail)`` when the file cannot be used, else None.
+        fingerprint: Its :class:`varemi.duplicates.Fingerprint` when asked, else None.
         cache: ``hit``, ``miss``, ``damaged`` or ``off``.
         timings: Seconds per stage spent on this file (in a worker).
         peak_rss_mb: The worker's peak resident memory so far.
@@ -64,6 +68,7 @@ class FileResult:
     ids: np.ndarray | None = None
     label: dict | None = None
     reject: tuple[str, str] | None = None
+    fingerprint: object = None
     cache: str = "off"
     timings: dict = field(default_factory=dict)
     peak_rss_mb: float = 0.0
@@ -104,36 +109,49 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _keys(job: Job, rel: str, data: bytes) -> tuple[str, str | None]:
+def _keys(job: Job, rel: str, data: bytes, aug: str = "") -> tuple[str, str | None]:
     digest = hashlib.sha256(data).hexdigest()
     o = job.options
     tokens = token_key(
-        digest, job.tokenizer_sha256, o.pitch_policy, o.pitch_range, o.tracks, job.encoder
+        digest, job.tokenizer_sha256, o.pitch_policy, o.pitch_range, o.tracks, job.encoder, aug
     )
     if job.labels is None:
         return tokens, None
     jitter, seed, version = job.labels
-    return tokens, label_key(digest, version, jitter, seed, rel)
+    return tokens, label_key(digest, version, jitter, seed, rel, aug)
 
 
-def _cached(job: Job, cache: TokenCache, rel: str) -> FileResult:
-    """One file's result from the cache, read in the main process.
+def _item(x) -> tuple[str, str]:
+    """A work item: a file, or ``(file, augmentation)`` (empty for the original)."""
+    return (x, "") if isinstance(x, str) else (x[0], x[1])
+
+
+def _cached(job: Job, cache: TokenCache, item) -> FileResult:
+    """One file's (or copy's) result from the cache, read in the main process.
 
     Returns a result with ids (a hit) or a reject (unreadable, too large, or a hit
     that lasts too long); otherwise one with neither, whose ``cache`` says why the
     file must be computed (``miss`` or ``damaged``).
     """
+    rel, aug = _item(item)
     try:
         data = read_midi_bytes(Path(job.root) / rel, job.options.max_file_mb)
     except RejectedFile as e:
         return FileResult(reject=(e.reason, e.detail))
-    tkey, lkey = _keys(job, rel, data)
+    tkey, lkey = _keys(job, rel, data, aug)
+    fingerprint = job.fingerprint and not aug
     try:
         hit = cache.get(tkey)
         label = cache.get_json(lkey) if lkey is not None and hit else None
+        fp = None
+        if fingerprint and hit:
+            from varemi.duplicates import Fingerprint
+
+            entry = cache.get_json(fingerprint_key(tkey))
+            fp = Fingerprint.from_json(entry) if entry is not None else None
     except DamagedEntry:
         return FileResult(cache="damaged")
-    if hit is None or (lkey is not None and label is None):
+    if hit is None or (lkey is not None and label is None) or (fingerprint and fp is None):
         return FileResult(cache="miss")
     ids, minutes = hit
     if minutes > job.options.max_minutes:
@@ -141,7 +159,7 @@ def _cached(job: Job, cache: TokenCache, rel: str) -> FileResult:
         return FileResult(reject=reason, cache="hit")
     if label is not None:
         label = {**label, "filename": rel}
-    return FileResult(ids=ids, label=label, cache="hit")
+    return FileResult(ids=ids, label=label, fingerprint=fp, cache="hit")
 
 
 _WORKER: dict = {}
@@ -155,10 +173,11 @@ def _init_worker(job: Job) -> None:
     _WORKER["cache"] = TokenCache(job.cache_dir) if job.cache_dir else None
 
 
-def _process(rel: str) -> FileResult:
-    """Label (if asked) and tokenise one file; never raises for a bad file."""
+def _process(item) -> FileResult:
+    """Label (if asked) and tokenise one file (or a copy); never raises for a bad file."""
     from varemi import labels as labelling
 
+    rel, aug = _item(item)
     job: Job = _WORKER["job"]
     result = FileResult(cache="miss" if job.cache_dir else "off")
     try:
@@ -172,33 +191,52 @@ def _process(rel: str) -> FileResult:
                 raise RejectedFile(e.reason, e.detail) from e
             result.label = labelling.label_row(rel, file_label)
 
+        def fingerprint(score) -> None:
+            from varemi.duplicates import fingerprint_score
+
+            result.fingerprint = fingerprint_score(score)
+
         on_parsed = label if job.labels is not None else None
-        ids, minutes = encode_midi(data, _WORKER["encoder"], job.options, result.timings, on_parsed)
+        on_ready = fingerprint if job.fingerprint and not aug else None
+        augment = None
+        if aug:
+            from varemi.augment import apply
+
+            def augment(score) -> None:
+                apply(score, aug)
+
+        ids, minutes = encode_midi(
+            data, _WORKER["encoder"], job.options, result.timings, on_parsed, on_ready, augment
+        )
         result.ids = ids
         cache: TokenCache | None = _WORKER["cache"]
         if cache is not None:
-            tkey, lkey = _keys(job, rel, data)
+            tkey, lkey = _keys(job, rel, data, aug)
             try:
                 cache.put(tkey, ids, minutes)
                 if lkey is not None:
                     cache.put_json(lkey, result.label)
+                if result.fingerprint is not None:
+                    cache.put_json(fingerprint_key(tkey), result.fingerprint.to_json())
             except OSError:
                 pass  # a read-only or full cache only costs speed
     except RejectedFile as e:
         result.ids, result.label, result.reject = None, None, (e.reason, e.detail)
+        result.fingerprint = None
     except Exception as e:  # a bug in a dependency must not lose the run
-        result.ids, result.label = None, None
+        result.ids, result.label, result.fingerprint = None, None, None
         result.reject = ("tokenize_failed", f"{type(e).__name__}: {e}")
     result.peak_rss_mb = peak_rss_mb()
     return result
 
 
-def tokenise_corpus(job: Job, files: list[str], workers: int) -> Iterator[FileResult]:
+def tokenise_corpus(job: Job, files: list, workers: int) -> Iterator[FileResult]:
     """Each file's result, in the order of ``files``.
 
     Args:
         job: What to compute and how.
-        files: Paths relative to ``job.root``.
+        files: Paths relative to ``job.root``, or ``(path, augmentation)`` pairs
+            (:mod:`varemi.augment`; an empty augmentation is the original).
         workers: Worker processes (1: everything in this process).
 
     Yields:

@@ -32,6 +32,7 @@ FEATURES = {
     "arousal_bin": {"dtype": "int8", "_type": "Value"},
     "source_file": {"dtype": "string", "_type": "Value"},
     "window_idx": {"dtype": "int32", "_type": "Value"},
+    "augmentation": {"dtype": "string", "_type": "Value"},  # format 2: empty for originals
 }
 
 
@@ -51,6 +52,7 @@ def arrow_schema():
         ("arousal_bin", pa.int8()),
         ("source_file", pa.string()),
         ("window_idx", pa.int32()),
+        ("augmentation", pa.string()),
     ]
     meta = {"huggingface": json.dumps({"info": {"features": FEATURES}})}
     return pa.schema(fields, metadata=meta)
@@ -88,6 +90,7 @@ class SplitWriter:
     def __init__(self, split: str, folder: Path) -> None:
         self.split, self.folder = split, folder
         self.schema = arrow_schema()
+        self.last_file: str | None = None  # the copies of a file count as one file
         self.shards: list[Path] = []
         self.examples = 0
         self.tokens = 0
@@ -116,6 +119,7 @@ class SplitWriter:
             _arrow(batch.arousal_bin[fi]),
             _strings(batch.files).take(_arrow(fi)),
             _arrow(ex.window_index),
+            _strings(batch.augmentation).take(_arrow(fi)),
         ]
         table = pa.Table.from_arrays(columns, schema=self.schema)
         path = self.folder / f"{self.split}-{len(self.shards):05d}.arrow"
@@ -125,7 +129,10 @@ class SplitWriter:
         lengths = np.diff(ex.offsets)
         self.examples += len(lengths)
         self.tokens += int(lengths.sum())
-        self.files_with_examples += len(np.unique(fi))
+        for j in np.unique(fi).tolist():  # the copies of a file count as one file
+            if batch.files[j] != self.last_file:
+                self.files_with_examples += 1
+                self.last_file = batch.files[j]
         self.bin_counts.update(
             zip(batch.valence_bin[fi].tolist(), batch.arousal_bin[fi].tolist(), strict=True)
         )

@@ -1,13 +1,15 @@
-"""The split by file (DESIGN.md contract 6): which files go to ``val``.
+"""The split by file or group (DESIGN.md contract 6): which files go to ``val``.
 
 Owns the split parameters (``--seed``, ``--train-split``) and their validator; the
-hashing itself is the native kernel :func:`varemi.kernels.val_mask`.
+hashing itself is the native kernel :func:`varemi.kernels.val_mask`. In format 2 a
+file that belongs to a group (duplicates, ``--groups``, ``--group-by``) hashes its
+group's key instead of its own path, so a group never straddles the splits.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -34,13 +36,20 @@ def check_split_params(seed: int, train_split: float) -> None:
         raise SplitParameterError(f"--train-split must be in (0, 1], got {train_split}")
 
 
-def val_mask(files: Sequence[str], seed: int, train_split: float) -> np.ndarray:
+def val_mask(
+    files: Sequence[str],
+    seed: int,
+    train_split: float,
+    group_key: Mapping[str, str] | None = None,
+) -> np.ndarray:
     """Which files belong to ``val``.
 
     Args:
         files: Paths relative to the MIDI root, POSIX separators.
         seed: The split seed.
         train_split: Fraction of files meant for ``train``.
+        group_key: A grouped file's split key (its group's first file, or the user's
+            group name); a file not in it hashes its own path.
 
     Returns:
         Boolean array, True for ``val``.
@@ -51,4 +60,5 @@ def val_mask(files: Sequence[str], seed: int, train_split: float) -> np.ndarray:
     from varemi import kernels
 
     check_split_params(seed, train_split)
-    return kernels.val_mask(files, seed, train_split)
+    keys = [group_key.get(f, f) for f in files] if group_key else files
+    return kernels.val_mask(keys, seed, train_split)

@@ -82,6 +82,11 @@ def _split_arrays(ds) -> dict:
         "arousal": column("arousal", np.float32),
         "window_idx": column("window_idx", np.int64),
         "source_file": table.column("source_file").to_pylist(),
+        "augmentation": (
+            table.column("augmentation").to_pylist()
+            if "augmentation" in table.column_names
+            else [""] * table.num_rows
+        ),
     }
 
 
@@ -155,7 +160,7 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
     bos = _bos_id(rep, info) if params.get("bos") else None
     _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_tokens, bos)
     _check_bins_match_labels(rep, arrays, info)
-    _check_splits(rep, arrays, files_of, params)
+    _check_splits(rep, arrays, files_of, params, _group_keys(rep, out, info))
     _check_counts(rep, arrays, files_of, info)
     _check_file_counts(rep, out, files_of, info)
     if columns_as_built:
@@ -355,26 +360,49 @@ def _check_checksums(rep, arrays, info) -> None:
             )
 
 
-def _check_splits(rep, arrays, files_of, params) -> None:
+def _group_keys(rep, out: Path, info: dict) -> dict[str, str]:
+    """Each grouped file's split key from ``duplicates.csv`` (format 2; none in format 1)."""
+    from varemi.duplicates import read_duplicates_csv
+
+    path = out / "duplicates.csv"
+    if not path.is_file():
+        if int(info.get("format_version", 1)) >= 2:
+            rep.fail("duplicates_csv", f"{path} is missing (format_version 2 writes it)")
+        return {}
+    try:
+        return read_duplicates_csv(path)
+    except (OSError, KeyError, ValueError) as e:
+        rep.fail("duplicates_csv", f"cannot read {path}: {type(e).__name__}: {e}")
+        return {}
+
+
+def _check_splits(rep, arrays, files_of, params, group_key: dict[str, str]) -> None:
     both = files_of["train"] & files_of["val"]
     if both:
         rep.fail("file_in_both_splits", f"{len(both)} files, e.g. {sorted(both)[0]}")
+    split_of_group: dict[str, set[str]] = {}
+    for s in ("train", "val"):
+        for f in files_of[s]:
+            split_of_group.setdefault(group_key.get(f, f), set()).add(s)
+    spanning = sorted(g for g, splits in split_of_group.items() if len(splits) > 1)
+    if spanning:
+        rep.fail("group_in_both_splits", f"{len(spanning)} groups, e.g. {spanning[0]}")
     seed, train_split = int(params.get("seed", 42)), float(params.get("train_split", 0.9))
     for s, a in arrays.items():
         names = sorted(files_of[s])
         if names:
-            in_val = kernels.val_mask(names, seed, train_split)
+            in_val = kernels.val_mask([group_key.get(n, n) for n in names], seed, train_split)
             wrong = [n for n, v in zip(names, in_val, strict=True) if v != (s == "val")]
             if wrong:
                 rep.fail(
                     "split_rule", f"{len(wrong)} files in {s} against the hash rule: {wrong[0]}"
                 )
-        keys = list(zip(a["source_file"], a["window_idx"].tolist(), strict=True))
+        keys = list(zip(a["source_file"], a["augmentation"], a["window_idx"].tolist(), strict=True))
         if keys != sorted(keys):
-            rep.fail("order", f"{s}: rows not ordered by source_file then window_idx")
-        per_file: dict[str, list[int]] = {}
-        for f, w in keys:
-            per_file.setdefault(f, []).append(w)
+            rep.fail("order", f"{s}: rows not ordered by source_file, augmentation, window_idx")
+        per_file: dict[tuple[str, str], list[int]] = {}
+        for f, aug, w in keys:
+            per_file.setdefault((f, aug), []).append(w)
         gaps = [f for f, ws in per_file.items() if sorted(ws) != list(range(len(ws)))]
         if gaps:
             rep.fail("window_idx", f"{s}: {len(gaps)} files without windows 0..k-1: {gaps[0]}")

@@ -64,6 +64,7 @@ class ExampleBatch:
         arousal: float32 label per file.
         valence_bin: int8 bin per file.
         arousal_bin: int8 bin per file.
+        augmentation: Per file: the copy's augmentation (``t+2``), empty for the original.
     """
 
     examples: object  # varemi.kernels.Examples
@@ -72,6 +73,7 @@ class ExampleBatch:
     arousal: np.ndarray
     valence_bin: np.ndarray
     arousal_bin: np.ndarray
+    augmentation: list[str]
 
 
 class Windower:
@@ -101,25 +103,31 @@ class Windower:
         self.bos = bos
         self.conditioning_tokens = dict(conditioning_tokens)
         self.windows = (window_size, stride, min_window_tokens)
-        self.pending: list[tuple[str, np.ndarray, float, float, int, int]] = []
+        self.pending: list[tuple[str, np.ndarray, float, float, int, int, str]] = []
         self.pending_tokens = 0
         self.seconds = 0.0
 
     def add(
-        self, rel: str, ids: np.ndarray, labels: tuple[float, float], bins: tuple[int, int]
+        self,
+        rel: str,
+        ids: np.ndarray,
+        labels: tuple[float, float],
+        bins: tuple[int, int],
+        augmentation: str = "",
     ) -> ExampleBatch | None:
-        """Queue one file; once enough tokens are queued, return their examples.
+        """Queue one file (or an augmented copy); once enough tokens are queued, return examples.
 
         Args:
             rel: The file's path relative to the MIDI root.
             ids: Its int32 music token ids.
             labels: Its (valence, arousal).
             bins: Its (valence bin, arousal bin).
+            augmentation: The copy's augmentation (``t+2``), empty for the original.
 
         Returns:
             The queued files' examples when :data:`BATCH_TOKENS` are reached, else None.
         """
-        self.pending.append((rel, ids, *labels, *bins))
+        self.pending.append((rel, ids, *labels, *bins, augmentation))
         self.pending_tokens += len(ids)
         return self.flush() if self.pending_tokens >= BATCH_TOKENS else None
 
@@ -156,6 +164,7 @@ class Windower:
             arousal=np.array([x[3] for x in pending], np.float32),
             valence_bin=vbin,
             arousal_bin=abin,
+            augmentation=[x[6] for x in pending],
         )
         self.seconds += time.perf_counter() - t0
         return batch

@@ -168,6 +168,8 @@ def encode_midi(
     options: EncodeOptions,
     timings: dict[str, float] | None = None,
     on_parsed: Callable[[object], None] | None = None,
+    on_ready: Callable[[object], None] | None = None,
+    augment: Callable[[object], None] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Turn a MIDI file's bytes into music token ids.
 
@@ -180,6 +182,11 @@ def encode_midi(
         on_parsed: Called with the parsed ``symusic.Score`` before anything changes it
             (``build`` labels the file there, so that each file is parsed once); what it
             raises propagates.
+        on_ready: Called with the score after the track merge and pitch normalisation,
+            just before tokenisation (``build`` fingerprints the notes there; its
+            time is added under ``fingerprint``).
+        augment: Called with the parsed score first, to change it in place (an
+            augmented copy: it is then labelled and preprocessed like any file).
 
     Returns:
         int32 token ids of the whole piece (possibly empty) and its length in minutes.
@@ -197,6 +204,9 @@ def encode_midi(
     if minutes > options.max_minutes:
         raise RejectedFile("too_long", f"{minutes:.1f} min > --max-minutes {options.max_minutes:g}")
     clock.lap("parse")
+    if augment is not None:
+        augment(score)
+        clock.lap("augment")
     if on_parsed is not None:
         on_parsed(score)
         clock.lap("labels")
@@ -208,6 +218,9 @@ def encode_midi(
     for track in score.tracks:
         _normalise_track_pitches(track, options)
     clock.lap("tracks_pitches")
+    if on_ready is not None:
+        on_ready(score)
+        clock.lap("fingerprint")
     encoder = (
         tokenizer if isinstance(tokenizer, TokenEncoder) else TokenEncoder(tokenizer, "miditok")
     )
