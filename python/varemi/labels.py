@@ -68,13 +68,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-import multiprocessing
 import numbers
 import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -459,48 +456,15 @@ def _label_one(
         return name, None, (name, "error", f"{type(exc).__name__}: {exc}")
 
 
-def _mp_context() -> multiprocessing.context.BaseContext:
-    """Forkserver where there is one (forking a process that runs threads can deadlock).
-
-    The server imports this module once, so each worker starts without importing
-    numpy, pandas and symusic again.
-    """
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])  # no effect once the server runs
-    return context
+def _label_args(args: tuple) -> tuple[str, FileLabel | None, tuple[str, str, str] | None]:
+    """Worker: :func:`_label_one` of one tuple of arguments (the pool passes one item)."""
+    return _label_one(*args)
 
 
-def _label_in_pool(args: list[tuple], workers: int, bar) -> list[tuple]:
-    """Label in worker processes, surviving workers that die.
+def _crashed(args: tuple) -> tuple[str, None, tuple[str, str, str]]:
+    from varemi.corpus import CRASHED_DETAIL
 
-    When a worker dies (a native crash, the OOM killer), every unfinished file is
-    retried in a fresh pool; a file that breaks a pool all by itself is rejected.
-    """
-    results: list[tuple] = []
-    todo = list(args)
-    parallel = workers
-    while todo:
-        broken: list[tuple] = []
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=_mp_context()) as pool:
-            futures = {pool.submit(_label_one, *a): a for a in todo}
-            for future in as_completed(futures):
-                try:
-                    results.append(future.result())
-                    bar.update(1)
-                except BrokenProcessPool:
-                    broken.append(futures[future])
-        if len(broken) == len(todo) and workers > 1:
-            workers = 1  # no progress: take the files one at a time to find the culprit
-        elif len(broken) == len(todo):
-            name = todo[0][1]  # one worker runs files in order: the first broke the pool
-            results.append((name, None, (name, "crashed", "the worker process died")))
-            bar.update(1)
-            broken = todo[1:]
-            workers = parallel
-        todo = sorted(broken, key=lambda a: a[1])
-    return results
+    return args[1], None, (args[1], "crashed", CRASHED_DETAIL)
 
 
 def label_folder(
@@ -549,6 +513,7 @@ def label_folder(
 
     args = [(str(root), name, jitter, seed, max_file_mb) for name in names]
     workers = min(workers, max(len(args), 1))
+    tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked
     with tqdm(
         total=len(args), desc="labels", unit="file", file=sys.stderr, disable=not progress
     ) as bar:
@@ -557,8 +522,13 @@ def label_folder(
             for a in args:
                 results.append(_label_one(*a))
                 bar.update(1)
-        else:
-            results = _label_in_pool(args, workers, bar)
+        else:  # the shared crash-tolerant pool: a worker that dies costs one file
+            from varemi.corpus import map_in_workers
+
+            results = []
+            for r in map_in_workers(_label_args, args, workers, None, (), _crashed):
+                results.append(r)
+                bar.update(1)
 
     rows = []
     rejects = []
