@@ -115,3 +115,38 @@ def test_token_key_names_the_native_build_and_the_dependency_versions(monkeypatc
     key = cache.token_key(*args)
     monkeypatch.setattr(cache, "encoder_version", lambda: line.replace("native ", "native x"))
     assert cache.token_key(*args) != key
+
+
+# --------------------------------------------------------------------------- bad names
+BAD = os.fsdecode(b"n/bad\xff.mid")  # not valid UTF-8: a surrogate in the str
+
+
+def write_bad_name(midi: Path) -> None:
+    (midi / "n").mkdir(parents=True, exist_ok=True)
+    (midi / BAD).write_bytes((midi / "t0.mid").read_bytes())
+
+
+@pytest.mark.parametrize("labels", ["computed", "csv"])
+def test_a_name_that_is_not_utf8_is_rejected_as_bad_name_in_build(tmp_path, labels):
+    midi, out = tmp_path / "midi", tmp_path / "out"
+    names = corpus(midi)
+    write_bad_name(midi)
+    kw = dict(SMALL)
+    if labels == "csv":
+        kw["labels"] = h.write_labels(tmp_path / "labels.csv", {n: (0.5, 0.5) for n in names})
+    h.build(midi, out, **kw)
+    assert h.rejects(out) == {"n/bad\\xff.mid": "bad_name"}
+    c = h.info(out)["counts"]
+    assert (c["files_seen"], c["files_kept"], c["files_rejected"]) == (len(names) + 1, 6, 1)
+    assert verify(out).ok
+
+
+def test_a_name_that_is_not_utf8_is_rejected_as_bad_name_in_labels(tmp_path):
+    midi = tmp_path / "midi"
+    names = corpus(midi)
+    write_bad_name(midi)
+    r = h.run_cli("labels", "--midi-dir", midi, "--out", tmp_path / "l.csv", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert "skipped n/bad\\xff.mid: bad_name" in r.stderr
+    lines = (tmp_path / "l.csv").read_text(encoding="utf-8").splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == names

@@ -313,11 +313,17 @@ def _load_tokenizer(p: BuildParams):
 
 
 def _labels_stage(p: BuildParams, run: _Run) -> None:
-    """The user's labels CSV (its unusable rows become rejects); computed labels come later."""
+    """The user's labels CSV (its unusable rows become rejects); computed labels come later.
+
+    Files whose names are not valid UTF-8 are rejected first (``bad_name``).
+    """
+    from varemi.files import split_bad_names
+
+    named, run.rejects[:0] = split_bad_names(run.files)
     if p.labels is not None:
-        run.label_table = _csv_labels(p, run.files, run.rejects)
+        run.label_table = _csv_labels(p, named, run.rejects)
     rejected = {r[0] for r in run.rejects}
-    run.usable = [f for f in run.files if f not in rejected]
+    run.usable = [f for f in named if f not in rejected]
 
 
 def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tuple[float, float]]:

@@ -80,7 +80,7 @@ import numpy as np
 import symusic
 
 from varemi.errors import VaremiError
-from varemi.files import list_midi_files
+from varemi.files import list_midi_files, split_bad_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -510,6 +510,7 @@ def label_folder(
     if not root.exists():
         raise FileNotFoundError(f"MIDI folder not found: {root}")
     names = list_midi_files(root) if files is None else sorted(set(files))
+    names, bad_names = split_bad_names(names)  # their names cannot be hashed or written
 
     args = [(str(root), name, jitter, seed, max_file_mb) for name in names]
     workers = min(workers, max(len(args), 1))
@@ -531,7 +532,7 @@ def label_folder(
                 bar.update(1)
 
     rows = []
-    rejects = []
+    rejects = list(bad_names)
     for name, result, reject in sorted(results, key=lambda r: r[0]):
         if result is None:
             rejects.append(reject)
@@ -541,7 +542,7 @@ def label_folder(
 
     df = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
     df = df.astype({c: "float64" for c in LABEL_COLUMNS[1:]}).reset_index(drop=True)
-    return df, rejects
+    return df, sorted(rejects)
 
 
 def write_labels_csv(df: pd.DataFrame, path: Path | str) -> None:
