@@ -88,16 +88,16 @@ def list_midi_files(root: Path | str) -> list[str]:
 
 
 def shown_name(name: str) -> str:
-    """A file name as it can be printed and written to CSV: undecodable bytes escaped.
+    r"""A file name as it can be printed and written to CSV: undecodable bytes escaped.
 
     Names come from the file system with undecodable bytes as surrogates
-    (``surrogateescape``); they are shown as ``\\xff`` escapes.
+    (``surrogateescape``); they are shown as ``\xff`` escapes.
 
     Args:
         name: A relative path from :func:`list_midi_files`.
 
     Returns:
-        The name, with every byte that is not valid UTF-8 as ``\\xNN``.
+        The name, with every byte that is not valid UTF-8 as ``\xNN``.
     """
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
