@@ -31,20 +31,17 @@ from pathlib import Path
 import numpy as np
 
 from varemi import conditioning
-from varemi.cache import default_cache_dir
+from varemi.cache import default_cache_dir, usable_cache_dir
 from varemi.corpus import check_workers, peak_rss_mb
 from varemi.encoder import EncodeOptions, TokenEncoder, check_encode_params
-from varemi.errors import PitchRangeError, VaremiError
+from varemi.errors import EmptyDatasetError, OutputFolderError, PitchRangeError, VaremiError
 from varemi.export import SplitWriter, write_dataset_dict, write_json
+from varemi.output import Staging, check_inputs_outside, resolve_out
 from varemi.pitch import PITCH_POLICIES, check_pitch_params
 from varemi.split import check_split_params, val_mask
 from varemi.windows import check_window_params
 
 FORMAT_VERSION = 1
-
-
-class OutputFolderError(VaremiError):
-    """The output folder cannot be (over)written safely."""
 
 
 class MidiDirError(VaremiError):
@@ -148,8 +145,9 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
     elif p.pitch_policy not in PITCH_POLICIES:
         check_pitch_params(p.pitch_policy, 21, 108)
     check_workers(p.workers)
-    if not (p.jitter >= 0):
-        raise VaremiError(f"--jitter must be >= 0, got {p.jitter}")
+    from varemi.labels import check_label_params
+
+    check_label_params(p.jitter, p.jitter_seed, "--jitter", "--jitter-seed")
     if p.jitter and p.labels is not None:
         raise VaremiError(
             "--jitter applies to computed labels only; it cannot be used with --labels"
@@ -159,6 +157,10 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
     if p.labels is not None and not p.labels.is_file():
         raise VaremiError(f"--labels {p.labels} is not a file")
     check_output_folder(p.out, p.overwrite)
+    if p.overwrite and is_varemi_dataset(p.out):  # never replace an input with the output
+        cache = (p.cache_dir or default_cache_dir()) if p.cache else None
+        inputs = {"--midi-dir": p.midi_dir, "--labels": p.labels, "--cache-dir": cache}
+        check_inputs_outside(resolve_out(p.out), inputs)
 
 
 def is_varemi_dataset(folder: Path) -> bool:
@@ -227,23 +229,48 @@ def build(p: BuildParams) -> BuildResult:
     p.midi_dir, p.out = Path(p.midi_dir), Path(p.out)
     p.labels = Path(p.labels) if p.labels is not None else None
     check_params(p)
-    base, encoder = _load_tokenizer(p)
-    files = list_midi_files(p.midi_dir)
-    if not files:
-        raise MidiDirError(f"--midi-dir {p.midi_dir} holds no .mid or .midi file")
-
-    tmp = p.out.parent / f".{p.out.name}.varemi-tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    staging = Staging.create(resolve_out(p.out))  # `--out .` works; unwritable: refused now
     try:
-        info = _build_into(p, tmp, base, encoder, files, started)
-        _move_into_place(tmp, p.out)
+        base, encoder = _load_tokenizer(p)
+        files = list_midi_files(p.midi_dir)
+        if not files:
+            raise MidiDirError(f"--midi-dir {p.midi_dir} holds no .mid or .midi file")
+        info = _build_into(p, staging.tmp, base, encoder, files, started)
+        _check_kept(info, p)
+        staging.commit(is_varemi_dataset)
+    except OSError as e:  # a full disk, a vanished folder: one line, the old output intact
+        staging.discard()
+        raise OutputFolderError(
+            f"the build into --out {p.out} failed: {e}; "
+            "nothing was replaced (any previous output is intact)"
+        ) from e
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # the previous output stays as it was
+        staging.discard()  # the previous output stays as it was
         raise
     if not p.quiet or p.profile:
         print(summary(info, p.out, p.profile), file=sys.stderr)
     return BuildResult(p.out, info)
+
+
+def _check_kept(info: dict, p: BuildParams) -> None:
+    """Refuse a dataset that kept no file; warn loudly about an empty ``val`` split."""
+    c = info["counts"]
+    if c["files_kept"] == 0:
+        reasons = ", ".join(f"{r}: {n}" for r, n in c["rejected_by_reason"].items())
+        short = c["files_without_windows"]
+        raise EmptyDatasetError(
+            f"no file was kept: {c['files_seen']} seen, {c['files_rejected']} rejected"
+            + (f" ({reasons})" if reasons else "")
+            + (f", {short} too short for a window" if short else "")
+            + f"; nothing was written to --out {p.out}"
+        )
+    if c["examples"]["val"] == 0 and p.train_split < 1.0:
+        print(
+            f"warning: the val split is empty: none of the {c['files_kept']} kept files "
+            f"hashed into it (--train-split {p.train_split:g}, --seed {p.seed}); "
+            "evaluate on another corpus, or change --seed",
+            file=sys.stderr,
+        )
 
 
 @dataclass
@@ -276,7 +303,7 @@ def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], star
     run = _Run(
         files=files,
         workers=p.workers or os.cpu_count() or 1,
-        cache_dir=str(p.cache_dir or default_cache_dir()) if p.cache else None,
+        cache_dir=usable_cache_dir(p.cache_dir or default_cache_dir()) if p.cache else None,
         started=started,
     )
     _labels_stage(p, run)
@@ -286,7 +313,7 @@ def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], star
     binned = _bins_stage(p, run, tokenised)
     batches = _windows_stage(p, run, cond_tokens, binned)
     writers = _export_stage(run, tmp, batches)
-    _save_stage(run, tmp, base.tokenizer)
+    _save_stage(p, run, tmp, base.tokenizer)
     info = _dataset_info(p, run, base, encoder, cond_tokens, writers)
     write_json(tmp / "dataset_info.json", info)
     return info
@@ -447,7 +474,7 @@ def _export_stage(run: _Run, tmp: Path, batches) -> dict:
     return writers
 
 
-def _save_stage(run: _Run, tmp: Path, tokenizer) -> None:
+def _save_stage(p: BuildParams, run: _Run, tmp: Path, tokenizer) -> None:
     """Write ``labels.csv`` (computed labels), ``tokenizer.json`` and ``rejects.csv``."""
     from varemi import labels as labelling
     from varemi.vocab import save_tokenizer
@@ -455,6 +482,9 @@ def _save_stage(run: _Run, tmp: Path, tokenizer) -> None:
     t = time.perf_counter()
     if run.label_table is None:
         labelling.write_label_rows(run.label_rows, tmp / "labels.csv")
+    elif p.labels is not None and p.labels.resolve() == resolve_out(p.out) / "labels.csv":
+        # `--labels OUT/labels.csv --overwrite`: the edited CSV survives the swap
+        shutil.copyfile(p.labels, tmp / "labels.csv")
     run.stage["save"] += time.perf_counter() - t
     save_tokenizer(tokenizer, tmp / "tokenizer.json")
     _write_rejects(tmp / "rejects.csv", run.rejects)
@@ -541,22 +571,6 @@ def _write_rejects(path: Path, rejects: list[tuple[str, str, str]]) -> None:
         w.writerow(["source_file", "reason", "detail"])
         for row in sorted(rejects):
             w.writerow(row)
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Swap the finished dataset in; the old one is removed only after the swap."""
-    old = None
-    if out.exists():
-        if not any(out.iterdir()):
-            out.rmdir()
-        elif is_varemi_dataset(out):
-            old = out.parent / f".{out.name}.varemi-old-{os.getpid()}"
-            os.replace(out, old)
-        else:  # something appeared there during the build: never replace it
-            raise OutputFolderError(f"--out {out} changed during the build; refusing to replace it")
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def summary(info: dict, out: Path, profile: bool = False) -> str:

@@ -42,6 +42,35 @@ def default_cache_dir() -> Path:
     return Path(base) / "varemi"
 
 
+def usable_cache_dir(folder: str | os.PathLike) -> str | None:
+    """The cache folder if it can be created and written, else None with one warning line.
+
+    The cache is best effort: a read-only home, ``--cache-dir`` under a file or an
+    ``XDG_CACHE_HOME`` that cannot hold folders only cost speed.
+
+    Args:
+        folder: The cache folder (created if missing).
+
+    Returns:
+        ``str(folder)``, or None when it is unusable (a ``warning:`` line on stderr).
+    """
+    import sys
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        print(
+            f"warning: the token cache {folder} is unusable ({e.strerror or e}); "
+            "building without it",
+            file=sys.stderr,
+        )
+        return None
+    return str(folder)
+
+
 def cache_key(file_sha256: str, *parts: object) -> str:
     """Combine a file's content hash with the other parts of a key (the one key recipe).
 

@@ -7,6 +7,7 @@ This module only parses arguments and calls :mod:`varemi.labels`,
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -236,19 +237,46 @@ def main(argv: list[str] | None = None) -> int:
         argv: Arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 success, 1 verification failed, 2 bad parameters or input,
-        130 interrupted.
+        The exit status: 0 success, 1 verification failed (or the file system failed),
+        2 bad parameters or input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
     parser = _parser()
     a = parser.parse_args(argv)
     if a.command is None:
         parser.print_help()
         return 0
+    previous = _terminate_like_ctrl_c()
     try:
         return {"labels": _labels, "build": _build, "verify": _verify}[a.command](a)
     except VaremiError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated: nothing was replaced; any previous output is intact", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted: nothing was replaced; any previous output is intact", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system failed us (not a bad parameter)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, systemd, Slurm): unwinds like Ctrl-C, so the same cleanup runs."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def _terminate_like_ctrl_c():
+    """Turn SIGTERM into :class:`Terminated` in the main thread; the previous handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)

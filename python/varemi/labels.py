@@ -349,11 +349,29 @@ def label_features(features: dict[str, float]) -> tuple[float, float]:
     return _combine(VALENCE_TERMS, features), _combine(AROUSAL_TERMS, features)
 
 
-def _check_params(jitter: float, seed: int) -> None:
+def check_label_params(
+    jitter: float, seed: int, jitter_option: str = "--jitter", seed_option: str = "--seed"
+) -> None:
+    """Refuse a label noise or seed out of range, naming the option.
+
+    Args:
+        jitter: Standard deviation of the label noise: a finite number >= 0.
+        seed: Seed of the noise, in 0..2**64-1.
+        jitter_option: The option's name in messages (``--jitter``).
+        seed_option: The seed option's name (``--seed`` for ``labels``,
+            ``--jitter-seed`` for ``build``).
+
+    Raises:
+        LabelParameterError: either is out of range (NaN and infinity included).
+    """
     if not (isinstance(jitter, numbers.Real) and math.isfinite(jitter) and jitter >= 0):
-        raise LabelParameterError(f"jitter must be a finite number >= 0, got {jitter!r}")
+        raise LabelParameterError(f"{jitter_option} must be a finite number >= 0, got {jitter!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-        raise LabelParameterError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        raise LabelParameterError(f"{seed_option} must be an integer in 0..2**64-1, got {seed!r}")
+
+
+def _check_params(jitter: float, seed: int) -> None:
+    check_label_params(jitter, seed, "jitter", "seed")
 
 
 def _jitter_rng(name: str, seed: int) -> np.random.Generator:
