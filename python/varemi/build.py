@@ -228,6 +228,7 @@ def build(p: BuildParams) -> BuildResult:
     started = time.perf_counter()
     p.midi_dir, p.out = Path(p.midi_dir), Path(p.out)
     p.labels = Path(p.labels) if p.labels is not None else None
+    Staging.remove_dead(resolve_out(p.out))  # before the checks: it may restore a lost output
     check_params(p)
     staging = Staging.create(resolve_out(p.out))  # `--out .` works; unwritable: refused now
     try:

@@ -135,7 +135,7 @@ class Staging:
 
     @classmethod
     def create(cls, out: Path) -> Staging:
-        """Clean up after dead builds, then create the staging folder (before any work).
+        """Create the staging folder (before any work; see also :meth:`remove_dead`).
 
         Args:
             out: The resolved output folder.
@@ -146,7 +146,6 @@ class Staging:
         Raises:
             OutputFolderError: the staging folder cannot be created (not writable).
         """
-        cls.remove_dead(out)
         staging = cls(out)
         try:
             shutil.rmtree(staging.tmp, ignore_errors=True)
