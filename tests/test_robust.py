@@ -417,3 +417,48 @@ def test_a_full_disk_is_one_error_line(tmp_path, monkeypatch, capsys):
     assert f"--out {out}" in line and "No space left on device" in line
     assert h.snapshot(out) == before
     assert leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- quantile bins
+def test_quantile_edges_share_one_bin_per_tie_by_mid_rank():
+    import numpy as np
+
+    from varemi.conditioning import discretise_quantile, quantile_edges
+
+    def bins(v, b=9):
+        v = np.asarray(v, dtype=np.float64)
+        return discretise_quantile(v, quantile_edges(v, b), b).tolist()
+
+    assert bins([-1.0] * 5 + [1.0] * 5) == [-2] * 5 + [2] * 5  # sign-only labels
+    assert bins([0.7] * 6) == [0] * 6  # all equal: the neutral bin
+    assert bins([-1.0] * 9 + [1.0]) == [0] * 9 + [4]
+    assert bins([-0.5, -0.5, 0.0, 0.5, 0.5], 3) == [-1, -1, 0, 1, 1]
+    distinct = np.linspace(-1, 1, 27)
+    assert bins(distinct) == [k // 3 - 4 for k in range(27)]  # equal counts
+    assert bins([]) == []
+
+
+def test_quantile_build_with_tied_labels(tmp_path, capsys):
+    midi = tmp_path / "midi"
+    names = corpus(midi, 8)
+    signs = {n: (-1.0 if k % 2 else 1.0, 0.25) for k, n in enumerate(names)}
+    labels = h.write_labels(tmp_path / "l.csv", signs)
+    out = tmp_path / "q"
+    h.build(midi, out, labels=labels, binning="quantile", **SMALL)
+    err = capsys.readouterr().err
+    assert "warning: --binning quantile: the valence labels use 2 of 9 bins" in err
+    assert "warning: --binning quantile: the arousal labels use 1 of 9 bins" in err
+    rows = [r for rs in h.rows(out).values() for r in rs]
+    got = {r["source_file"]: (r["valence_bin"], r["arousal_bin"]) for r in rows}
+    assert got == {n: (-2 if v < 0 else 2, 0) for n, (v, _) in signs.items()}
+    assert not (out / "_quantile_ids.i32").exists()
+    # the music tokens went through the spill file unchanged
+    uniform = tmp_path / "u"
+    h.build(midi, uniform, labels=labels, **SMALL)
+    strip = {
+        s: [(r["source_file"], r["input_ids"][2:]) for r in rs] for s, rs in h.rows(out).items()
+    }
+    assert strip == {
+        s: [(r["source_file"], r["input_ids"][2:]) for r in rs] for s, rs in h.rows(uniform).items()
+    }
+    assert verify(out).ok

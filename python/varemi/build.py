@@ -13,9 +13,10 @@ of :func:`_build_into` in order, one function each:
 6. export: Arrow shards laid out as ``datasets`` saves them (:mod:`varemi.export`);
 7. ``labels.csv``, ``tokenizer.json``, ``rejects.csv`` and ``dataset_info.json``.
 
-Stages 3-6 stream (with ``--binning uniform``), so memory does not grow with the
-corpus. Everything is written into a temporary folder beside the target, renamed
-into place only when complete (DESIGN.md contracts 5-9).
+Stages 3-6 stream, so memory does not grow with the corpus (``--binning quantile``
+spills the token ids to a file of the temporary output until every label is known).
+Everything is written into a temporary folder (:class:`varemi.output.Staging`) that is
+swapped into place only when complete (DESIGN.md contracts 5-9).
 """
 
 from __future__ import annotations
@@ -295,6 +296,7 @@ class _Run:
     worker_seconds: Counter = field(default_factory=Counter)
     worker_rss: float = 0.0
     stage: dict[str, float] = field(default_factory=dict)
+    tmp: Path | None = None
 
 
 def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], started: float) -> dict:
@@ -306,6 +308,7 @@ def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], star
         workers=p.workers or os.cpu_count() or 1,
         cache_dir=usable_cache_dir(p.cache_dir or default_cache_dir()) if p.cache else None,
         started=started,
+        tmp=tmp,
     )
     _labels_stage(p, run)
     _split_stage(p, run)
@@ -425,13 +428,41 @@ def _bins_stage(p: BuildParams, run: _Run, tokenised):
             vb, ab = conditioning.discretise_uniform(np.array([valence, arousal]), p.bins)
             yield i, ids, valence, arousal, int(vb), int(ab)
         return
-    kept = list(tokenised)  # equal-count bins need every label first
-    values = np.array([(k[2], k[3]) for k in kept], dtype=np.float64).reshape(-1, 2)
+    # Equal-count bins need every label first. Two passes keep memory flat: the first
+    # spills each file's ids to one file in the temporary output and keeps only the
+    # labels; the second reads the ids back (memory-mapped) once the bins are known.
+    spill = run.tmp / "_quantile_ids.i32"
+    index: list[tuple[int, int, int]] = []  # (file index, start, length)
+    labels: list[tuple[float, float]] = []
+    with open(spill, "wb") as f:
+        start = 0
+        for i, ids, valence, arousal in tokenised:
+            ids = np.ascontiguousarray(ids, dtype="<i4")
+            f.write(ids.tobytes())
+            index.append((i, start, len(ids)))
+            labels.append((valence, arousal))
+            start += len(ids)
+    values = np.array(labels, dtype=np.float64).reshape(-1, 2)
     run.edges = [conditioning.quantile_edges(values[:, axis], p.bins) for axis in (0, 1)]
     vq = conditioning.discretise_quantile(values[:, 0], run.edges[0], p.bins)
     aq = conditioning.discretise_quantile(values[:, 1], run.edges[1], p.bins)
-    for (i, ids, valence, arousal), vb, ab in zip(kept, vq, aq, strict=True):
-        yield i, ids, valence, arousal, int(vb), int(ab)
+    for name, q in (("valence", vq), ("arousal", aq)):
+        used = int(np.unique(q).size)
+        if 0 < used < p.bins:
+            distinct = int(np.unique(values[:, 0 if name == "valence" else 1]).size)
+            print(
+                f"warning: --binning quantile: the {name} labels use {used} of {p.bins} bins "
+                f"(only {distinct} distinct values; tied labels share one bin)",
+                file=sys.stderr,
+            )
+    ids_all = np.memmap(spill, dtype="<i4", mode="r") if start else np.zeros(0, "<i4")
+    try:
+        for (i, begin, n), (valence, arousal), vb, ab in zip(index, labels, vq, aq, strict=True):
+            ids = np.array(ids_all[begin : begin + n], dtype=np.int32)
+            yield i, ids, valence, arousal, int(vb), int(ab)
+    finally:
+        del ids_all
+        spill.unlink(missing_ok=True)
 
 
 def _windows_stage(p: BuildParams, run: _Run, cond_tokens: dict[str, int], binned):
