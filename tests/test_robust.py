@@ -462,3 +462,17 @@ def test_quantile_build_with_tied_labels(tmp_path, capsys):
         s: [(r["source_file"], r["input_ids"][2:]) for r in rs] for s, rs in h.rows(uniform).items()
     }
     assert verify(out).ok
+
+
+def test_two_dying_files_among_many_cost_two_files(tmp_path, monkeypatch):
+    from varemi.labels import label_folder
+
+    midi = tmp_path / "midi"
+    names = corpus(midi, 14)
+    for name in ("t1_crash.mid", "t9_crash.mid"):
+        h.write_midi(midi / name, h.track(h.melody(30, seed=5), name="CRASHME"))
+    crash_in_workers_on(monkeypatch, b"CRASHME")
+    df, rejects = label_folder(midi, workers=2, progress=False)
+    assert [r[:2] for r in rejects] == [("t1_crash.mid", "crashed"), ("t9_crash.mid", "crashed")]
+    ref, _ = label_folder(midi, files=names, workers=1, progress=False)
+    assert df.equals(ref)

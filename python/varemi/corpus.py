@@ -359,16 +359,16 @@ def map_in_workers(
                     solo.close(kill=True)
                     yield crashed(item)
             solo.close()  # one executor at a time: each forks with no other pool's threads
-            while len(pending) < ahead:
-                item = next(it, _END)
-                if item is _END:
-                    break
-                pending.append((item, pool.get().submit(func, item)))
-            if not pending:
-                break
-            item, future = pending[0]
             try:
-                result = future.result()
+                while len(pending) < ahead:
+                    item = next(it, _END)
+                    if item is _END:
+                        break
+                    pending.append((item, None))  # a submit to a broken pool raises too
+                    pending[-1] = (item, pool.get().submit(func, item))
+                if not pending:
+                    break
+                result = pending[0][1].result()
             except BrokenProcessPool:
                 pool.close(kill=True)
                 suspects.extend((i, _finished(f)) for i, f in pending)  # in order
@@ -387,6 +387,6 @@ _END = object()
 
 def _finished(future) -> object | None:
     """A future's result when it completed before the pool broke, else None."""
-    if future.done() and not future.cancelled() and future.exception() is None:
-        return future.result()
-    return None
+    if future is None or not future.done() or future.cancelled():
+        return None
+    return future.result() if future.exception() is None else None
