@@ -223,6 +223,10 @@ def build(p: BuildParams) -> BuildResult:
     Raises:
         VaremiError: a bad parameter (before any work is done).
         TokenizerUnavailableError: the tokenizer cannot be loaded.
+        OutputFolderError: ``--out`` cannot be written (refused before any work), an
+            input lies inside an output ``--overwrite`` would replace, or writing
+            failed (a full disk); the previous output is intact.
+        EmptyDatasetError: no file was kept (nothing is written).
     """
     from varemi.files import list_midi_files
 
