@@ -723,6 +723,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // broken installation fail here, at import, rather than on the first bad parameter.
     m.py().import("varemi.errors")?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // A hash of rust/*.rs, Cargo.toml and Cargo.lock (build.rs): part of the token-cache key.
+    m.add("source_hash", env!("VAREMI_SOURCE_HASH"))?;
     m.add(
         "build_profile",
         if cfg!(debug_assertions) {

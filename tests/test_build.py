@@ -785,7 +785,11 @@ def test_bad_parameters_are_refused_before_any_work(tmp_path):
         (dict(max_minutes=0), "--max-minutes must be > 0"),
         (dict(max_file_mb=-1), "--max-file-mb must be > 0"),
         (dict(workers=0), "--workers must be >= 1, got 0"),
-        (dict(jitter=-0.1), "--jitter must be >= 0"),
+        (dict(jitter=-0.1), "--jitter must be a finite number >= 0, got -0.1"),
+        (dict(jitter=float("inf")), "--jitter must be a finite number >= 0, got inf"),
+        (dict(jitter=float("nan")), "--jitter must be a finite number >= 0, got nan"),
+        (dict(jitter_seed=-1), "--jitter-seed must be an integer in 0..2**64-1, got -1"),
+        (dict(jitter_seed=2**64), "--jitter-seed must be an integer in 0..2**64-1"),
         (dict(labels=tmp_path / "missing.csv"), f"--labels {tmp_path / 'missing.csv'} is not"),
         (dict(tokenizer=str(tmp_path / "no_such_tokenizer.json")), "does not exist"),
     ]

@@ -251,7 +251,9 @@ def test_label_folder_survives_a_dying_worker(corpus: Path, monkeypatch):
     expected, _ = label_folder(corpus, workers=1, progress=False)
     monkeypatch.setattr(labels_module, "_label_one", _crash_on_fast)
     df, rejects = label_folder(corpus, workers=2, progress=False)
-    assert ("fast.mid", "crashed", "the worker process died") in rejects
+    from varemi.corpus import CRASHED_DETAIL
+
+    assert ("fast.mid", "crashed", CRASHED_DETAIL) in rejects
     pd.testing.assert_frame_equal(
         df, expected[expected.filename != "fast.mid"].reset_index(drop=True), check_exact=True
     )

@@ -17,6 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: Final[str]
+source_hash: Final[str]
+"""A hash of the native sources (rust/*.rs, Cargo.toml, Cargo.lock), baked in at build time."""
 build_profile: Final[Literal["release", "debug"]]
 
 _PitchArray = (

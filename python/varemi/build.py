@@ -15,10 +15,11 @@ of :func:`_build_into` in order, one function each:
 7. ``labels.csv``, ``tokenizer.json``, ``rejects.csv``, a checksum per split and
    ``dataset_info.json``.
 
-Stages 2-6 stream (with ``--binning uniform``), so memory does not grow with the
-corpus (duplicate grouping parks token ids on disk, not in memory). Everything is
-written into a temporary folder beside the target, renamed into place only when
-complete (DESIGN.md contracts 5-9).
+Stages 2-6 stream, so memory does not grow with the corpus: duplicate grouping and
+``--binning quantile`` park the token ids in a spool file of the temporary output until
+the groups or the bins are known. Everything is written into a temporary folder
+(:class:`varemi.output.Staging`) that is swapped into place only when complete
+(DESIGN.md contracts 5-9).
 """
 
 from __future__ import annotations
@@ -34,20 +35,17 @@ from pathlib import Path
 import numpy as np
 
 from varemi import conditioning
-from varemi.cache import default_cache_dir
+from varemi.cache import default_cache_dir, usable_cache_dir
 from varemi.corpus import check_workers, peak_rss_mb
 from varemi.encoder import EncodeOptions, TokenEncoder, check_encode_params
-from varemi.errors import PitchRangeError, VaremiError
+from varemi.errors import EmptyDatasetError, OutputFolderError, PitchRangeError, VaremiError
 from varemi.export import SplitWriter, write_dataset_dict, write_json
+from varemi.output import Staging, check_inputs_outside, resolve_out
 from varemi.pitch import PITCH_POLICIES, check_pitch_params
 from varemi.split import check_split_params, val_mask
 from varemi.windows import check_window_params
 
 FORMAT_VERSION = 2
-
-
-class OutputFolderError(VaremiError):
-    """The output folder cannot be (over)written safely."""
 
 
 class MidiDirError(VaremiError):
@@ -164,8 +162,9 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
     elif p.pitch_policy not in PITCH_POLICIES:
         check_pitch_params(p.pitch_policy, 21, 108)
     check_workers(p.workers)
-    if not (p.jitter >= 0):
-        raise VaremiError(f"--jitter must be >= 0, got {p.jitter}")
+    from varemi.labels import check_label_params
+
+    check_label_params(p.jitter, p.jitter_seed, "--jitter", "--jitter-seed")
     if p.jitter and p.labels is not None:
         raise VaremiError(
             "--jitter applies to computed labels only; it cannot be used with --labels"
@@ -179,6 +178,10 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
     check_options(p.dedup, p.groups, p.group_by)
     _augmentations(p)
     check_output_folder(p.out, p.overwrite)
+    if p.overwrite and is_varemi_dataset(p.out):  # never replace an input with the output
+        cache = (p.cache_dir or default_cache_dir()) if p.cache else None
+        inputs = {"--midi-dir": p.midi_dir, "--labels": p.labels, "--cache-dir": cache}
+        check_inputs_outside(resolve_out(p.out), inputs)
 
 
 def param_warnings(p: BuildParams) -> list[str]:
@@ -263,6 +266,10 @@ def build(p: BuildParams) -> BuildResult:
     Raises:
         VaremiError: a bad parameter (before any work is done).
         TokenizerUnavailableError: the tokenizer cannot be loaded.
+        OutputFolderError: ``--out`` cannot be written (refused before any work), an
+            input lies inside an output ``--overwrite`` would replace, or writing
+            failed (a full disk); the previous output is intact.
+        EmptyDatasetError: no file was kept (nothing is written).
     """
     from varemi.files import list_midi_files
 
@@ -273,28 +280,54 @@ def build(p: BuildParams) -> BuildResult:
     p.midi_dir, p.out = Path(p.midi_dir), Path(p.out)
     p.labels = Path(p.labels) if p.labels is not None else None
     p.groups = Path(p.groups) if p.groups is not None else None
+    Staging.remove_dead(resolve_out(p.out))  # before the checks: it may restore a lost output
     check_params(p)
     if not p.quiet:
         for line in param_warnings(p):
             print(f"warning: {line}", file=sys.stderr)
-    base, encoder = _load_tokenizer(p)
-    files = list_midi_files(p.midi_dir)
-    if not files:
-        raise MidiDirError(f"--midi-dir {p.midi_dir} holds no .mid or .midi file")
-    groups = _user_groups(p, files)  # a bad --groups CSV is refused before any work
-
-    tmp = p.out.parent / f".{p.out.name}.varemi-tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    staging = Staging.create(resolve_out(p.out))  # `--out .` works; unwritable: refused now
     try:
-        info = _build_into(p, tmp, base, encoder, files, groups, started)
-        _move_into_place(tmp, p.out)
+        base, encoder = _load_tokenizer(p)
+        files = list_midi_files(p.midi_dir)
+        if not files:
+            raise MidiDirError(f"--midi-dir {p.midi_dir} holds no .mid or .midi file")
+        groups = _user_groups(p, files)  # a bad --groups CSV is refused before any work
+        info = _build_into(p, staging.tmp, base, encoder, files, groups, started)
+        _check_kept(info, p)
+        staging.commit(is_varemi_dataset)
+    except OSError as e:  # a full disk, a vanished folder: one line, the old output intact
+        staging.discard()
+        raise OutputFolderError(
+            f"the build into --out {p.out} failed: {e}; "
+            "nothing was replaced (any previous output is intact)"
+        ) from e
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # the previous output stays as it was
+        staging.discard()  # the previous output stays as it was
         raise
     if not p.quiet or p.profile:
         print(summary(info, p.out, p.profile), file=sys.stderr)
     return BuildResult(p.out, info)
+
+
+def _check_kept(info: dict, p: BuildParams) -> None:
+    """Refuse a dataset that kept no file; warn loudly about an empty ``val`` split."""
+    c = info["counts"]
+    if c["files_kept"] == 0:
+        reasons = ", ".join(f"{r}: {n}" for r, n in c["rejected_by_reason"].items())
+        short = c["files_without_windows"]
+        raise EmptyDatasetError(
+            f"no file was kept: {c['files_seen']} seen, {c['files_rejected']} rejected"
+            + (f" ({reasons})" if reasons else "")
+            + (f", {short} too short for a window" if short else "")
+            + f"; nothing was written to --out {p.out}"
+        )
+    if c["examples"]["val"] == 0 and p.train_split < 1.0:
+        print(
+            f"warning: the val split is empty: none of the {c['files_kept']} kept files "
+            f"hashed into it (--train-split {p.train_split:g}, --seed {p.seed}); "
+            "evaluate on another corpus, or change --seed",
+            file=sys.stderr,
+        )
 
 
 @dataclass
@@ -322,6 +355,7 @@ class _Run:
     worker_rss: float = 0.0
     stage: dict[str, float] = field(default_factory=dict)
     checksums: dict | None = None
+    tmp: Path | None = None
 
 
 def _build_into(
@@ -333,8 +367,9 @@ def _build_into(
     run = _Run(
         files=files,
         workers=p.workers or os.cpu_count() or 1,
-        cache_dir=str(p.cache_dir or default_cache_dir()) if p.cache else None,
+        cache_dir=usable_cache_dir(p.cache_dir or default_cache_dir()) if p.cache else None,
         started=started,
+        tmp=tmp,
     )
     run.user_groups, run.groups_how = groups
     _labels_stage(p, run)
@@ -345,7 +380,7 @@ def _build_into(
     bos = int(base.tokenizer.vocab["BOS_None"]) if p.bos else None
     batches = _windows_stage(p, run, cond_tokens, bos, binned)
     writers = _export_stage(run, tmp, batches)
-    _save_stage(run, tmp, base.tokenizer)
+    _save_stage(p, run, tmp, base.tokenizer)
     _checksum_stage(run, tmp, writers)
     info = _dataset_info(p, run, base, encoder, cond_tokens, writers)
     write_json(tmp / "dataset_info.json", info)
@@ -381,11 +416,17 @@ def _load_tokenizer(p: BuildParams):
 
 
 def _labels_stage(p: BuildParams, run: _Run) -> None:
-    """The user's labels CSV (its unusable rows become rejects); computed labels come later."""
+    """The user's labels CSV (its unusable rows become rejects); computed labels come later.
+
+    Files whose names are not valid UTF-8 are rejected first (``bad_name``).
+    """
+    from varemi.files import split_bad_names
+
+    named, run.rejects[:0] = split_bad_names(run.files)
     if p.labels is not None:
-        run.label_table = _csv_labels(p, run.files, run.rejects)
+        run.label_table = _csv_labels(p, named, run.rejects)
     rejected = {r[0] for r in run.rejects}
-    run.usable = [f for f in run.files if f not in rejected]
+    run.usable = [f for f in named if f not in rejected]
 
 
 def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tuple[float, float]]:
@@ -514,13 +555,31 @@ def _bins_stage(p: BuildParams, run: _Run, tokenised):
             vb, ab = conditioning.discretise_uniform(np.array([valence, arousal]), p.bins)
             yield i, aug, ids, valence, arousal, int(vb), int(ab)
         return
-    kept = list(tokenised)  # equal-count bins need every label first
-    values = np.array([(k[3], k[4]) for k in kept], dtype=np.float64).reshape(-1, 2)
-    run.edges = [conditioning.quantile_edges(values[:, axis], p.bins) for axis in (0, 1)]
-    vq = conditioning.discretise_quantile(values[:, 0], run.edges[0], p.bins)
-    aq = conditioning.discretise_quantile(values[:, 1], run.edges[1], p.bins)
-    for (i, aug, ids, valence, arousal), vb, ab in zip(kept, vq, aq, strict=True):
-        yield i, aug, ids, valence, arousal, int(vb), int(ab)
+    # Equal-count bins need every label first. Two passes keep memory flat: the first
+    # parks each file's ids in a spool file of the temporary output and keeps only the
+    # labels; the second reads the ids back (memory-mapped) once the bins are known.
+    spool, parked, labels = _Spool(run.tmp / "_quantile_ids.i32"), [], []
+    try:
+        for i, aug, ids, valence, arousal in tokenised:
+            parked.append((i, aug, spool.put(ids)))
+            labels.append((valence, arousal))
+        values = np.array(labels, dtype=np.float64).reshape(-1, 2)
+        run.edges = [conditioning.quantile_edges(values[:, axis], p.bins) for axis in (0, 1)]
+        vq = conditioning.discretise_quantile(values[:, 0], run.edges[0], p.bins)
+        aq = conditioning.discretise_quantile(values[:, 1], run.edges[1], p.bins)
+        for axis, (name, q) in enumerate((("valence", vq), ("arousal", aq))):
+            used = int(np.unique(q).size)
+            if 0 < used < p.bins:
+                distinct = int(np.unique(values[:, axis]).size)
+                print(
+                    f"warning: --binning quantile: the {name} labels use {used} of {p.bins} "
+                    f"bins (only {distinct} distinct values; tied labels share one bin)",
+                    file=sys.stderr,
+                )
+        for (i, aug, ref), (valence, arousal), vb, ab in zip(parked, labels, vq, aq, strict=True):
+            yield i, aug, spool.get(ref), valence, arousal, int(vb), int(ab)
+    finally:
+        spool.close()
 
 
 def _windows_stage(p: BuildParams, run: _Run, cond_tokens: dict[str, int], bos, binned):
@@ -564,7 +623,7 @@ def _export_stage(run: _Run, tmp: Path, batches) -> dict:
     return writers
 
 
-def _save_stage(run: _Run, tmp: Path, tokenizer) -> None:
+def _save_stage(p: BuildParams, run: _Run, tmp: Path, tokenizer) -> None:
     """Write ``labels.csv`` (computed labels), ``tokenizer.json`` and ``rejects.csv``."""
     from varemi import labels as labelling
     from varemi.vocab import save_tokenizer
@@ -572,6 +631,9 @@ def _save_stage(run: _Run, tmp: Path, tokenizer) -> None:
     t = time.perf_counter()
     if run.label_table is None:
         labelling.write_label_rows(run.label_rows, tmp / "labels.csv")
+    elif p.labels is not None and p.labels.resolve() == resolve_out(p.out) / "labels.csv":
+        # `--labels OUT/labels.csv --overwrite`: the edited CSV survives the swap
+        shutil.copyfile(p.labels, tmp / "labels.csv")
     run.stage["save"] += time.perf_counter() - t
     save_tokenizer(tokenizer, tmp / "tokenizer.json")
     _write_rejects(tmp / "rejects.csv", run.rejects)
@@ -744,22 +806,6 @@ def _write_rejects(path: Path, rejects: list[tuple[str, str, str]]) -> None:
         w.writerow(["source_file", "reason", "detail"])
         for row in sorted(rejects):
             w.writerow(row)
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Swap the finished dataset in; the old one is removed only after the swap."""
-    old = None
-    if out.exists():
-        if not any(out.iterdir()):
-            out.rmdir()
-        elif is_varemi_dataset(out):
-            old = out.parent / f".{out.name}.varemi-old-{os.getpid()}"
-            os.replace(out, old)
-        else:  # something appeared there during the build: never replace it
-            raise OutputFolderError(f"--out {out} changed during the build; refusing to replace it")
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def summary(info: dict, out: Path, profile: bool = False) -> str:

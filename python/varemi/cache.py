@@ -3,8 +3,9 @@
 Users iterate on windows, bins, labels and split far more often than on the
 tokenizer, so ``build`` keeps each file's token ids keyed by everything that
 determines them: the sha256 of the file's bytes and of the tokenizer, the pitch
-policy and range, the track mode, the encoder used (native or MidiTok) and the
-versions of varemi, MidiTok and symusic. Computed labels are kept beside them, keyed
+policy and range, the track mode, the encoder used (native or MidiTok), the
+versions of varemi, MidiTok and symusic and the hash of the native sources baked in at
+build time (:func:`encoder_version`). Computed labels are kept beside them, keyed
 by the file's bytes, the labeller's source and the jitter. Every key is composed here
 (:func:`token_key`, :func:`label_key`).
 
@@ -41,6 +42,35 @@ def default_cache_dir() -> Path:
     return Path(base) / "varemi"
 
 
+def usable_cache_dir(folder: str | os.PathLike) -> str | None:
+    """The cache folder if it can be created and written, else None with one warning line.
+
+    The cache is best effort: a read-only home, ``--cache-dir`` under a file or an
+    ``XDG_CACHE_HOME`` that cannot hold folders only cost speed.
+
+    Args:
+        folder: The cache folder (created if missing).
+
+    Returns:
+        ``str(folder)``, or None when it is unusable (a ``warning:`` line on stderr).
+    """
+    import sys
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        print(
+            f"warning: the token cache {folder} is unusable ({e.strerror or e}); "
+            "building without it",
+            file=sys.stderr,
+        )
+        return None
+    return str(folder)
+
+
 def cache_key(file_sha256: str, *parts: object) -> str:
     """Combine a file's content hash with the other parts of a key (the one key recipe).
 
@@ -59,16 +89,30 @@ def cache_key(file_sha256: str, *parts: object) -> str:
 
 @functools.cache
 def encoder_version() -> str:
-    """The versions that determine token ids besides the inputs: varemi, MidiTok, symusic.
+    """What determines token ids besides the inputs: the native build and three versions.
+
+    The native build is named by the hash of its sources that ``build.rs`` bakes in
+    (``varemi._native.source_hash``), so a changed encoder never reuses stale ids even
+    when varemi's version number stays the same.
 
     Returns:
-        One line naming the three versions.
+        One line naming varemi's version, the native source hash, MidiTok's and
+        symusic's versions.
     """
     from importlib.metadata import version
 
     from varemi import __version__
 
-    return f"varemi {__version__}; miditok {version('miditok')}; symusic {version('symusic')}"
+    try:
+        from varemi import _native
+
+        native = getattr(_native, "source_hash", "unknown")
+    except ImportError:  # a pure-Python install: the native encoder is never used
+        native = "absent"
+    return (
+        f"varemi {__version__}; native {native}; "
+        f"miditok {version('miditok')}; symusic {version('symusic')}"
+    )
 
 
 def token_key(

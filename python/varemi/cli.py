@@ -7,6 +7,7 @@ This module only parses arguments and calls :mod:`varemi.labels`,
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -500,14 +501,15 @@ def main(argv: list[str] | None = None) -> int:
         argv: Arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 success, 1 verification failed, 2 bad parameters or input,
-        130 interrupted.
+        The exit status: 0 success, 1 verification failed (or the file system failed),
+        2 bad parameters or input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
     parser = _parser()
     a = parser.parse_args(argv)
     if a.command is None:  # a usage error, like any other missing argument
         parser.print_help(sys.stderr)
         return 2
+    previous = _terminate_like_ctrl_c()
     try:
         for dest, option in _PATH_OPTIONS.items():
             if getattr(a, dest, None) == "":
@@ -525,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     except VaremiError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated: nothing was replaced; any previous output is intact", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         if a.command == "finetune":
             print(
@@ -535,3 +540,26 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         print("interrupted: nothing was replaced; any previous output is intact", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system failed us (not a bad parameter)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, systemd, Slurm): unwinds like Ctrl-C, so the same cleanup runs."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def _terminate_like_ctrl_c():
+    """Turn SIGTERM into :class:`Terminated` in the main thread; the previous handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)

@@ -144,7 +144,17 @@ def discretise_uniform(values: np.ndarray, bins: int = 9) -> np.ndarray:
 
 
 def quantile_edges(values: np.ndarray, bins: int = 9) -> np.ndarray:
-    """Inner edges of equal-count bins over a corpus (``--binning quantile``).
+    """Inner edges of equal-count bins over a corpus (``--binning quantile``), ties by rank.
+
+    Sorted, the ``n`` labels take ranks ``0..n-1``; a group of equal labels takes the
+    mid-rank of the group, ``m = (labels below) + (count - 1) / 2``, so ties always share
+    one bin: the bin is ``k - h`` with ``k = min(floor((m + 1/2) * B / n), B - 1)``. With
+    distinct labels every bin gets ``n / B`` of them (to within one); sign-only labels
+    (half -1, half +1, 9 bins) go to -2 and +2; all-equal labels go to the neutral bin.
+    Edge ``j`` (``j = 1..B-1``) is the smallest label whose ``k >= j``, so
+    :func:`discretise_quantile` with these edges gives exactly those bins; when no label
+    reaches ``k = j`` the edge is the float just above the largest label. Equal
+    consecutive edges mean empty bins (see :func:`bins_used`).
 
     Args:
         values: The corpus's labels for one axis.
@@ -154,10 +164,30 @@ def quantile_edges(values: np.ndarray, bins: int = 9) -> np.ndarray:
         ``bins - 1`` non-decreasing edges (float64). Empty input gives uniform edges.
     """
     check_bins(bins)
-    v = np.asarray(values, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0:
         return np.linspace(-1.0, 1.0, bins + 1)[1:-1]
-    return np.quantile(v, np.arange(1, bins) / bins)
+    distinct, counts = np.unique(v, return_counts=True)
+    below = np.cumsum(counts) - counts
+    mid = below + (counts - 1) / 2.0
+    k = np.minimum(np.floor((mid + 0.5) * bins / v.size).astype(np.int64), bins - 1)
+    above = np.nextafter(distinct[-1], np.inf)
+    first = np.searchsorted(k, np.arange(1, bins), side="left")  # k is non-decreasing
+    return np.where(first < distinct.size, distinct[np.minimum(first, distinct.size - 1)], above)
+
+
+def bins_used(edges: np.ndarray, values: np.ndarray, bins: int = 9) -> int:
+    """How many distinct bins the labels fall in (fewer than ``bins`` when ties collapse them).
+
+    Args:
+        values: Labels.
+        edges: From :func:`quantile_edges`.
+        bins: Bins per axis (odd).
+
+    Returns:
+        The number of distinct bins among ``discretise_quantile(values, edges, bins)``.
+    """
+    return int(np.unique(discretise_quantile(values, edges, bins)).size)
 
 
 def discretise_quantile(values: np.ndarray, edges: np.ndarray, bins: int = 9) -> np.ndarray:

@@ -54,3 +54,11 @@ class UnsupportedScore(VaremiError):
 
 class UnknownTokenIdError(VaremiError):
     """A base token id that is not in the tokenizer's base vocabulary."""
+
+
+class OutputFolderError(VaremiError):
+    """The output folder cannot be (over)written safely, or writing into it failed."""
+
+
+class EmptyDatasetError(VaremiError):
+    """A build that kept no file: nothing is written, the previous output stays."""

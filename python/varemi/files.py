@@ -92,6 +92,47 @@ def list_midi_files(root: Path | str) -> list[str]:
     return found
 
 
+def shown_name(name: str) -> str:
+    r"""A file name as it can be printed and written to CSV: undecodable bytes escaped.
+
+    Names come from the file system with undecodable bytes as surrogates
+    (``surrogateescape``); they are shown as ``\xff`` escapes.
+
+    Args:
+        name: A relative path from :func:`list_midi_files`.
+
+    Returns:
+        The name, with every byte that is not valid UTF-8 as ``\xNN``.
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def split_bad_names(names: list[str]) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """Set aside the files whose names are not valid UTF-8 (old zips have them).
+
+    A file's name is its key everywhere (split hashing, ``source_file``, labels), as
+    UTF-8, so such a file cannot be used; it is rejected as ``bad_name`` and the run
+    goes on.
+
+    Args:
+        names: Relative paths from :func:`list_midi_files`.
+
+    Returns:
+        ``(usable names, rejects)``; a reject is ``(shown name, "bad_name", detail)``
+        with the name as :func:`shown_name` writes it.
+    """
+    good: list[str] = []
+    bad: list[tuple[str, str, str]] = []
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append((shown_name(name), "bad_name", "the file name is not valid UTF-8"))
+        else:
+            good.append(name)
+    return good, bad
+
+
 class RejectedFile(Exception):
     """A file that cannot become training data; recorded in ``rejects.csv``.
 

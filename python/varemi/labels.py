@@ -68,14 +68,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-import multiprocessing
 import numbers
 import os
 import sys
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -84,7 +81,7 @@ import numpy as np
 import symusic
 
 from varemi.errors import VaremiError
-from varemi.files import list_midi_files
+from varemi.files import list_midi_files, split_bad_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -357,11 +354,29 @@ def label_features(features: dict[str, float]) -> tuple[float, float]:
     return _combine(VALENCE_TERMS, features), _combine(AROUSAL_TERMS, features)
 
 
-def _check_params(jitter: float, seed: int) -> None:
+def check_label_params(
+    jitter: float, seed: int, jitter_option: str = "--jitter", seed_option: str = "--seed"
+) -> None:
+    """Refuse a label noise or seed out of range, naming the option.
+
+    Args:
+        jitter: Standard deviation of the label noise: a finite number >= 0.
+        seed: Seed of the noise, in 0..2**64-1.
+        jitter_option: The option's name in messages (``--jitter``).
+        seed_option: The seed option's name (``--seed`` for ``labels``,
+            ``--jitter-seed`` for ``build``).
+
+    Raises:
+        LabelParameterError: either is out of range (NaN and infinity included).
+    """
     if not (isinstance(jitter, numbers.Real) and math.isfinite(jitter) and jitter >= 0):
-        raise LabelParameterError(f"jitter must be a finite number >= 0, got {jitter!r}")
+        raise LabelParameterError(f"{jitter_option} must be a finite number >= 0, got {jitter!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-        raise LabelParameterError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        raise LabelParameterError(f"{seed_option} must be an integer in 0..2**64-1, got {seed!r}")
+
+
+def _check_params(jitter: float, seed: int) -> None:
+    check_label_params(jitter, seed, "jitter", "seed")
 
 
 def _jitter_rng(name: str, seed: int) -> np.random.Generator:
@@ -464,48 +479,15 @@ def _label_one(
         return name, None, (name, "error", f"{type(exc).__name__}: {exc}")
 
 
-def _mp_context() -> multiprocessing.context.BaseContext:
-    """Forkserver where there is one (forking a process that runs threads can deadlock).
-
-    The server imports this module once, so each worker starts without importing
-    numpy, pandas and symusic again.
-    """
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])  # no effect once the server runs
-    return context
+def _label_args(args: tuple) -> tuple[str, FileLabel | None, tuple[str, str, str] | None]:
+    """Worker: :func:`_label_one` of one tuple of arguments (the pool passes one item)."""
+    return _label_one(*args)
 
 
-def _label_in_pool(args: list[tuple], workers: int, bar) -> list[tuple]:
-    """Label in worker processes, surviving workers that die.
+def _crashed(args: tuple) -> tuple[str, None, tuple[str, str, str]]:
+    from varemi.corpus import CRASHED_DETAIL
 
-    When a worker dies (a native crash, the OOM killer), every unfinished file is
-    retried in a fresh pool; a file that breaks a pool all by itself is rejected.
-    """
-    results: list[tuple] = []
-    todo = list(args)
-    parallel = workers
-    while todo:
-        broken: list[tuple] = []
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=_mp_context()) as pool:
-            futures = {pool.submit(_label_one, *a): a for a in todo}
-            for future in as_completed(futures):
-                try:
-                    results.append(future.result())
-                    bar.update(1)
-                except BrokenProcessPool:
-                    broken.append(futures[future])
-        if len(broken) == len(todo) and workers > 1:
-            workers = 1  # no progress: take the files one at a time to find the culprit
-        elif len(broken) == len(todo):
-            name = todo[0][1]  # one worker runs files in order: the first broke the pool
-            results.append((name, None, (name, "crashed", "the worker process died")))
-            bar.update(1)
-            broken = todo[1:]
-            workers = parallel
-        todo = sorted(broken, key=lambda a: a[1])
-    return results
+    return args[1], None, (args[1], "crashed", CRASHED_DETAIL)
 
 
 def label_folder(
@@ -551,9 +533,11 @@ def label_folder(
     if not root.exists():
         raise FileNotFoundError(f"MIDI folder not found: {root}")
     names = list_midi_files(root) if files is None else sorted(set(files))
+    names, bad_names = split_bad_names(names)  # their names cannot be hashed or written
 
     args = [(str(root), name, jitter, seed, max_file_mb) for name in names]
     workers = min(workers, max(len(args), 1))
+    tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked
     with tqdm(
         total=len(args), desc="labels", unit="file", file=sys.stderr, disable=not progress
     ) as bar:
@@ -562,11 +546,16 @@ def label_folder(
             for a in args:
                 results.append(_label_one(*a))
                 bar.update(1)
-        else:
-            results = _label_in_pool(args, workers, bar)
+        else:  # the shared crash-tolerant pool: a worker that dies costs one file
+            from varemi.corpus import map_in_workers
+
+            results = []
+            for r in map_in_workers(_label_args, args, workers, None, (), _crashed):
+                results.append(r)
+                bar.update(1)
 
     rows = []
-    rejects = []
+    rejects = list(bad_names)
     for name, result, reject in sorted(results, key=lambda r: r[0]):
         if result is None:
             rejects.append(reject)
@@ -576,7 +565,7 @@ def label_folder(
 
     df = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
     df = df.astype({c: "float64" for c in LABEL_COLUMNS[1:]}).reset_index(drop=True)
-    return df, rejects
+    return df, sorted(rejects)
 
 
 def write_labels_csv(df: pd.DataFrame, path: Path | str) -> None:
