@@ -129,6 +129,25 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--overwrite", action="store_true", help="replace OUT if it holds a previous varemi dataset"
     )
+    b.add_argument(
+        "--format",
+        choices=["arrow", "parquet"],
+        default="arrow",
+        help="arrow: the datasets.save_to_disk layout (load_from_disk); parquet: Parquet "
+        "shards OUT/train/*.parquet, OUT/val/*.parquet (load_dataset, streaming too)",
+    )
+    b.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local worker processes, or Ray Data (needs pip install 'varemi[ray]')",
+    )
+    b.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --engine ray: 'auto' or a cluster address to connect to "
+        "(default: start a local Ray with --workers CPUs)",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     b.add_argument(
         "--profile",
@@ -200,6 +219,9 @@ def _build(a: argparse.Namespace) -> int:
         overwrite=a.overwrite,
         quiet=a.quiet,
         profile=a.profile,
+        engine=a.engine,
+        ray_address=a.ray_address,
+        format=a.format,
     )
     if demo:
         from varemi.demo import write_demo_corpus

@@ -247,3 +247,31 @@ def _compute(job: Job, files: list[str], workers: int) -> Iterator[FileResult]:
         ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
         yield from pool.imap(_process, files, chunksize=2)
+
+
+def process_file(job: Job, rel: str) -> FileResult:
+    """One file's result as :func:`tokenise_corpus` gives it, computed in this process.
+
+    The token cache first (when ``job`` has one), else :func:`_process` (read, label,
+    tokenise, cache). ``build --engine ray`` calls this on its workers, so both engines
+    run the same per-file function.
+
+    Args:
+        job: What to compute and how (the worker is set up for it on first use).
+        rel: The file's path relative to ``job.root``.
+
+    Returns:
+        The file's :class:`FileResult`.
+    """
+    if _WORKER.get("job") != job:
+        _init_worker(job)
+    status = None
+    if job.cache_dir is not None:
+        cached = _cached(job, _WORKER["cache"], rel)
+        if cached.ids is not None or cached.reject is not None:
+            return cached
+        status = cached.cache
+    result = _process(rel)
+    if status == "damaged":
+        result.cache = "damaged"
+    return result
