@@ -143,3 +143,16 @@ def test_cli_refuses_quantile_with_ray_in_one_line(corpus, tmp_path):
         "every label before the first window); use --binning uniform or --engine local"
     ]
     assert "Traceback" not in r.stderr
+
+
+def test_ray_parquet_shards_match_local_parquet(ray_session, corpus, tmp_path):
+    import pyarrow.parquet as pq
+
+    for engine in ("local", "ray"):
+        h.build(corpus, tmp_path / engine, engine=engine, format="parquet", max_minutes=2, **KW)
+    for s in ("train", "val"):
+        local = pq.read_table(sorted((tmp_path / "local" / s).glob("*.parquet")))
+        remote = pq.read_table(sorted((tmp_path / "ray" / s).glob("*.parquet")))
+        assert remote.num_rows > 0 and remote.equals(local), s
+    readme = (tmp_path / "ray" / "README.md").read_bytes()
+    assert readme == (tmp_path / "local" / "README.md").read_bytes()

@@ -310,7 +310,8 @@ def _build_into(p: BuildParams, tmp: Path, base, encoder, files: list[str], star
         batches = _windows_stage(p, run, cond_tokens, binned)
         writers = _export_stage(run, tmp, batches, p.format)
     if p.format == "parquet":
-        write_parquet_card(tmp, list(writers))
+        # datasets cannot load a Parquet split without rows: such a split stays out of the card
+        write_parquet_card(tmp, [s for s, w in writers.items() if w.examples] or list(writers))
     _save_stage(run, tmp, base.tokenizer)
     info = _dataset_info(p, run, base, encoder, cond_tokens, writers)
     write_json(tmp / "dataset_info.json", info)

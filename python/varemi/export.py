@@ -175,8 +175,10 @@ class SplitWriter:
         if not self.shards:
             # One file holding an empty batch: a split saved with no file fails to load.
             empty = self.folder / f"{self.split}-empty.{self.fmt}"
-            if self.fmt == "parquet":
-                self._write_table(empty, pa.Table.from_pylist([], schema=self.schema))
+            if self.fmt == "parquet":  # no row group: `datasets` cannot read an empty one
+                import pyarrow.parquet as pq
+
+                pq.ParquetWriter(empty, self.schema).close()
             else:
                 with pa.ipc.new_stream(empty, self.schema) as writer:
                     writer.write_batch(pa.RecordBatch.from_pylist([], schema=self.schema))
