@@ -184,14 +184,11 @@ def main() -> None:
                     resume_vs_full=round(resume / full, 2),
                     resume_cache=info2["cache"].get("hit", 0),
                 )
-                same = (
-                    all(
-                        (out / s / "state.json").exists() and (d / "out2" / s).is_dir()
-                        for s in ("train", "val")
-                    )
-                    and info2["counts"] == info["counts"]
+                row["resume_same_data"] = info2["counts"] == info["counts"] and all(
+                    f.read_bytes() == (d / "out2" / f.relative_to(out)).read_bytes()
+                    for s in ("train", "val")
+                    for f in sorted((out / s).glob("*.arrow"))
                 )
-                row["resume_same_counts"] = same
             rows.append(row)
             print(json.dumps(row), flush=True)
             if not a.keep:
