@@ -183,6 +183,8 @@ def main() -> None:
                     resume_s=round(resume, 1),
                     resume_vs_full=round(resume / full, 2),
                     resume_cache=info2["cache"].get("hit", 0),
+                    resume_rss_main_mb=info2["peak_rss_mb"]["main"],
+                    resume_rss_worker_mb=info2["peak_rss_mb"]["worker"],
                 )
                 row["resume_same_data"] = info2["counts"] == info["counts"] and all(
                     f.read_bytes() == (d / "out2" / f.relative_to(out)).read_bytes()

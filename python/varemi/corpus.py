@@ -204,21 +204,24 @@ def tokenise_corpus(job: Job, files: list[str], workers: int) -> Iterator[FileRe
     Yields:
         One :class:`FileResult` per file, in order.
     """
-    cached: dict[int, FileResult] = {}
+    hits: set[int] = set()
     status: dict[int, str] = {}
     if job.cache_dir is not None:
         cache = TokenCache(job.cache_dir)
         for i, rel in enumerate(files):
             result = _cached(job, cache, rel)
             if result.ids is not None or result.reject is not None:
-                cached[i] = result
+                hits.add(i)  # read again at its turn: a warm corpus's ids are never all held
             else:
                 status[i] = result.cache
-    misses = [rel for i, rel in enumerate(files) if i not in cached]
+    misses = [rel for i, rel in enumerate(files) if i not in hits]
     computed = _compute(job, misses, workers)
     for i in range(len(files)):
-        if i in cached:
-            yield cached.pop(i)
+        if i in hits:
+            result = _cached(job, cache, files[i])
+            if result.ids is None and result.reject is None:  # changed since the first look
+                result = process_file(job, files[i])
+            yield result
             continue
         result = next(computed)
         if status.get(i) == "damaged":
