@@ -165,6 +165,7 @@ def main() -> None:
                 "corpus_s": round(gen, 1),
                 "build_s": round(full, 1),
                 "files_per_s": round(n / full, 1),
+                "in_build_s": info["timings_seconds"]["total"],  # build() itself, no imports
                 "rss_main_mb": info["peak_rss_mb"]["main"],
                 "rss_worker_mb": info["peak_rss_mb"]["worker"],
                 "examples": sum(info["counts"]["examples"].values()),
@@ -181,6 +182,7 @@ def main() -> None:
                     killed_after_s=round(killed_s, 1),
                     cached_at_kill=cached,
                     resume_s=round(resume, 1),
+                    resume_in_build_s=info2["timings_seconds"]["total"],
                     resume_vs_full=round(resume / full, 2),
                     resume_cache=info2["cache"].get("hit", 0),
                     resume_rss_main_mb=info2["peak_rss_mb"]["main"],
