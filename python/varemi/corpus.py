@@ -3,8 +3,10 @@
 The entry point is :func:`tokenise_corpus`. Each file is read and parsed once: when
 ``build`` computes the labels itself, the worker labels the parsed score before
 tokenising it. Results come back in the order of the files, whatever the number of
-workers (DESIGN.md contract 8). Cache hits are served in the main process, so a
-rebuild that only changes windows, bins, labels or split starts no worker at all.
+workers (DESIGN.md contract 8). With one worker, cache hits are served in this
+process; with several, each worker looks its files up in the cache itself
+(:func:`process_file`), so hits are served in parallel and a build resumed half way
+costs the remaining files.
 """
 
 from __future__ import annotations
@@ -204,6 +206,11 @@ def tokenise_corpus(job: Job, files: list[str], workers: int) -> Iterator[FileRe
     Yields:
         One :class:`FileResult` per file, in order.
     """
+    if job.cache_dir is not None and workers > 1 and len(files) > 1:
+        # The workers look the cache up themselves (process_file), in parallel: a build
+        # resumed half way costs the remaining files, not a serial pass over the others.
+        yield from _compute(job, files, workers, _lookup_or_process)
+        return
     hits: set[int] = set()
     status: dict[int, str] = {}
     if job.cache_dir is not None:
@@ -229,13 +236,18 @@ def tokenise_corpus(job: Job, files: list[str], workers: int) -> Iterator[FileRe
         yield result
 
 
-def _compute(job: Job, files: list[str], workers: int) -> Iterator[FileResult]:
+def _lookup_or_process(rel: str) -> FileResult:
+    """A worker's :func:`process_file` (cache, else compute) for the pool's job."""
+    return process_file(_WORKER["job"], rel)
+
+
+def _compute(job: Job, files: list[str], workers: int, fn=_process) -> Iterator[FileResult]:
     if not files:
         return
     if workers <= 1 or len(files) <= 1:
         _init_worker(job)
         for rel in files:
-            yield _process(rel)
+            yield fn(rel)
         return
     if sys.platform.startswith("linux"):
         # fork: workers start at once with every module loaded (a forkserver costs ~0.7 s
@@ -249,7 +261,7 @@ def _compute(job: Job, files: list[str], workers: int) -> Iterator[FileResult]:
     else:
         ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
-        yield from pool.imap(_process, files, chunksize=2)
+        yield from pool.imap(fn, files, chunksize=2)
 
 
 def process_file(job: Job, rel: str) -> FileResult:
