@@ -119,7 +119,7 @@ def _keys(job: Job, rel: str, data: bytes) -> tuple[str, str | None]:
 
 
 def _cached(job: Job, cache: TokenCache, rel: str) -> FileResult:
-    """One file's result from the cache, read in the main process.
+    """One file's result from the cache (read by the main process or by a worker).
 
     Returns a result with ids (a hit) or a reject (unreadable, too large, or a hit
     that lasts too long); otherwise one with neither, whose ``cache`` says why the
