@@ -36,10 +36,17 @@ import numpy as np
 
 from varemi import conditioning
 from varemi.cache import default_cache_dir, usable_cache_dir
+from varemi.cluster import check_engine
 from varemi.corpus import check_workers, peak_rss_mb
 from varemi.encoder import EncodeOptions, TokenEncoder, check_encode_params
 from varemi.errors import EmptyDatasetError, OutputFolderError, PitchRangeError, VaremiError
-from varemi.export import SplitWriter, write_dataset_dict, write_json
+from varemi.export import (
+    FORMATS,
+    SplitWriter,
+    write_dataset_dict,
+    write_json,
+    write_parquet_card,
+)
 from varemi.output import Staging, check_inputs_outside, resolve_out
 from varemi.pitch import PITCH_POLICIES, check_pitch_params
 from varemi.split import check_split_params, val_mask
@@ -90,6 +97,11 @@ class BuildParams:
         group_by: ``parent``: the files of one folder share a split.
         augment_transpose: Semitone offsets of transposed copies (``-3..3``, ``-2,2``).
         augment_velocity: Velocity offsets of copies (``-4,4``).
+        engine: ``local`` (this machine's worker pool) or ``ray`` (Ray Data,
+            :mod:`varemi.cluster`; with ``--dedup off``, no augmentation, uniform bins).
+        ray_address: With ``ray``: None starts a local Ray; ``auto`` or an address
+            connects to a running cluster.
+        format: ``arrow`` (``save_to_disk`` layout) or ``parquet`` (Parquet shards).
     """
 
     midi_dir: Path
@@ -123,6 +135,9 @@ class BuildParams:
     group_by: str | None = None
     augment_transpose: str | None = None
     augment_velocity: str | None = None
+    engine: str = "local"
+    ray_address: str | None = None
+    format: str = "arrow"
 
 
 @dataclass
@@ -165,6 +180,15 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
     from varemi.labels import check_label_params
 
     check_label_params(p.jitter, p.jitter_seed, "--jitter", "--jitter-seed")
+    check_engine(p.engine, p.ray_address, p.binning)
+    if p.engine == "ray" and (p.dedup != "off" or p.augment_transpose or p.augment_velocity):
+        raise VaremiError(
+            "--engine ray builds with --dedup off and without --augment-* (duplicate groups "
+            "need every file's fingerprint before the split); pass --dedup off, or use "
+            "--engine local"
+        )
+    if p.format not in FORMATS:
+        raise VaremiError(f"--format must be one of {', '.join(FORMATS)}, got {p.format!r}")
     if p.jitter and p.labels is not None:
         raise VaremiError(
             "--jitter applies to computed labels only; it cannot be used with --labels"
@@ -374,12 +398,21 @@ def _build_into(
     run.user_groups, run.groups_how = groups
     _labels_stage(p, run)
     cond_tokens = add_conditioning_tokens(base.tokenizer, p.bins)
-    tokenised = _tokenise_stage(p, run, base, encoder)
-    split = _split_stage(p, run, tmp, tokenised)
-    binned = _bins_stage(p, run, split)
     bos = int(base.tokenizer.vocab["BOS_None"]) if p.bos else None
-    batches = _windows_stage(p, run, cond_tokens, bos, binned)
-    writers = _export_stage(run, tmp, batches)
+    if p.engine == "ray":  # tokenise to export on Ray Data, the same rows (varemi.cluster)
+        from varemi.cluster import ray_stages
+
+        run.is_val = val_mask(run.usable, p.seed, p.train_split, run.user_groups)
+        writers = ray_stages(p, run, _job(p, run, base, encoder), cond_tokens, bos, tmp)
+    else:
+        tokenised = _tokenise_stage(p, run, base, encoder)
+        split = _split_stage(p, run, tmp, tokenised)
+        binned = _bins_stage(p, run, split)
+        batches = _windows_stage(p, run, cond_tokens, bos, binned)
+        writers = _export_stage(run, tmp, batches, p.format)
+    if p.format == "parquet":
+        # datasets cannot load a Parquet split without rows: such a split stays out of the card
+        write_parquet_card(tmp, [s for s, w in writers.items() if w.examples] or list(writers))
     _save_stage(p, run, tmp, base.tokenizer)
     _checksum_stage(run, tmp, writers)
     info = _dataset_info(p, run, base, encoder, cond_tokens, writers)
@@ -453,18 +486,11 @@ def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tu
     return table
 
 
-def _tokenise_stage(p: BuildParams, run: _Run, base, encoder):
-    """Each usable file's (and augmented copy's) token ids and labels, in order.
+def _job(p: BuildParams, run: _Run, base, encoder):
+    """What every worker computes for a file (:class:`varemi.corpus.Job`)."""
+    from varemi.corpus import Job, labeller_version
 
-    Yields ``(index, augmentation, ids, valence, arousal, fingerprint)``: a file, then
-    its copies in string order of their names (``""`` is the original). Rejects are
-    recorded; a file whose original is rejected gives no copy either.
-    """
-    from tqdm import tqdm
-
-    from varemi.corpus import Job, labeller_version, tokenise_corpus
-
-    job = Job(
+    return Job(
         root=str(p.midi_dir),
         tokenizer_path=str(base.path),
         tokenizer_sha256=base.sha256,
@@ -478,6 +504,20 @@ def _tokenise_stage(p: BuildParams, run: _Run, base, encoder):
         else (p.jitter, p.jitter_seed, labeller_version()),
         fingerprint=p.dedup != "off",
     )
+
+
+def _tokenise_stage(p: BuildParams, run: _Run, base, encoder):
+    """Each usable file's (and augmented copy's) token ids and labels, in order.
+
+    Yields ``(index, augmentation, ids, valence, arousal, fingerprint)``: a file, then
+    its copies in string order of their names (``""`` is the original). Rejects are
+    recorded; a file whose original is rejected gives no copy either.
+    """
+    from tqdm import tqdm
+
+    from varemi.corpus import tokenise_corpus
+
+    job = _job(p, run, base, encoder)
     copies = ("", *_augmentations(p))
     items = [(f, a) for f in run.usable for a in copies] if len(copies) > 1 else run.usable
     failed: set[int] = set()
@@ -604,11 +644,11 @@ def _windows_stage(p: BuildParams, run: _Run, cond_tokens: dict[str, int], bos, 
     run.stage["window_prepend"] = sum(w.seconds for w in windowers.values())
 
 
-def _export_stage(run: _Run, tmp: Path, batches) -> dict:
-    """Write every batch as an Arrow shard, then lay the splits out; the split writers."""
+def _export_stage(run: _Run, tmp: Path, batches, fmt: str = "arrow") -> dict:
+    """Write every batch as a shard (Arrow or Parquet), lay the splits out; the writers."""
     shard_dir = tmp / "_shards"
     shard_dir.mkdir()
-    writers = {s: SplitWriter(s, shard_dir) for s in ("train", "val")}
+    writers = {s: SplitWriter(s, shard_dir, fmt) for s in ("train", "val")}
     t = time.perf_counter()  # `batches` is lazy: files are tokenised as this loop asks
     for s, batch in batches:
         writers[s].write(batch)
@@ -616,7 +656,8 @@ def _export_stage(run: _Run, tmp: Path, batches) -> dict:
     t = time.perf_counter()
     for s, writer in writers.items():
         writer.finish(tmp / s)
-    write_dataset_dict(tmp, list(writers))
+    if fmt == "arrow":
+        write_dataset_dict(tmp, list(writers))
     shutil.rmtree(shard_dir, ignore_errors=True)
     run.stage["save"] = time.perf_counter() - t
     run.stage["export"] = sum(w.seconds for w in writers.values())

@@ -208,6 +208,25 @@ def _parser() -> argparse.ArgumentParser:
         metavar="OFFSETS",
         help="add copies with velocities moved, e.g. --augment-velocity=-4,4",
     )
+    b.add_argument(
+        "--format",
+        choices=["arrow", "parquet"],
+        default="arrow",
+        help="arrow: the datasets.save_to_disk layout (load_from_disk); parquet: Parquet "
+        "shards OUT/train/*.parquet, OUT/val/*.parquet (load_dataset, streaming too)",
+    )
+    b.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local worker processes, or Ray Data (needs pip install 'varemi[ray]')",
+    )
+    b.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --engine ray: 'auto' or a cluster address to connect to "
+        "(default: start a local Ray with --workers CPUs)",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     b.add_argument(
         "--profile",
@@ -413,6 +432,9 @@ def _build(a: argparse.Namespace) -> int:
         group_by=a.group_by,
         augment_transpose=a.augment_transpose,
         augment_velocity=a.augment_velocity,
+        engine=a.engine,
+        ray_address=a.ray_address,
+        format=a.format,
     )
     if demo:
         from varemi.demo import write_demo_corpus

@@ -3,8 +3,10 @@
 The entry point is :func:`tokenise_corpus`. Each file is read and parsed once: when
 ``build`` computes the labels itself, the worker labels the parsed score before
 tokenising it. Results come back in the order of the files, whatever the number of
-workers (DESIGN.md contract 8). Cache hits are served in the main process, so a
-rebuild that only changes windows, bins, labels or split starts no worker at all.
+workers (DESIGN.md contract 8). With one worker, cache hits are served in this
+process; with several, each worker looks its files up in the cache itself
+(:func:`process_file`), so hits are served in parallel and a build resumed half way
+costs the remaining files.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def _item(x) -> tuple[str, str]:
 
 
 def _cached(job: Job, cache: TokenCache, item) -> FileResult:
-    """One file's (or copy's) result from the cache, read in the main process.
+    """One file's (or copy's) result from the cache (read by the main process or a worker).
 
     Returns a result with ids (a hit) or a reject (unreadable, too large, or a hit
     that lasts too long); otherwise one with neither, whose ``cache`` says why the
@@ -250,21 +252,29 @@ def tokenise_corpus(job: Job, files: list, workers: int) -> Iterator[FileResult]
     Yields:
         One :class:`FileResult` per file, in order.
     """
-    cached: dict[int, FileResult] = {}
+    if job.cache_dir is not None and workers > 1 and len(files) > 1:
+        # The workers look the cache up themselves (process_file), in parallel: a build
+        # resumed half way costs the remaining files, not a serial pass over the others.
+        yield from _compute(job, files, workers, _lookup_or_process)
+        return
+    hits: set[int] = set()
     status: dict[int, str] = {}
     if job.cache_dir is not None:
         cache = TokenCache(job.cache_dir)
         for i, rel in enumerate(files):
             result = _cached(job, cache, rel)
             if result.ids is not None or result.reject is not None:
-                cached[i] = result
+                hits.add(i)  # read again at its turn: a warm corpus's ids are never all held
             else:
                 status[i] = result.cache
-    misses = [rel for i, rel in enumerate(files) if i not in cached]
+    misses = [rel for i, rel in enumerate(files) if i not in hits]
     computed = _compute(job, misses, workers)
     for i in range(len(files)):
-        if i in cached:
-            yield cached.pop(i)
+        if i in hits:
+            result = _cached(job, cache, files[i])
+            if result.ids is None and result.reject is None:  # changed since the first look
+                result = process_file(job, files[i])
+            yield result
             continue
         result = next(computed)
         if status.get(i) == "damaged":
@@ -272,13 +282,18 @@ def tokenise_corpus(job: Job, files: list, workers: int) -> Iterator[FileResult]
         yield result
 
 
-def _compute(job: Job, files: list[str], workers: int) -> Iterator[FileResult]:
+def _lookup_or_process(item) -> FileResult:
+    """A worker's :func:`process_file` (cache, else compute) for the pool's job."""
+    return process_file(_WORKER["job"], item)
+
+
+def _compute(job: Job, files: list, workers: int, fn=_process) -> Iterator[FileResult]:
     if not files:
         return
     if workers <= 1 or len(files) <= 1:
         _init_worker(job)
         for rel in files:
-            yield _process(rel)
+            yield fn(rel)
         return
 
     def crashed(rel: str) -> FileResult:
@@ -286,7 +301,7 @@ def _compute(job: Job, files: list[str], workers: int) -> Iterator[FileResult]:
             reject=("crashed", CRASHED_DETAIL), cache="miss" if job.cache_dir else "off"
         )
 
-    yield from map_in_workers(_process, files, workers, _init_worker, (job,), crashed)
+    yield from map_in_workers(fn, files, workers, _init_worker, (job,), crashed)
 
 
 CRASHED_DETAIL = "its worker process died twice on it (a native crash or the OOM killer)"
@@ -428,3 +443,31 @@ def _finished(future) -> object | None:
     if future is None or not future.done() or future.cancelled():
         return None
     return future.result() if future.exception() is None else None
+
+
+def process_file(job: Job, item) -> FileResult:
+    """One file's result as :func:`tokenise_corpus` gives it, computed in this process.
+
+    The token cache first (when ``job`` has one), else :func:`_process` (read, label,
+    tokenise, cache). ``build --engine ray`` calls this on its workers, so both engines
+    run the same per-file function.
+
+    Args:
+        job: What to compute and how (the worker is set up for it on first use).
+        item: The file's path relative to ``job.root``, or ``(path, augmentation)``.
+
+    Returns:
+        The file's :class:`FileResult`.
+    """
+    if _WORKER.get("job") != job:
+        _init_worker(job)
+    status = None
+    if job.cache_dir is not None:
+        cached = _cached(job, _WORKER["cache"], item)
+        if cached.ids is not None or cached.reject is not None:
+            return cached
+        status = cached.cache
+    result = _process(item)
+    if status == "damaged":
+        result.cache = "damaged"
+    return result

@@ -23,6 +23,9 @@ import numpy as np
 
 from varemi.windows import ExampleBatch
 
+FORMATS = ("arrow", "parquet")
+"""The values of ``--format``: ``save_to_disk``'s Arrow layout, or Parquet shards."""
+
 # The output columns (DESIGN.md contract 7) as `datasets` (>= 4) serialises them.
 FEATURES = {
     "input_ids": {"feature": {"dtype": "int32", "_type": "Value"}, "_type": "List"},
@@ -78,6 +81,7 @@ class SplitWriter:
     Args:
         split: ``train`` or ``val``.
         folder: Where shards wait until :meth:`finish`.
+        fmt: ``arrow`` (the ``save_to_disk`` layout) or ``parquet`` (``--format``).
 
     Attributes:
         examples: Rows written so far.
@@ -87,8 +91,10 @@ class SplitWriter:
         seconds: Wall seconds spent writing.
     """
 
-    def __init__(self, split: str, folder: Path) -> None:
-        self.split, self.folder = split, folder
+    def __init__(self, split: str, folder: Path, fmt: str = "arrow") -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        self.split, self.folder, self.fmt = split, folder, fmt
         self.schema = arrow_schema()
         self.last_file: str | None = None  # the copies of a file count as one file
         self.shards: list[Path] = []
@@ -122,9 +128,8 @@ class SplitWriter:
             _strings(batch.augmentation).take(_arrow(fi)),
         ]
         table = pa.Table.from_arrays(columns, schema=self.schema)
-        path = self.folder / f"{self.split}-{len(self.shards):05d}.arrow"
-        with pa.ipc.new_stream(path, self.schema) as writer:
-            writer.write_table(table)
+        path = self.folder / f"{self.split}-{len(self.shards):05d}.{self.fmt}"
+        self._write_table(path, table)
         self.shards.append(path)
         lengths = np.diff(ex.offsets)
         self.examples += len(lengths)
@@ -138,6 +143,33 @@ class SplitWriter:
         )
         self.seconds += time.perf_counter() - t0
 
+    def _write_table(self, path: Path, table) -> None:
+        import pyarrow as pa
+
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, path)
+            return
+        with pa.ipc.new_stream(path, self.schema) as writer:
+            writer.write_table(table)
+
+    def merge(self, other: SplitWriter) -> None:
+        """Take over the shards and counts of another writer of the same split, after ours.
+
+        ``build --engine ray`` writes each block's shards on a worker and merges the
+        writers on the driver in block order.
+
+        Args:
+            other: A writer whose shards follow this one's.
+        """
+        self.shards.extend(other.shards)
+        self.examples += other.examples
+        self.tokens += other.tokens
+        self.files_with_examples += other.files_with_examples
+        self.bin_counts.update(other.bin_counts)
+        self.seconds += other.seconds
+
     def finish(self, split_dir: Path) -> None:
         """Move the shards into ``split_dir`` as the data files of a saved dataset.
 
@@ -149,14 +181,21 @@ class SplitWriter:
         split_dir.mkdir(parents=True, exist_ok=True)
         if not self.shards:
             # One file holding an empty batch: a split saved with no file fails to load.
-            empty = self.folder / f"{self.split}-empty.arrow"
-            with pa.ipc.new_stream(empty, self.schema) as writer:
-                writer.write_batch(pa.RecordBatch.from_pylist([], schema=self.schema))
+            empty = self.folder / f"{self.split}-empty.{self.fmt}"
+            if self.fmt == "parquet":  # no row group: `datasets` cannot read an empty one
+                import pyarrow.parquet as pq
+
+                pq.ParquetWriter(empty, self.schema).close()
+            else:
+                with pa.ipc.new_stream(empty, self.schema) as writer:
+                    writer.write_batch(pa.RecordBatch.from_pylist([], schema=self.schema))
             self.shards.append(empty)
         n = len(self.shards)
-        names = [f"data-{k:05d}-of-{n:05d}.arrow" for k in range(n)]
+        names = [f"data-{k:05d}-of-{n:05d}.{self.fmt}" for k in range(n)]
         for shard, name in zip(self.shards, names, strict=True):
             os.replace(shard, split_dir / name)
+        if self.fmt == "parquet":  # plain Parquet shards: no save_to_disk metadata
+            return
         info = {"citation": "", "description": "", "features": FEATURES, "homepage": ""}
         write_json(split_dir / "dataset_info.json", {**info, "license": ""})
         fingerprint = hashlib.sha256(f"{self.split} {self.examples} {self.tokens}".encode())
@@ -195,6 +234,30 @@ def _strings(texts: list[str]):
     np.cumsum([len(b) for b in encoded], out=offsets[1:])
     buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
     return pa.Array.from_buffers(pa.string(), len(encoded), buffers)
+
+
+def write_parquet_card(out: Path, splits: list[str]) -> None:
+    """Write ``README.md`` whose YAML maps each split to its Parquet shards.
+
+    With it, ``datasets.load_dataset(str(out))`` (``streaming=True`` too) gives the
+    splits under their own names (``val`` stays ``val``; without the card ``datasets``
+    would call a ``val/`` folder ``validation``).
+
+    Args:
+        out: The dataset folder.
+        splits: The split names, in order.
+    """
+    lines = ["---", "configs:", "- config_name: default", "  data_files:"]
+    for s in splits:
+        lines += [f"  - split: {s}", f"    path: {s}/*.parquet"]
+    lines += [
+        "---",
+        "",
+        "An emotion-conditioned REMI+BPE dataset built by varemi (Parquet shards).",
+        "See dataset_info.json for its parameters and counts.",
+        "",
+    ]
+    (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
 def write_dataset_dict(out: Path, splits: list[str]) -> None:

@@ -100,6 +100,11 @@ def split_checksum(split_dir: Path) -> str:
     """
     import pyarrow as pa
 
+    if not (split_dir / "state.json").is_file():  # --format parquet: data-*.parquet shards
+        import pyarrow.parquet as pq
+
+        files = [pq.ParquetFile(f) for f in sorted(split_dir.glob("*.parquet"))]
+        return batches_checksum(files[0].schema_arrow, (b for f in files for b in f.iter_batches()))
     state = json.loads((split_dir / "state.json").read_text(encoding="utf-8"))
     readers = [
         pa.ipc.open_stream(pa.memory_map(str(split_dir / f["filename"])))

@@ -119,7 +119,7 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
         return rep
     datasets.disable_progress_bars()
     try:
-        dd = datasets.load_from_disk(str(out))
+        dd = _load_splits(out, info)
     except Exception as e:
         rep.fail("load_from_disk", f"{type(e).__name__}: {e}")
         return rep
@@ -173,6 +173,28 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
     if plot is not None:
         rep.lines.append(_plot(arrays, half, Path(plot)))
     return rep
+
+
+def _load_splits(out: Path, info: dict):
+    """The splits as a ``DatasetDict``, as ``params.format`` says they were written.
+
+    ``load_from_disk`` for ``--format arrow``; for ``--format parquet``, the Parquet
+    shards of each split folder in name order.
+    """
+    import datasets
+
+    if info.get("params", {}).get("format", "arrow") != "parquet":
+        return datasets.load_from_disk(str(out))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    splits = {}
+    for s in ("train", "val"):
+        shards = sorted((out / s).glob("*.parquet"))
+        if not shards:
+            raise FileNotFoundError(f"no Parquet shard in {out / s}")
+        splits[s] = datasets.Dataset(pa.concat_tables([pq.read_table(f) for f in shards]))
+    return datasets.DatasetDict(splits)
 
 
 def _missing_info_keys(info) -> list[str]:

@@ -1,0 +1,167 @@
+"""``build --engine ray``: the same rows, in the same order, and the same rejects as local.
+
+One local Ray session with 2 CPUs serves the whole module (Ray takes seconds to start);
+builds run in this process and find it already initialised (varemi.cluster uses it).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import helpers as h
+import pytest
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+
+from varemi.cluster import ClusterError, blocks  # noqa: E402
+from varemi.errors import VaremiError  # noqa: E402
+
+# --engine ray builds without duplicate grouping (it needs every fingerprint before the split)
+KW = dict(window_size=16, stride=8, min_window_tokens=4, workers=2, dedup="off")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Good files in nested folders (enough for several blocks), plus bad ones."""
+    midi = tmp_path_factory.mktemp("ray") / "midi"
+    names = [f"a{k:02d}.mid" for k in range(14)] + [f"sub/b{k}.mid" for k in range(6)]
+    h.write_tiny_corpus(midi, names, notes=40)
+    (midi / "garbage.mid").write_bytes(b"MThd not really")
+    (midi / "empty.mid").write_bytes(b"")
+    h.write_midi(midi / "drums.mid", h.track([36, 38] * 10, is_drum=True))  # no_notes
+    h.write_midi(midi / "long.mid", h.track([60, 62, 64], step=480 * 120, duration=480 * 120))
+    return midi
+
+
+def assert_same_build(a: Path, b: Path) -> None:
+    """Every column of both splits, the counts, labels.csv and rejects.csv."""
+    h.same_data(a, b)  # every column of train and val, schemas, counts, histograms
+    for name in ("rejects.csv", "labels.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_blocks_cover_the_files_in_order():
+    assert blocks(0, 2) == []
+    assert blocks(5, 2) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    got = blocks(10_000, 2)
+    assert got[0] == (0, 256) and got[-1][1] == 10_000
+    assert all(x[1] == y[0] for x, y in zip(got, got[1:], strict=False))
+
+
+def test_ray_gives_the_rows_and_rejects_of_local(ray_session, corpus, tmp_path):
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    h.build(corpus, local, max_minutes=2, **KW)
+    h.build(corpus, remote, max_minutes=2, engine="ray", **KW)
+    assert_same_build(local, remote)
+    assert h.rejects(remote) == {
+        "garbage.mid": "unreadable",
+        "empty.mid": "unreadable",
+        "drums.mid": "no_notes",
+        "long.mid": "too_long",
+    }
+    info = h.info(remote)
+    assert info["params"]["engine"] == "ray"
+    assert info["counts"]["examples"]["val"] > 0  # both splits hold rows
+    assert sorted(p.name for p in remote.iterdir()) == sorted(p.name for p in local.iterdir())
+    from varemi.verify import verify
+
+    assert verify(remote).ok
+
+
+def test_ray_with_csv_labels_and_the_token_cache(ray_session, corpus, tmp_path):
+    names = [str(p.relative_to(corpus).as_posix()) for p in corpus.rglob("*.mid")]
+    labels = h.write_labels(
+        tmp_path / "labels.csv",
+        {n: ((k % 7) / 4 - 0.75, 0.5 - (k % 5) / 4) for k, n in enumerate(names)},
+    )
+    cache = tmp_path / "cache"
+    kw = dict(KW, labels=labels, max_minutes=2, cache=True, cache_dir=cache)
+    h.build(corpus, tmp_path / "local", **kw)
+    h.build(corpus, tmp_path / "cold", engine="ray", **dict(kw, cache_dir=tmp_path / "cache2"))
+    h.build(corpus, tmp_path / "warm", engine="ray", **kw)  # served by the local build's cache
+    h.same_data(tmp_path / "local", tmp_path / "cold")
+    h.same_data(tmp_path / "local", tmp_path / "warm")
+    assert h.info(tmp_path / "cold")["cache"]["miss"] > 0
+    h.build(corpus, tmp_path / "local2", **kw)  # a warm local build: the same cache use
+    warm, local_warm = h.info(tmp_path / "warm")["cache"], h.info(tmp_path / "local2")["cache"]
+    assert warm["hit"] == 21  # the 20 good files and long.mid (too long, from its entry)
+    assert {**warm, "dir": None} == {**local_warm, "dir": None}
+
+
+def test_interrupted_ray_build_leaves_previous_output_intact(
+    ray_session, corpus, tmp_path, monkeypatch
+):
+    from varemi.export import SplitWriter
+
+    out = tmp_path / "out"
+    h.build(corpus, out, **KW)
+    before = h.snapshot(out)
+
+    def interrupt(self, split_dir):  # every block's shards are already in the tmp folder
+        assert any("varemi-tmp" in p.name for p in tmp_path.iterdir())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SplitWriter, "finish", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        h.build(corpus, out, engine="ray", overwrite=True, **KW)
+    assert h.snapshot(out) == before
+    assert not [p for p in tmp_path.iterdir() if "varemi-" in p.name]
+
+
+def test_engine_parameters_are_refused_before_any_work(corpus, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with pytest.raises(ClusterError, match="--binning quantile is not supported with --engine ray"):
+        h.build(corpus, out, engine="ray", binning="quantile", **KW)
+    with pytest.raises(ClusterError, match="--ray-address applies to --engine ray only"):
+        h.build(corpus, out, ray_address="auto", **KW)
+    with pytest.raises(VaremiError, match="--engine must be one of local, ray"):
+        h.build(corpus, out, engine="spark", **KW)
+    import varemi.cluster as vc
+
+    monkeypatch.setattr(vc.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ClusterError, match=r"pip install 'varemi\[ray\]'"):
+        h.build(corpus, out, engine="ray", **KW)
+    assert not out.exists()
+
+
+def test_ray_refuses_duplicate_grouping_and_augmentation(corpus, tmp_path):
+    kw = {k: v for k, v in KW.items() if k != "dedup"}
+    for extra in ({}, {"dedup": "drop"}, {"dedup": "off", "augment_transpose": "-1,1"}):
+        with pytest.raises(VaremiError, match="--engine ray builds with --dedup off"):
+            h.build(corpus, tmp_path / "o", engine="ray", **kw, **extra)
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_refuses_quantile_with_ray_in_one_line(corpus, tmp_path):
+    r = h.run_cli(
+        "build", "--midi-dir", corpus, "--out", tmp_path / "o", "--tokenizer", "builtin",
+        "--engine", "ray", "--binning", "quantile", "--dedup", "off",
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert h.error_lines(r.stderr) == [
+        "error: --binning quantile is not supported with --engine ray (equal-count bins need "
+        "every label before the first window); use --binning uniform or --engine local"
+    ]
+    assert "Traceback" not in r.stderr
+
+
+def test_ray_parquet_shards_match_local_parquet(ray_session, corpus, tmp_path):
+    import pyarrow.parquet as pq
+
+    for engine in ("local", "ray"):
+        h.build(corpus, tmp_path / engine, engine=engine, format="parquet", max_minutes=2, **KW)
+    for s in ("train", "val"):
+        local = pq.read_table(sorted((tmp_path / "local" / s).glob("*.parquet")))
+        remote = pq.read_table(sorted((tmp_path / "ray" / s).glob("*.parquet")))
+        assert remote.num_rows > 0 and remote.equals(local), s
+    readme = (tmp_path / "ray" / "README.md").read_bytes()
+    assert readme == (tmp_path / "local" / "README.md").read_bytes()
