@@ -54,3 +54,7 @@ class UnsupportedScore(VaremiError):
 
 class UnknownTokenIdError(VaremiError):
     """A base token id that is not in the tokenizer's base vocabulary."""
+
+
+class LabelInputError(VaremiError):
+    """Note arrays the label features cannot be computed from (no notes, bad lengths)."""

@@ -112,7 +112,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import symusic
@@ -138,6 +138,9 @@ MAX_DURATION_S = 8.0
 """Note lengths are clipped to [MIN_DURATION_S, MAX_DURATION_S] before their log is averaged."""
 TRIAD_PRIOR = 10.0
 """Pseudo-count of neutral onsets in ``triad_balance``: a handful of triads is weak evidence."""
+FLAT_HISTOGRAM = 1e-9
+"""A pitch-class histogram whose deviation from flat is below this share of its
+largest bin correlates with no key (rounding noise must not decide a key)."""
 SEGMENT_S = 8.0
 """Length (seconds) of the segments whose local key :func:`_local_mode` measures."""
 
@@ -258,22 +261,20 @@ def _key_correlations(hist: np.ndarray, profile: np.ndarray) -> np.ndarray:
     if id(profile) not in _ROTATIONS:  # computed once per profile, not once per file
         _ROTATIONS[id(profile)] = _rotations(profile)
     rz, rz_norm = _ROTATIONS[id(profile)]
-    hz = hist - hist.mean()
-    norm = float(np.linalg.norm(hz))
-    if norm == 0.0:  # flat histogram: every key fits equally (badly)
+    hz = hist - hist.sum() / 12.0
+    norm = math.sqrt(float(hz @ hz))
+    if norm <= FLAT_HISTOGRAM * float(np.abs(hist).max()):  # flat: every key fits equally
         return np.zeros(12)
     return (rz @ hz) / (rz_norm * norm)
 
 
-def _time_weighted_bpm(score: symusic.Score, start: float, end: float) -> float:
+def _time_weighted_bpm(times: np.ndarray, qpm: np.ndarray, start: float, end: float) -> float:
     """Mean tempo over [start, end] (seconds), each tempo weighted by how long it lasts."""
-    tempos = score.tempos.numpy()
-    times = tempos["time"].astype(np.float64)
     if len(times) == 0:
         return DEFAULT_BPM
     order = np.argsort(times, kind="stable")
     times = times[order]
-    qpm = 60e6 / np.maximum(tempos["mspq"].astype(np.float64)[order], 1.0)
+    qpm = qpm[order]
     seg_start = np.clip(times, start, end)
     seg_end = np.clip(np.append(times[1:], np.inf), start, end)
     weight = seg_end - seg_start
@@ -314,19 +315,19 @@ def _triad_counts(
     return int(has_major.sum()), int(has_minor.sum())
 
 
-def _sounding(notes: dict[str, np.ndarray], pedals: dict[str, np.ndarray]) -> np.ndarray:
-    """How long each note sounds, in seconds.
+def _sounding(
+    onset: np.ndarray, duration: np.ndarray, pedal_time: np.ndarray, pedal_duration: np.ndarray
+) -> np.ndarray:
+    """How long each note of one track sounds, in seconds.
 
     A note released while the sustain pedal of its track is down lasts until the
     pedal is lifted (performances hold notes with the pedal, not the keys).
     """
-    onset = notes["time"].astype(np.float64)
-    offset = onset + np.maximum(notes["duration"].astype(np.float64), 0.0)
-    if len(pedals["time"]):
-        down = pedals["time"].astype(np.float64)
-        up = down + np.maximum(pedals["duration"].astype(np.float64), 0.0)
-        order = np.argsort(down, kind="stable")
-        down, up = down[order], np.maximum.accumulate(up[order])
+    offset = onset + duration
+    if len(pedal_time):
+        order = np.argsort(pedal_time, kind="stable")
+        down = pedal_time[order]
+        up = np.maximum.accumulate((pedal_time + np.maximum(pedal_duration, 0.0))[order])
         k = np.searchsorted(down, offset, side="right") - 1  # last pedal pressed by the release
         held = (k >= 0) & (up[np.maximum(k, 0)] > offset)
         offset = np.where(held, up[np.maximum(k, 0)], offset)
@@ -339,7 +340,7 @@ def _local_mode(time: np.ndarray, pitch: np.ndarray, weights: np.ndarray, start:
     Each note belongs to the segment its onset falls in; a segment's histogram and
     weight are its notes' durations (``weights``).
     """
-    seg = ((time - start) // SEGMENT_S).astype(np.int64)
+    seg = np.floor((time - start) / SEGMENT_S).astype(np.int64)
     n_seg = int(seg.max()) + 1
     hists = np.zeros((n_seg, 12))
     np.add.at(hists, (seg, pitch % 12), weights)
@@ -367,6 +368,140 @@ def _articulation(onsets: Sequence[np.ndarray], lengths: Sequence[np.ndarray]) -
     return float(np.median(np.concatenate(ratios))) if ratios else 1.0
 
 
+class NoteArrays(NamedTuple):
+    """A score's notes, pedals and tempos in seconds: what the features are computed from.
+
+    The notes of all non-drum tracks are concatenated in track order; ``note_tracks``
+    (int64, one more than the tracks) holds where each track's notes start and end,
+    ``pedal_tracks`` likewise for the sustain pedals. Floats are float64, ``pitch`` is
+    int64; ``duration`` is >= 0.
+    """
+
+    time: np.ndarray
+    duration: np.ndarray
+    pitch: np.ndarray
+    velocity: np.ndarray
+    note_tracks: np.ndarray
+    pedal_time: np.ndarray
+    pedal_duration: np.ndarray
+    pedal_tracks: np.ndarray
+    tempo_time: np.ndarray
+    tempo_qpm: np.ndarray
+
+
+def note_arrays(score: symusic.Score) -> NoteArrays:
+    """The arrays :func:`features_of_arrays` reads, from a symusic score.
+
+    Args:
+        score: A symusic score in any time unit.
+
+    Returns:
+        The non-drum tracks' notes and pedals, and the tempo map, in seconds.
+
+    Raises:
+        LabelError: ``"no_notes"`` when the score has no non-drum note.
+    """
+    sec = score.to("second")
+    kept = [t for t in sec.tracks if not t.is_drum and len(t.notes) > 0]
+    if not kept:
+        raise LabelError("no_notes", "no non-drum notes")
+    notes = [t.notes.numpy() for t in kept]
+    pedals = [t.pedals.numpy() for t in kept]
+    tempos = sec.tempos.numpy()
+
+    def cat(arrays: list[dict[str, np.ndarray]], key: str, dtype: type) -> np.ndarray:
+        return np.ascontiguousarray(np.concatenate([a[key] for a in arrays]), dtype=dtype)
+
+    def offsets(arrays: list[dict[str, np.ndarray]]) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum([len(a["time"]) for a in arrays])]).astype(np.int64)
+
+    return NoteArrays(
+        time=cat(notes, "time", np.float64),
+        duration=np.maximum(cat(notes, "duration", np.float64), 0.0),
+        pitch=cat(notes, "pitch", np.int64),
+        velocity=cat(notes, "velocity", np.float64),
+        note_tracks=offsets(notes),
+        pedal_time=cat(pedals, "time", np.float64),
+        pedal_duration=np.maximum(cat(pedals, "duration", np.float64), 0.0),
+        pedal_tracks=offsets(pedals),
+        tempo_time=np.ascontiguousarray(tempos["time"], dtype=np.float64),
+        tempo_qpm=60e6 / np.maximum(np.asarray(tempos["mspq"], dtype=np.float64), 1.0),
+    )
+
+
+def features_reference(a: NoteArrays) -> np.ndarray:
+    """The features of :data:`FEATURE_NAMES`, in that order: the pure-Python twin.
+
+    ``varemi._native.label_features`` computes the same values (to float rounding)
+    in Rust; :func:`features_of_arrays` chooses between them.
+
+    Args:
+        a: The notes (at least one), pedals and tempos.
+
+    Returns:
+        A float64 array, one value per feature name.
+    """
+    time, dur, pitch, vel = a.time, a.duration, a.pitch, a.velocity
+    start = float(time.min())
+    end = float((time + dur).max())
+    span = max(end - start, MIN_SPAN_S)
+
+    bounds = list(zip(a.note_tracks[:-1], a.note_tracks[1:], strict=True))
+    pedal_bounds = list(zip(a.pedal_tracks[:-1], a.pedal_tracks[1:], strict=True))
+    per_track = [
+        _sounding(time[lo:hi], dur[lo:hi], a.pedal_time[plo:phi], a.pedal_duration[plo:phi])
+        for (lo, hi), (plo, phi) in zip(bounds, pedal_bounds, strict=True)
+    ]
+    sounding = np.concatenate(per_track)
+    onsets = np.unique(time)
+    groups = onsets[np.concatenate([[True], np.diff(onsets) > ONSET_MERGE_S])]
+    ioi = np.diff(groups)
+
+    weights = dur if dur.sum() > 0.0 else np.ones_like(dur)
+    hist = np.bincount(pitch % 12, weights=weights, minlength=12)
+    major = float(_key_correlations(hist, KK_MAJOR).max())
+    minor = float(_key_correlations(hist, KK_MINOR).max())
+    n_major, n_minor = _triad_counts(groups, time, time + dur, pitch)
+    log_duration = np.log2(np.clip(sounding, MIN_DURATION_S, MAX_DURATION_S))
+
+    return np.array(
+        [
+            end - start,
+            float(len(time)),
+            _time_weighted_bpm(a.tempo_time, a.tempo_qpm, start, end),
+            len(time) / span,
+            len(groups) / span,
+            float(np.median(ioi)) if len(ioi) else span,
+            float(np.median(dur)),
+            float(log_duration.sum() / len(log_duration)),
+            _articulation([time[lo:hi] for lo, hi in bounds], per_track),
+            float(vel.sum() / len(vel)),
+            float((pitch * weights).sum() / weights.sum()),
+            major,
+            minor,
+            major - minor,
+            max(major, minor),
+            (n_major - n_minor) / (n_major + n_minor + TRIAD_PRIOR),
+            _local_mode(time, pitch, weights, start),
+        ],
+        dtype=np.float64,
+    )
+
+
+def features_of_arrays(a: NoteArrays) -> dict[str, float]:
+    """The features of note arrays: native (Rust) unless ``VAREMI_PURE_PYTHON=1``.
+
+    Args:
+        a: The notes (at least one), pedals and tempos (see :class:`NoteArrays`).
+
+    Returns:
+        A dict with the keys of :data:`FEATURE_NAMES`.
+    """
+    from varemi import kernels
+
+    return dict(zip(FEATURE_NAMES, map(float, kernels.label_features(a)), strict=True))
+
+
 def extract_features(score: symusic.Score) -> dict[str, float]:
     """The musical features of a score (see the module docstring), drum tracks ignored.
 
@@ -379,52 +514,7 @@ def extract_features(score: symusic.Score) -> dict[str, float]:
     Raises:
         LabelError: ``"no_notes"`` when the score has no non-drum note.
     """
-    sec = score.to("second")
-    kept = [t for t in sec.tracks if not t.is_drum and len(t.notes) > 0]
-    tracks = [t.notes.numpy() for t in kept]
-    if not tracks:
-        raise LabelError("no_notes", "no non-drum notes")
-    time = np.concatenate([a["time"] for a in tracks]).astype(np.float64)
-    dur = np.maximum(np.concatenate([a["duration"] for a in tracks]).astype(np.float64), 0.0)
-    pitch = np.concatenate([a["pitch"] for a in tracks]).astype(np.int64)
-    vel = np.concatenate([a["velocity"] for a in tracks]).astype(np.float64)
-
-    start = float(time.min())
-    end = float((time + dur).max())
-    span = max(end - start, MIN_SPAN_S)
-
-    per_track = [_sounding(a, t.pedals.numpy()) for a, t in zip(tracks, kept, strict=True)]
-    sounding = np.concatenate(per_track)
-    onsets = np.unique(time)
-    groups = onsets[np.concatenate([[True], np.diff(onsets) > ONSET_MERGE_S])]
-    ioi = np.diff(groups)
-
-    weights = dur if dur.sum() > 0.0 else np.ones_like(dur)
-    hist = np.bincount(pitch % 12, weights=weights, minlength=12)
-    major = float(_key_correlations(hist, KK_MAJOR).max())
-    minor = float(_key_correlations(hist, KK_MINOR).max())
-    n_major, n_minor = _triad_counts(groups, time, time + dur, pitch)
-    local_mode = _local_mode(time, pitch, weights, start)
-
-    return {
-        "duration_s": end - start,
-        "n_notes": float(len(time)),
-        "tempo_bpm": _time_weighted_bpm(sec, start, end),
-        "note_density": len(time) / span,
-        "onset_rate": len(groups) / span,
-        "ioi_median": float(np.median(ioi)) if len(ioi) else span,
-        "note_duration": float(np.median(dur)),
-        "log_duration": float(np.mean(np.log2(np.clip(sounding, MIN_DURATION_S, MAX_DURATION_S)))),
-        "articulation": _articulation([a["time"].astype(np.float64) for a in tracks], per_track),
-        "velocity_mean": float(vel.mean()),
-        "pitch_mean": float(np.average(pitch, weights=weights)),
-        "major_corr": major,
-        "minor_corr": minor,
-        "mode": major - minor,
-        "key_clarity": max(major, minor),
-        "triad_balance": (n_major - n_minor) / (n_major + n_minor + TRIAD_PRIOR),
-        "local_mode": local_mode,
-    }
+    return features_of_arrays(note_arrays(score))
 
 
 def _combine(terms: Sequence[Term], gain: float, features: dict[str, float]) -> float:
