@@ -8,6 +8,7 @@
 //! in the last bits because numpy adds pairwise.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 /// Onsets closer than this (seconds) count as one onset.
 pub const ONSET_MERGE_S: f64 = 0.03;
@@ -270,48 +271,59 @@ fn time_weighted_bpm(times: &[f64], qpm: &[f64], start: f64, end: f64) -> f64 {
     total / total_weight
 }
 
+/// For each set of sounding pitch classes (a 12-bit mask): bit 0 set when it holds a
+/// major triad, bit 1 when it holds a minor triad.
+fn triad_table() -> &'static [u8; 4096] {
+    static TABLE: OnceLock<[u8; 4096]> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = [0u8; 4096];
+        for (mask, entry) in table.iter_mut().enumerate() {
+            for root in 0..12 {
+                let fifth = (1usize << root) | (1 << ((root + 7) % 12));
+                let major = fifth | (1 << ((root + 4) % 12));
+                let minor = fifth | (1 << ((root + 3) % 12));
+                if mask & major == major {
+                    *entry |= 1;
+                }
+                if mask & minor == minor {
+                    *entry |= 2;
+                }
+            }
+        }
+        table
+    })
+}
+
 /// How many onset groups hold a major triad, and a minor one, among their sounding notes.
+///
+/// A note sounds at a group starting at `g` when it starts at or before
+/// `g + ONSET_MERGE_S` and ends after it. Groups ascend, so one sweep over the notes
+/// sorted by start and by end keeps the count of sounding notes per pitch class.
 fn triad_counts(groups: &[f64], time: &[f64], offsets: &[f64], pitch: &[i64]) -> (usize, usize) {
-    let mut starts: [Vec<f64>; 12] = Default::default();
-    let mut ends: [Vec<f64>; 12] = Default::default();
-    for ((&t, &o), &p) in time.iter().zip(offsets).zip(pitch) {
-        let c = pitch_class(p);
-        starts[c].push(t);
-        ends[c].push(o);
-    }
-    for c in 0..12 {
-        sort(&mut starts[c]);
-        sort(&mut ends[c]);
-    }
+    let classes: Vec<usize> = pitch.iter().map(|&p| pitch_class(p)).collect();
+    let by_time = |t: &[f64]| {
+        let mut order: Vec<usize> = (0..t.len()).collect();
+        order.sort_by(|&a, &b| t[a].total_cmp(&t[b])); // stable: linear on sorted runs
+        order
+    };
+    let (starts, ends) = (by_time(time), by_time(offsets));
+    let table = triad_table();
+    let mut sounding = [0i64; 12];
+    let (mut si, mut ei) = (0, 0);
     let (mut n_major, mut n_minor) = (0, 0);
-    // Groups ascend, so each class's "started" and "ended" counts only move forward.
-    let mut started = [0usize; 12];
-    let mut ended = [0usize; 12];
     for &g in groups {
         let probe = g + ONSET_MERGE_S;
-        let mut mask = 0u32;
-        for c in 0..12 {
-            let (s, e) = (&starts[c], &ends[c]);
-            while started[c] < s.len() && s[started[c]] <= probe {
-                started[c] += 1;
-            }
-            while ended[c] < e.len() && e[ended[c]] <= probe {
-                ended[c] += 1;
-            }
-            if started[c] > ended[c] {
-                mask |= 1 << c;
-            }
+        while si < starts.len() && time[starts[si]] <= probe {
+            sounding[classes[starts[si]]] += 1;
+            si += 1;
         }
-        let (mut major, mut minor) = (false, false);
-        for root in 0..12 {
-            let fifth = (1u32 << root) | (1 << ((root + 7) % 12));
-            let maj = fifth | (1 << ((root + 4) % 12));
-            let min = fifth | (1 << ((root + 3) % 12));
-            major |= mask & maj == maj;
-            minor |= mask & min == min;
+        while ei < ends.len() && offsets[ends[ei]] <= probe {
+            sounding[classes[ends[ei]]] -= 1;
+            ei += 1;
         }
-        n_major += usize::from(major);
-        n_minor += usize::from(minor);
+        let mask = (0..12).fold(0usize, |m, c| m | (usize::from(sounding[c] > 0) << c));
+        n_major += usize::from(table[mask] & 1);
+        n_minor += usize::from(table[mask] >> 1);
     }
     (n_major, n_minor)
 }
