@@ -537,3 +537,37 @@ def test_vgmidi_auc_floors():
     assert result["files"] == 204
     assert result["valence"] >= 0.75
     assert result["arousal"] >= 0.85
+
+
+# --------------------------------------------------------------------------- label range
+def test_read_labels_csv_maps_a_label_range_linearly(tmp_path: Path):
+    from varemi.labels import read_labels_csv
+
+    csv_path = tmp_path / "l.csv"
+    csv_path.write_text(
+        "filename,valence,arousal\na.mid,1,9\nb.mid,5,3\nc.mid,9.5,5\nd.mid,0,5\n",
+        encoding="utf-8",
+    )
+    table, rejects, _ = read_labels_csv(csv_path, ["a.mid", "b.mid", "c.mid", "d.mid"], (1, 9))
+    assert table == {"a.mid": (-1.0, 1.0), "b.mid": (0.0, -0.5)}
+    assert [(r[0], r[1]) for r in rejects] == [("c.mid", "bad_label"), ("d.mid", "bad_label")]
+    assert "not finite in [1, 9]" in rejects[0][2]
+    # Spotify-style 0..1 valence: 0.25 is a quarter of the way up.
+    csv_path.write_text("filename,valence,arousal\na.mid,0.25,1\n", encoding="utf-8")
+    assert read_labels_csv(csv_path, ["a.mid"], (0, 1))[0] == {"a.mid": (-0.5, 1.0)}
+    # Without a range, 5 is out of [-1, 1].
+    assert read_labels_csv(csv_path, ["a.mid"])[0] == {"a.mid": (0.25, 1.0)}
+
+
+@pytest.mark.parametrize(
+    "bad", [(1, 1), (9, 1), (float("nan"), 1), (0, float("inf")), ("a", 1), (1,)]
+)
+def test_bad_label_ranges_are_refused(tmp_path: Path, bad):
+    from varemi.labels import LabelRangeError, check_label_range, read_labels_csv
+
+    with pytest.raises(LabelRangeError, match="--label-range"):
+        check_label_range(bad)
+    csv_path = tmp_path / "l.csv"
+    csv_path.write_text("filename,valence,arousal\n", encoding="utf-8")
+    with pytest.raises(LabelRangeError):
+        read_labels_csv(csv_path, [], bad)

@@ -51,6 +51,8 @@ class BuildParams:
         midi_dir: Folder of MIDI files (searched recursively).
         out: Output folder.
         labels: A CSV of ``filename,valence,arousal``; None computes labels.
+        label_range: The CSV's scale ``(low, high)``, mapped linearly to [-1, 1] (and
+            written so to ``out/labels.csv``); None: the CSV holds values in [-1, 1].
         tokenizer: Hub id, local folder or tokenizer.json, or ``builtin``.
         window_size: Tokens per window (W).
         stride: Distance between window starts (S).
@@ -79,6 +81,7 @@ class BuildParams:
     midi_dir: Path
     out: Path
     labels: Path | None = None
+    label_range: tuple[float, float] | None = None
     tokenizer: str = "Natooz/Maestro-REMI-bpe20k"
     window_size: int = 1024
     stride: int = 512
@@ -169,6 +172,12 @@ def _check_params(p: BuildParams, midi_dir: bool) -> None:
         raise VaremiError(
             "--jitter applies to computed labels only; it cannot be used with --labels"
         )
+    if p.label_range is not None:
+        from varemi.labels import check_label_range
+
+        if p.labels is None:
+            raise VaremiError("--label-range gives the scale of a --labels CSV; there is none")
+        check_label_range(p.label_range)
     if midi_dir and not p.midi_dir.is_dir():
         raise MidiDirError(f"--midi-dir {p.midi_dir} is not a folder")
     if p.labels is not None and not p.labels.is_file():
@@ -227,7 +236,7 @@ def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tu
     """The user's labels per usable file; the other files join ``rejects``."""
     from varemi import labels as labelling
 
-    table, bad, unmatched = labelling.read_labels_csv(p.labels, files)
+    table, bad, unmatched = labelling.read_labels_csv(p.labels, files, p.label_range)
     rejects.extend(bad)
     if unmatched and not p.quiet:
         shown = ", ".join(unmatched[:3]) + (" ..." if len(unmatched) > 3 else "")
@@ -404,6 +413,9 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
     shutil.rmtree(shard_dir, ignore_errors=True)
     if label_table is None:
         labelling.write_label_rows(label_rows, tmp / "labels.csv")
+    elif p.label_range is not None:  # the labels on [-1, 1], as the dataset holds them
+        mapped = [{"filename": f, "valence": v, "arousal": a} for f, (v, a) in label_table.items()]
+        labelling.write_label_rows(mapped, tmp / "labels.csv", ("filename", "valence", "arousal"))
     stage["save"] = time.perf_counter() - t
     for w in writers.values():
         for k, v in w.seconds.items():
@@ -430,6 +442,8 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
         "labels": {
             "source": label_source,
             "file": "labels.csv" if label_source == "heuristic" else str(p.labels),
+            "range": list(p.label_range) if p.label_range else None,
+            "mapped_file": "labels.csv" if p.label_range else None,
             "binning_edges": {"valence": vedges, "arousal": aedges} if vedges else None,
         },
         "counts": {
@@ -484,6 +498,7 @@ def _params_record(p: BuildParams) -> dict:
     for k in ("midi_dir", "out", "labels", "cache_dir"):
         rec[k] = None if rec[k] is None else str(rec[k])
     rec["pitch_range"] = list(p.pitch_range) if p.pitch_range else None
+    rec["label_range"] = list(p.label_range) if p.label_range else None
     for k in ("quiet", "overwrite", "profile"):
         rec.pop(k)
     return rec

@@ -799,17 +799,53 @@ def write_label_rows(rows: Sequence[dict], path: Path | str, columns: Sequence[s
     os.replace(tmp, path)
 
 
-def _parse_label(text: str | None) -> float | None:
-    """A finite float in [-1, 1], or None."""
+class LabelRangeError(VaremiError):
+    """A ``--label-range`` that is not two finite numbers with LOW < HIGH."""
+
+
+def check_label_range(label_range: Sequence[float] | None) -> tuple[float, float] | None:
+    """A labels CSV's scale as ``(low, high)``, checked (None: the CSV is in [-1, 1]).
+
+    Args:
+        label_range: ``(low, high)`` or None.
+
+    Returns:
+        ``(float(low), float(high))``, or None.
+
+    Raises:
+        LabelRangeError: Not two finite numbers with ``low < high``.
+    """
+    if label_range is None:
+        return None
+    try:
+        low, high = (float(v) for v in label_range)
+    except (TypeError, ValueError):
+        raise LabelRangeError(
+            f"--label-range takes two numbers LOW HIGH, got {label_range!r}"
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise LabelRangeError(
+            f"--label-range needs finite LOW < HIGH, got {label_range[0]!r} {label_range[1]!r}"
+        )
+    return low, high
+
+
+def _parse_label(text: str | None, label_range: tuple[float, float] | None = None) -> float | None:
+    """A finite float in [-1, 1] (or in ``label_range``, mapped linearly to [-1, 1]), or None."""
     try:
         value = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    return value if math.isfinite(value) and -1.0 <= value <= 1.0 else None
+    low, high = label_range or (-1.0, 1.0)
+    if not (math.isfinite(value) and low <= value <= high):
+        return None
+    if label_range is None:
+        return value
+    return -1.0 + 2.0 * (value - low) / (high - low)
 
 
 def read_labels_csv(
-    path: Path | str, files: Sequence[str]
+    path: Path | str, files: Sequence[str], label_range: Sequence[float] | None = None
 ) -> tuple[dict[str, tuple[float, float]], list[tuple[str, str, str]], list[str]]:
     """Read a user's labels CSV and match its rows to the corpus files.
 
@@ -821,17 +857,24 @@ def read_labels_csv(
     Args:
         path: The CSV (UTF-8, an optional byte-order mark).
         files: The corpus files, as paths relative to the MIDI root.
+        label_range: ``(low, high)``: the CSV's values lie in [low, high] and are
+            mapped linearly to [-1, 1] (low to -1, high to +1); None: they are in
+            [-1, 1] already.
 
     Returns:
         ``(labels, rejects, unmatched)``: ``{file: (valence, arousal)}`` for the files
-        with a usable row; ``(file, reason, detail)`` for the others, ``reason``
-        ``"bad_label"`` (a value that is not a finite number in [-1, 1], or several
-        rows with different values) or ``"unlabelled"`` (no row); and the ``filename``
-        values of rows that match no corpus file, in CSV order.
+        with a usable row, in [-1, 1]; ``(file, reason, detail)`` for the others,
+        ``reason`` ``"bad_label"`` (a value that is not a finite number in [-1, 1], or
+        in ``label_range``, or several rows with different values) or ``"unlabelled"``
+        (no row); and the ``filename`` values of rows that match no corpus file, in
+        CSV order.
 
     Raises:
         LabelsCSVError: The CSV is missing or unreadable, or lacks a required column.
+        LabelRangeError: A bad ``label_range``.
     """
+    scale = check_label_range(label_range)
+    low, high = scale or (-1.0, 1.0)
     path = Path(path)
     if not path.is_file():
         raise LabelsCSVError(f"labels CSV not found: {path}")
@@ -870,9 +913,12 @@ def read_labels_csv(
         values = set()
         bad = None
         for v_text, a_text in rows[key]:
-            v, a = _parse_label(v_text), _parse_label(a_text)
+            v, a = _parse_label(v_text, scale), _parse_label(a_text, scale)
             if v is None or a is None:
-                bad = f"row {key!r}: valence={v_text!r}, arousal={a_text!r} not finite in [-1, 1]"
+                bad = (
+                    f"row {key!r}: valence={v_text!r}, arousal={a_text!r} "
+                    f"not finite in [{low:g}, {high:g}]"
+                )
                 break
             values.add((v, a))
         if bad is not None:
