@@ -31,7 +31,7 @@ from varemi.encode import (
 from varemi.errors import VaremiError
 from varemi.export import SplitWriter, write_dataset_dict
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BINNINGS = ("uniform", "quantile")
 
 
@@ -53,6 +53,8 @@ class BuildParams:
         labels: A CSV of ``filename,valence,arousal``; None computes labels.
         label_range: The CSV's scale ``(low, high)``, mapped linearly to [-1, 1] (and
             written so to ``out/labels.csv``); None: the CSV holds values in [-1, 1].
+        label_scope: ``file`` (every window has its file's labels) or ``window`` (each
+            window labelled from the music its tokens hold; computed labels only).
         tokenizer: Hub id, local folder or tokenizer.json, or ``builtin``.
         window_size: Tokens per window (W).
         stride: Distance between window starts (S).
@@ -82,6 +84,7 @@ class BuildParams:
     out: Path
     labels: Path | None = None
     label_range: tuple[float, float] | None = None
+    label_scope: str = "file"
     tokenizer: str = "Natooz/Maestro-REMI-bpe20k"
     window_size: int = 1024
     stride: int = 512
@@ -172,6 +175,10 @@ def _check_params(p: BuildParams, midi_dir: bool) -> None:
         raise VaremiError(
             "--jitter applies to computed labels only; it cannot be used with --labels"
         )
+    if p.label_scope not in ("file", "window"):
+        raise VaremiError(f"--label-scope must be one of ('file', 'window'), got {p.label_scope!r}")
+    if p.label_scope == "window" and p.labels is not None:
+        raise VaremiError("--label-scope window labels each window itself; --labels is per file")
     if p.label_range is not None:
         from varemi.labels import check_label_range
 
@@ -367,10 +374,11 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
     vbins: list[int] = []
     abins: list[int] = []
 
-    def write(i: int, ids: np.ndarray, valence: float, arousal: float, vb: int, ab: int) -> None:
-        writers["val" if is_val[i] else "train"].add(usable[i], ids, (valence, arousal), (vb, ab))
-        vbins.append(vb)
-        abins.append(ab)
+    def write(i: int, ids: np.ndarray, valence: float, arousal: float, vb: int, ab: int, wl=None):
+        split = "val" if is_val[i] else "train"
+        writers[split].add(usable[i], ids, (valence, arousal), (vb, ab), wl)
+        vbins.extend([vb] if wl is None else wl[2].tolist())
+        abins.extend([ab] if wl is None else wl[3].tolist())
 
     t = time.perf_counter()
     tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked below
@@ -390,21 +398,36 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
             valence, arousal = label_table[usable[i]]
         if len(r.ids) < p.min_window_tokens:
             no_windows += 1
-        if p.binning == "uniform":  # a file's bins depend on it alone: stream it out now
+        if p.binning == "uniform" and p.label_scope == "file":  # stream it out now
             vb, ab = conditioning.discretise_uniform(np.array([valence, arousal]), p.bins)
             write(i, r.ids, valence, arousal, int(vb), int(ab))
         else:
-            kept.append((i, r.ids, valence, arousal))
+            kept.append((i, r.ids, valence, arousal, r.label))
     bar.close()
-    edges = None
-    if p.binning == "quantile":  # equal-count bins need every label first
-        values = np.array([(k[2], k[3]) for k in kept], dtype=np.float64).reshape(-1, 2)
-        edges = [conditioning.quantile_edges(values[:, axis], p.bins) for axis in (0, 1)]
-        vq = conditioning.discretise_quantile(values[:, 0], edges[0], p.bins)
-        aq = conditioning.discretise_quantile(values[:, 1], edges[1], p.bins)
-        for (i, ids, valence, arousal), vb, ab in zip(kept, vq, aq, strict=True):
-            write(i, ids, valence, arousal, int(vb), int(ab))
     stage["tokenise_wall"] = time.perf_counter() - t
+    edges = None
+    if kept:  # quantile bins need every label first; window labels need the windows
+        t = time.perf_counter()
+        windows = _window_labels(p, base, usable, kept, workers)
+        stage["window_labels"] = time.perf_counter() - t
+        per_file = np.array([(k[2], k[3]) for k in kept], dtype=np.float64).reshape(-1, 2)
+        values = per_file if windows is None else np.concatenate([per_file[:0], *windows])
+
+        def binned(v: np.ndarray, axis: int) -> np.ndarray:
+            if edges is None:
+                return conditioning.discretise_uniform(v, p.bins)
+            return conditioning.discretise_quantile(v, edges[axis], p.bins)
+
+        if p.binning == "quantile":
+            edges = [conditioning.quantile_edges(values[:, axis], p.bins) for axis in (0, 1)]
+        vq, aq = binned(per_file[:, 0], 0), binned(per_file[:, 1], 1)
+        for k, (i, ids, valence, arousal, _) in enumerate(kept):
+            wl = None
+            if windows is not None:
+                v, a = windows[k][:, 0], windows[k][:, 1]
+                wl = (v.astype(np.float32), a.astype(np.float32),
+                      binned(v, 0).astype(np.int8), binned(a, 1).astype(np.int8))  # fmt: skip
+            write(i, ids, valence, arousal, int(vq[k]), int(aq[k]), wl)
 
     t = time.perf_counter()
     for split, writer in writers.items():
@@ -477,6 +500,18 @@ def _build_into(p, tmp, base, encoder, files, workers, started, tqdm, version) -
     }
     _write_json(tmp / "dataset_info.json", info)
     return info
+
+
+def _window_labels(p: BuildParams, base, usable, kept, workers) -> list[np.ndarray] | None:
+    """Each kept file's window labels, shape ``(windows, 2)``, with ``--label-scope window``."""
+    if p.label_scope != "window":
+        return None
+    from varemi.window_labels import label_windows
+
+    items = [(usable[k[0]], k[1], (k[2], k[3]), float(k[4]["tempo_bpm"])) for k in kept]
+    windows = (p.window_size, p.stride, p.min_window_tokens)
+    pairs = label_windows(str(base.path), items, windows, p.jitter, p.jitter_seed, workers)
+    return [np.stack(pair, axis=1).reshape(-1, 2) for pair in pairs]
 
 
 def _hist(bins: np.ndarray, n: int) -> dict[str, int]:

@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
         help="what happens to notes outside --pitch-range",
     )
     b.add_argument(
+        "--label-scope",
+        choices=["file", "window"],
+        default="file",
+        help="file: every window carries its file's labels; window: each window is "
+        "labelled from the music its tokens hold (computed labels only)",
+    )
+    b.add_argument(
         "--label-range",
         type=float,
         nargs=2,
@@ -188,6 +195,7 @@ def _build(a: argparse.Namespace) -> int:
         out=a.out,
         labels=a.labels,
         label_range=tuple(a.label_range) if a.label_range else None,
+        label_scope=a.label_scope,
         tokenizer=a.tokenizer or "Natooz/Maestro-REMI-bpe20k",
         window_size=a.window_size,
         stride=a.stride,

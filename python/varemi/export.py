@@ -108,7 +108,12 @@ class SplitWriter:
         self.seconds = {"window_prepend": 0.0, "export": 0.0}
 
     def add(
-        self, rel: str, ids: np.ndarray, labels: tuple[float, float], bins: tuple[int, int]
+        self,
+        rel: str,
+        ids: np.ndarray,
+        labels: tuple[float, float],
+        bins: tuple[int, int],
+        window_labels: tuple[np.ndarray, ...] | None = None,
     ) -> None:
         """Queue one file; a shard is written once enough tokens are queued.
 
@@ -117,8 +122,11 @@ class SplitWriter:
             ids: Its int32 music token ids.
             labels: Its (valence, arousal).
             bins: Its (valence bin, arousal bin).
+            window_labels: ``(valence, arousal, valence_bin, arousal_bin)`` arrays, one
+                entry per kept window (``--label-scope window``); they replace the
+                file's labels and bins, conditioning tokens included.
         """
-        self.pending.append((rel, ids, *labels, *bins))
+        self.pending.append((rel, ids, *labels, *bins, window_labels))
         self.pending_tokens += len(ids)
         if self.pending_tokens >= SHARD_TOKENS:
             self.flush()
@@ -143,14 +151,19 @@ class SplitWriter:
             self.arousal_ids[abin.astype(np.int64) + self.half],
             *self.windows,
         )
-        t1 = time.perf_counter()
         fi = ex.file_index
+        val = np.array([x[2] for x in self.pending], np.float32)[fi]
+        aro = np.array([x[3] for x in self.pending], np.float32)[fi]
+        vb, ab = vbin[fi], abin[fi]
+        if any(x[6] is not None for x in self.pending):
+            self._window_labels(ex, val, aro, vb, ab)
+        t1 = time.perf_counter()
         columns = [
             pa.ListArray.from_arrays(_arrow(ex.offsets.astype(np.int32)), _arrow(ex.values)),
-            _arrow(np.array([x[2] for x in self.pending], np.float32)[fi]),
-            _arrow(np.array([x[3] for x in self.pending], np.float32)[fi]),
-            _arrow(vbin[fi]),
-            _arrow(abin[fi]),
+            _arrow(val),
+            _arrow(aro),
+            _arrow(vb),
+            _arrow(ab),
             _strings(rels).take(_arrow(fi)),
             _arrow(ex.window_index),
         ]
@@ -163,10 +176,24 @@ class SplitWriter:
         self.examples += len(lengths)
         self.tokens += int(lengths.sum())
         self.files_with_examples += len(np.unique(fi))
-        self.bin_counts.update(zip(vbin[fi].tolist(), abin[fi].tolist(), strict=True))
+        self.bin_counts.update(zip(vb.tolist(), ab.tolist(), strict=True))
         self.pending, self.pending_tokens = [], 0
         self.seconds["window_prepend"] += t1 - t0
         self.seconds["export"] += time.perf_counter() - t1
+
+    def _window_labels(self, ex, val, aro, vb, ab) -> None:
+        """Give the examples of files queued with window labels those labels, in place."""
+        first = np.searchsorted(ex.file_index, np.arange(len(self.pending) + 1))
+        for k, x in enumerate(self.pending):
+            if x[6] is None:
+                continue
+            lo, hi = int(first[k]), int(first[k + 1])
+            if any(len(column) != hi - lo for column in x[6]):
+                raise ValueError(f"{x[0]}: {hi - lo} windows but window labels for another count")
+            val[lo:hi], aro[lo:hi], vb[lo:hi], ab[lo:hi] = x[6]
+        starts = ex.offsets[:-1]
+        ex.values[starts] = self.valence_ids[vb.astype(np.int64) + self.half]
+        ex.values[starts + 1] = self.arousal_ids[ab.astype(np.int64) + self.half]
 
     def finish(self, split_dir: Path) -> None:
         """Move the shards into ``split_dir`` as the data files of a saved dataset.

@@ -76,6 +76,8 @@ def _split_arrays(ds) -> dict:
         "lengths": lengths,
         "valence_bin": column("valence_bin", np.int64),
         "arousal_bin": column("arousal_bin", np.int64),
+        "valence": column("valence", np.float64),
+        "arousal": column("arousal", np.float64),
         "window_idx": column("window_idx", np.int64),
         "source_file": table.column("source_file").to_pylist(),
     }
@@ -141,8 +143,10 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
     _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_tokens)
     _check_splits(rep, arrays, files_of, params)
     _check_counts(rep, arrays, files_of, info)
+    scope_line = _check_label_scope(rep, arrays, params)
 
     rep.lines += _statistics(arrays, files_of, half)
+    rep.lines.append(scope_line)
     rep.lines.append("")
     if tokenizer is not None:
         rep.lines += _decoded(arrays, tokenizer, ids_to_tokens, num_examples)
@@ -258,6 +262,40 @@ def _check_counts(rep, arrays, files_of, info) -> None:
                 rep.fail(
                     "counts", f"dataset_info.json says {key}[{s}] = {recorded}, data has {value}"
                 )
+
+
+def _check_label_scope(rep, arrays, params) -> str:
+    """Check the labels against ``params.label_scope``; return a report line.
+
+    With scope ``file`` (the default) all rows of a file share its labels; with either
+    scope and uniform bins, every row's bins are its labels' bins.
+    """
+    from varemi.conditioning import discretise_uniform
+
+    scope = params.get("label_scope", "file")
+    bins = int(params.get("bins", 9))
+    varying = total = 0
+    for s, a in arrays.items():
+        if a["n"] == 0:
+            continue
+        if params.get("binning", "uniform") == "uniform":
+            for axis in ("valence", "arousal"):
+                want = discretise_uniform(a[axis], bins).astype(np.int64)
+                wrong = np.nonzero(want != a[f"{axis}_bin"])[0]
+                if len(wrong):
+                    r = int(wrong[0])
+                    rep.fail("bins_vs_labels", f"{s} row {r}: {axis} {a[axis][r]} in bin "
+                             f"{a[f'{axis}_bin'][r]}, not {want[r]}")  # fmt: skip
+        labels: dict[str, set] = {}
+        for f, v, ar in zip(a["source_file"], a["valence"], a["arousal"], strict=True):
+            labels.setdefault(f, set()).add((v, ar))
+        total += len(labels)
+        varying += sum(len(x) > 1 for x in labels.values())
+    if scope == "window":
+        return f"labels: per window (label scope window); {varying} of {total} files vary"
+    if varying:
+        rep.fail("file_labels", f"{varying} files whose windows have different labels")
+    return "labels: per file (label scope file)"
 
 
 def _statistics(arrays, files_of, half) -> list[str]:
