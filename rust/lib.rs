@@ -4,8 +4,8 @@
 //! borrowing of numpy arrays (never copied: a non-contiguous or misaligned array is
 //! refused with `TypeError`), the release of the GIL around the work, and the mapping
 //! of Rust errors to the Python exception classes of `varemi.errors`. The kernels
-//! themselves are pure Rust on slices, in [`pitch`], [`window`], [`split`], [`remi`]
-//! and [`bpe`].
+//! themselves are pure Rust on slices, in [`pitch`], [`window`], [`split`], [`remi`],
+//! [`bpe`], [`duplicates`] and [`labels`].
 //!
 //! Every array kernel function (pitch normalisation, windowing, prepending, split
 //! hashing) has a pure-Python twin in `varemi.reference` (its specification): same
@@ -16,6 +16,7 @@
 
 pub mod bpe;
 pub mod duplicates;
+pub mod labels;
 pub mod pitch;
 pub mod remi;
 pub mod split;
@@ -39,6 +40,7 @@ pyo3::import_exception!(varemi.errors, SplitParameterError);
 pyo3::import_exception!(varemi.errors, ConditioningError);
 pyo3::import_exception!(varemi.errors, UnknownTokenIdError);
 pyo3::import_exception!(varemi.errors, UnsupportedConfig);
+pyo3::import_exception!(varemi.errors, LabelInputError);
 
 /// A new exception of class `E` whose message is `message`'s `Display`.
 fn error<E: PyTypeInfo>(message: impl std::fmt::Display) -> PyErr {
@@ -701,6 +703,57 @@ impl PyBpeModel {
     }
 }
 
+/// The label features of a score's note arrays (see `varemi.labels.features_reference`).
+#[pyfunction]
+#[pyo3(
+    name = "label_features",
+    text_signature = "(time, duration, pitch, velocity, note_tracks, pedal_time, \
+                      pedal_duration, pedal_tracks, tempo_time, tempo_qpm)"
+)]
+#[allow(clippy::too_many_arguments)]
+fn py_label_features<'py>(
+    time: &Bound<'py, PyAny>,
+    duration: &Bound<'py, PyAny>,
+    pitch: &Bound<'py, PyAny>,
+    velocity: &Bound<'py, PyAny>,
+    note_tracks: &Bound<'py, PyAny>,
+    pedal_time: &Bound<'py, PyAny>,
+    pedal_duration: &Bound<'py, PyAny>,
+    pedal_tracks: &Bound<'py, PyAny>,
+    tempo_time: &Bound<'py, PyAny>,
+    tempo_qpm: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let py = time.py();
+    let f64s = |obj, name| borrow::<f64>(obj, name, "float64");
+    let i64s = |obj, name| borrow::<i64>(obj, name, "int64");
+    let (time, duration) = (f64s(time, "time")?, f64s(duration, "duration")?);
+    let (pitch, velocity) = (i64s(pitch, "pitch")?, f64s(velocity, "velocity")?);
+    let note_tracks = i64s(note_tracks, "note_tracks")?;
+    let pedal_time = f64s(pedal_time, "pedal_time")?;
+    let pedal_duration = f64s(pedal_duration, "pedal_duration")?;
+    let pedal_tracks = i64s(pedal_tracks, "pedal_tracks")?;
+    let (tempo_time, tempo_qpm) = (
+        f64s(tempo_time, "tempo_time")?,
+        f64s(tempo_qpm, "tempo_qpm")?,
+    );
+    let arrays = labels::NoteArrays {
+        time: slice(&time, "time")?,
+        duration: slice(&duration, "duration")?,
+        pitch: slice(&pitch, "pitch")?,
+        velocity: slice(&velocity, "velocity")?,
+        note_tracks: slice(&note_tracks, "note_tracks")?,
+        pedal_time: slice(&pedal_time, "pedal_time")?,
+        pedal_duration: slice(&pedal_duration, "pedal_duration")?,
+        pedal_tracks: slice(&pedal_tracks, "pedal_tracks")?,
+        tempo_time: slice(&tempo_time, "tempo_time")?,
+        tempo_qpm: slice(&tempo_qpm, "tempo_qpm")?,
+    };
+    let values = py
+        .detach(|| labels::features(&arrays))
+        .map_err(error::<LabelInputError>)?;
+    Ok(values.to_vec().into_pyarray(py))
+}
+
 /// The native kernels of varemi (see varemi.kernels for the public API).
 /// MinHash of pitch-interval n-grams: see varemi.duplicates._pitch_minhash_py.
 #[pyfunction]
@@ -739,6 +792,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_split_hashes, m)?)?;
     m.add_function(wrap_pyfunction!(py_val_mask, m)?)?;
     m.add_function(wrap_pyfunction!(py_pitch_minhash, m)?)?;
+    m.add_function(wrap_pyfunction!(py_label_features, m)?)?;
     m.add_class::<PyRemiEncoder>()?;
     m.add_class::<PyBpeModel>()?;
     Ok(())

@@ -54,6 +54,7 @@ def one_error(res, *words: str) -> str:
             ["--midi-dir", "--out", "--labels", "--tokenizer", "--window-size", "--stride",
              "--min-window-tokens", "--bins", "--binning", "--train-split", "--seed",
              "--pitch-policy", "--pitch-range", "--tracks", "--max-minutes", "--max-file-mb",
+             "--label-range",
              "--workers", "--cache-dir", "--no-cache", "--overwrite"],
         ),
         (("verify",), ["--plot", "--num-examples"]),
@@ -318,3 +319,54 @@ def test_abbreviated_options_are_refused(tmp_path):
     res = h.run_cli("build", "--window", "8", "--no-cache", cwd=tmp_path)
     assert res.returncode == 2 and "unrecognized arguments: --window 8" in res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- label range
+def test_label_range_maps_a_csv_on_another_scale(tmp_path, midi):
+    ratings = tmp_path / "ratings.csv"
+    names = ["m0.mid", "m1.mid", "m2.mid", "m3.mid", "m4.mid", "sub/n.mid"]
+    rows = ["filename,valence,arousal", "m0.mid,1,9", "m1.mid,5,5", "m2.mid,9,1",
+            "m3.mid,7,3", "m4.mid,10,5", "n.mid,3,7"]  # fmt: skip
+    ratings.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    res = h.run_cli("build", "--midi-dir", midi, "--out", out, "--labels", ratings,
+                    "--label-range", "1", "9", *QUICK, *SMALL)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    info = h.info(out)
+    assert info["params"]["label_range"] == [1.0, 9.0]
+    assert info["labels"]["range"] == [1.0, 9.0]
+    assert h.rejects(out) == {"m4.mid": "bad_label"}
+    expected = {"m0.mid": (-1.0, 1.0), "m1.mid": (0.0, 0.0), "m2.mid": (1.0, -1.0),
+                "m3.mid": (0.5, -0.5), "sub/n.mid": (-0.5, 0.5)}  # fmt: skip
+    for split_rows in h.rows(out).values():
+        for row in split_rows:
+            v, a = expected[row["source_file"]]
+            assert (row["valence"], row["arousal"]) == (v, a)
+            assert row["valence_bin"] == round(v * 4) and row["arousal_bin"] == round(a * 4)
+    mapped = (out / "labels.csv").read_text(encoding="utf-8").splitlines()
+    assert mapped[0] == "filename,valence,arousal"
+    assert sorted(mapped[1:]) == sorted(f"{n},{v!r},{a!r}" for n, (v, a) in expected.items())
+    assert set(names) - set(expected) == {"m4.mid"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (("--label-range", "9", "1"), ("--label-range", "low", "high")),
+        (("--label-range", "1", "nan"), ("--label-range",)),
+    ],
+)
+def test_bad_label_range_is_refused(tmp_path, midi, extra, words):
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("filename,valence,arousal\nm0.mid,1,9\n", encoding="utf-8")
+    out = tmp_path / "out"
+    res = h.run_cli("build", "--midi-dir", midi, "--out", out, "--labels", ratings, *extra, *QUICK)
+    one_error(res, *words)
+    assert not out.exists()
+
+
+def test_label_range_needs_a_labels_csv(tmp_path, midi):
+    out = tmp_path / "out"
+    res = h.run_cli("build", "--midi-dir", midi, "--out", out, "--label-range", "1", "9", *QUICK)
+    one_error(res, "--label-range", "--labels")
+    assert not out.exists()

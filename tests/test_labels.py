@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from symusic import Note, Score, Tempo, Track
+from symusic import Note, Pedal, Score, Tempo, Track
 
 from varemi import labels as labels_module
 from varemi.errors import VaremiError
@@ -144,6 +144,81 @@ def test_features_in_seconds_and_tempo():
     assert f["articulation"] == pytest.approx(1.0)
     assert f["tempo_bpm"] == pytest.approx(120.0, rel=1e-4)
     assert f["velocity_mean"] == 64.0
+
+
+CENTRES = {
+    "note_density": 7.0,
+    "ioi_median": 0.25,
+    "log_duration": -1.0,
+    "velocity_mean": 95.0,
+    "tempo_bpm": 100.0,
+    "articulation": 1.5,
+    "triad_balance": 0.05,
+    "local_mode": 0.0,
+    "key_clarity": 0.85,
+    "pitch_mean": 60.0,
+}
+
+
+def test_formula_is_one_tanh_of_unbounded_weighted_evidence():
+    assert label_features(CENTRES) == (0.0, 0.0)
+    # One spread up on one feature moves the evidence by exactly that feature's weight.
+    v, a = label_features(CENTRES | {"note_density": 14.0, "triad_balance": 0.45})
+    assert (v, a) == (pytest.approx(math.tanh(0.4 * 1.0)), pytest.approx(math.tanh(0.5 * 1.0)))
+    _, a = label_features(CENTRES | {"ioi_median": 0.125, "velocity_mean": 75.0})
+    assert a == pytest.approx(math.tanh(0.5 * (1.0 - 0.5)))
+    v, a = label_features(CENTRES | {"log_duration": -3.0})  # notes a quarter as long
+    assert (v, a) == (pytest.approx(math.tanh(0.4 * 1.0)), pytest.approx(math.tanh(0.5 * 1.0)))
+    # Unsaturated: four spreads of density is not yet the top bin, eight spreads are.
+    _, a4 = label_features(CENTRES | {"note_density": 7.0 * 2**4})
+    _, a8 = label_features(CENTRES | {"note_density": 7.0 * 2**8})
+    assert a4 == pytest.approx(math.tanh(2.0)) and a4 < 0.97 < a8
+
+
+def test_sustain_pedal_extends_the_sounding_duration():
+    notes = [(i * 960, 240, 60 + i % 3, 64) for i in range(4)]  # 0.25 s notes every 1 s
+    dry = extract_features(make_score(notes))
+    pedalled = make_score(notes)
+    for i in range(4):  # the pedal held from each onset for 0.75 s
+        pedalled.tracks[0].pedals.append(Pedal(i * 960, 720))
+    wet = extract_features(pedalled)
+    assert dry["log_duration"] == pytest.approx(-2.0)
+    assert dry["articulation"] == pytest.approx(0.25)
+    assert wet["log_duration"] == pytest.approx(math.log2(0.75))
+    assert wet["articulation"] == pytest.approx(0.75)
+    assert wet["note_duration"] == dry["note_duration"] == pytest.approx(0.25)  # key up
+
+
+def test_pedal_lifted_before_the_release_changes_nothing():
+    notes = [(0, 480, 60, 64), (960, 480, 62, 64)]
+    score = make_score(notes)
+    score.tracks[0].pedals.append(Pedal(0, 240))  # up at 0.25 s, the key at 0.5 s
+    assert extract_features(score) == extract_features(make_score(notes))
+
+
+def test_log_duration_is_clipped():
+    f = extract_features(make_score([(0, 1, 60, 64), (480, 480 * 40, 62, 64)]))  # 1 tick, 20 s
+    assert f["log_duration"] == pytest.approx((math.log2(1 / 32) + math.log2(8.0)) / 2)
+
+
+def test_local_mode_weighs_each_segment_key():
+    bar = 4 * 480  # 2 s at 120 bpm: a segment (8 s) is 4 bars
+    major = piece(C_MAJOR_SCALE, C_MAJOR_CHORDS, 240, 80, bars=4)
+    minor = piece(C_MINOR_SCALE, C_MINOR_CHORDS, 240, 80, bars=4)
+    both = major + [(t + 4 * bar, d, p, v) for t, d, p, v in minor]
+    f = extract_features(make_score(both))
+    mode_major = extract_features(make_score(major))["mode"]
+    mode_minor = extract_features(make_score(minor))["mode"]
+    assert mode_major > 0 > mode_minor
+    assert f["local_mode"] == pytest.approx((mode_major + mode_minor) / 2)
+    assert f["local_mode"] != pytest.approx(f["mode"])
+
+
+def test_triad_balance_counts_onsets_with_a_prior():
+    chords = [(i * 480, 480, p, 64) for i in range(5) for p in (60, 64, 67)]  # 5 C major
+    assert extract_features(make_score(chords))["triad_balance"] == pytest.approx(5 / 15)
+    minor = [(i * 480, 480, p, 64) for i in range(5, 7) for p in (57, 60, 64)]  # 2 A minor
+    assert extract_features(make_score(chords + minor))["triad_balance"] == pytest.approx(3 / 17)
 
 
 def test_tempo_is_weighted_by_time_over_the_notes():
@@ -479,3 +554,37 @@ def test_vgmidi_auc_floors():
     assert result["files"] == 204
     assert result["valence"] >= 0.75
     assert result["arousal"] >= 0.85
+
+
+# --------------------------------------------------------------------------- label range
+def test_read_labels_csv_maps_a_label_range_linearly(tmp_path: Path):
+    from varemi.labels import read_labels_csv
+
+    csv_path = tmp_path / "l.csv"
+    csv_path.write_text(
+        "filename,valence,arousal\na.mid,1,9\nb.mid,5,3\nc.mid,9.5,5\nd.mid,0,5\n",
+        encoding="utf-8",
+    )
+    table, rejects, _ = read_labels_csv(csv_path, ["a.mid", "b.mid", "c.mid", "d.mid"], (1, 9))
+    assert table == {"a.mid": (-1.0, 1.0), "b.mid": (0.0, -0.5)}
+    assert [(r[0], r[1]) for r in rejects] == [("c.mid", "bad_label"), ("d.mid", "bad_label")]
+    assert "not finite in [1, 9]" in rejects[0][2]
+    # Spotify-style 0..1 valence: 0.25 is a quarter of the way up.
+    csv_path.write_text("filename,valence,arousal\na.mid,0.25,1\n", encoding="utf-8")
+    assert read_labels_csv(csv_path, ["a.mid"], (0, 1))[0] == {"a.mid": (-0.5, 1.0)}
+    # Without a range, 5 is out of [-1, 1].
+    assert read_labels_csv(csv_path, ["a.mid"])[0] == {"a.mid": (0.25, 1.0)}
+
+
+@pytest.mark.parametrize(
+    "bad", [(1, 1), (9, 1), (float("nan"), 1), (0, float("inf")), ("a", 1), (1,)]
+)
+def test_bad_label_ranges_are_refused(tmp_path: Path, bad):
+    from varemi.labels import LabelRangeError, check_label_range, read_labels_csv
+
+    with pytest.raises(LabelRangeError, match="--label-range"):
+        check_label_range(bad)
+    csv_path = tmp_path / "l.csv"
+    csv_path.write_text("filename,valence,arousal\n", encoding="utf-8")
+    with pytest.raises(LabelRangeError):
+        read_labels_csv(csv_path, [], bad)

@@ -155,6 +155,29 @@ def val_mask(
         UnicodeEncodeError: a key that is not valid Unicode (a lone surrogate).
     """
 
+def label_features(
+    time: npt.NDArray[np.float64],
+    duration: npt.NDArray[np.float64],
+    pitch: npt.NDArray[np.int64],
+    velocity: npt.NDArray[np.float64],
+    note_tracks: npt.NDArray[np.int64],
+    pedal_time: npt.NDArray[np.float64],
+    pedal_duration: npt.NDArray[np.float64],
+    pedal_tracks: npt.NDArray[np.int64],
+    tempo_time: npt.NDArray[np.float64],
+    tempo_qpm: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """The label features of a score's note arrays, in ``varemi.labels.FEATURE_NAMES`` order.
+
+    The twin is :func:`varemi.labels.features_reference` (the fields of
+    :class:`varemi.labels.NoteArrays`, in order).
+
+    Raises:
+        TypeError: an array of the wrong dtype, not 1-D, or not contiguous.
+        LabelInputError: no notes, arrays of different lengths, or track offsets that
+            do not start at 0, decrease, or do not end at the number of entries.
+    """
+
 class RemiEncoder:
     """MidiTok 3.1 REMI base-token encoding over fixed vocabulary tables.
 

@@ -67,6 +67,8 @@ class BuildParams:
         midi_dir: Folder of MIDI files (searched recursively).
         out: Output folder.
         labels: A CSV of ``filename,valence,arousal``; None computes labels.
+        label_range: The CSV's scale ``(low, high)``, mapped linearly to [-1, 1] (and
+            written so to ``out/labels.csv``); None: the CSV holds values in [-1, 1].
         tokenizer: Hub id, local folder or tokenizer.json, or ``builtin``.
         window_size: Tokens per window (W).
         stride: Distance between window starts (S).
@@ -107,6 +109,7 @@ class BuildParams:
     midi_dir: Path
     out: Path
     labels: Path | None = None
+    label_range: tuple[float, float] | None = None
     tokenizer: str = "Natooz/Maestro-REMI-bpe20k"
     window_size: int = 1024
     stride: int = 512
@@ -180,6 +183,12 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
     from varemi.labels import check_label_params
 
     check_label_params(p.jitter, p.jitter_seed, "--jitter", "--jitter-seed")
+    if p.label_range is not None:
+        from varemi.labels import check_label_range
+
+        if p.labels is None:
+            raise VaremiError("--label-range gives the scale of a --labels CSV; there is none")
+        check_label_range(p.label_range)
     check_engine(p.engine, p.ray_address, p.binning)
     if p.engine == "ray" and (p.dedup != "off" or p.augment_transpose or p.augment_velocity):
         raise VaremiError(
@@ -470,7 +479,7 @@ def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tu
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", labelling.LabelsCSVWarning)
-        table, bad, unmatched = labelling.read_labels_csv(p.labels, files)
+        table, bad, unmatched = labelling.read_labels_csv(p.labels, files, p.label_range)
     for w in caught:
         if not issubclass(w.category, labelling.LabelsCSVWarning):
             warnings.warn(w.message, w.category, stacklevel=2)
@@ -672,6 +681,11 @@ def _save_stage(p: BuildParams, run: _Run, tmp: Path, tokenizer) -> None:
     t = time.perf_counter()
     if run.label_table is None:
         labelling.write_label_rows(run.label_rows, tmp / "labels.csv")
+    elif p.label_range is not None:  # the labels on [-1, 1], as the dataset holds them
+        mapped = [
+            {"filename": f, "valence": v, "arousal": a} for f, (v, a) in run.label_table.items()
+        ]
+        labelling.write_label_rows(mapped, tmp / "labels.csv", ("filename", "valence", "arousal"))
     elif p.labels is not None and p.labels.resolve() == resolve_out(p.out) / "labels.csv":
         # `--labels OUT/labels.csv --overwrite`: the edited CSV survives the swap
         shutil.copyfile(p.labels, tmp / "labels.csv")
@@ -722,6 +736,8 @@ def _dataset_info(p: BuildParams, run: _Run, base, encoder, cond_tokens, writers
         "labels": {
             "source": label_source,
             "file": "labels.csv" if label_source == "heuristic" else str(p.labels),
+            "range": list(p.label_range) if p.label_range else None,
+            "mapped_file": "labels.csv" if p.label_range else None,
             "binning_edges": {"valence": vedges, "arousal": aedges} if vedges else None,
         },
         "counts": {
@@ -833,6 +849,7 @@ def _params_record(p: BuildParams) -> dict:
     for k in ("midi_dir", "out", "labels", "cache_dir"):
         rec[k] = None if rec[k] is None else str(rec[k])
     rec["pitch_range"] = list(p.pitch_range) if p.pitch_range else None
+    rec["label_range"] = list(p.label_range) if p.label_range else None
     rec["groups"] = None if p.groups is None else str(p.groups)
     for k in ("quiet", "overwrite", "profile"):
         rec.pop(k)

@@ -135,6 +135,15 @@ def _parser() -> argparse.ArgumentParser:
         help="what happens to notes outside --pitch-range",
     )
     b.add_argument(
+        "--label-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=None,
+        help="scale of the --labels CSV (e.g. 1 9), mapped linearly to [-1, 1]; "
+        "values outside it are rejected as bad_label (default: -1 1)",
+    )
+    b.add_argument(
         "--pitch-range",
         type=int,
         nargs=2,
@@ -404,6 +413,7 @@ def _build(a: argparse.Namespace) -> int:
         midi_dir=a.midi_dir,
         out=a.out,
         labels=a.labels,
+        label_range=tuple(a.label_range) if a.label_range else None,
         tokenizer=a.tokenizer or "Natooz/Maestro-REMI-bpe20k",
         window_size=a.window_size,
         stride=a.stride,

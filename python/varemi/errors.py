@@ -62,3 +62,7 @@ class OutputFolderError(VaremiError):
 
 class EmptyDatasetError(VaremiError):
     """A build that kept no file: nothing is written, the previous output stays."""
+
+
+class LabelInputError(VaremiError):
+    """Note arrays the label features cannot be computed from (no notes, bad lengths)."""

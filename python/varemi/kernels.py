@@ -185,3 +185,21 @@ def val_mask(keys: Sequence[str], seed: int = 42, train_split: float = 0.9) -> n
         Boolean array, True for ``val``.
     """
     return _impl.val_mask(list(keys), seed, float(train_split))
+
+
+def label_features(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """The label features of a score's note arrays (:class:`varemi.labels.NoteArrays`).
+
+    Args:
+        arrays: ``time, duration, pitch, velocity, note_tracks, pedal_time,
+            pedal_duration, pedal_tracks, tempo_time, tempo_qpm`` (float64, with
+            ``pitch`` and the two ``*_tracks`` offset arrays int64).
+
+    Returns:
+        float64 array, one value per name of :data:`varemi.labels.FEATURE_NAMES`.
+
+    Raises:
+        LabelInputError: No notes, arrays of different lengths, or bad track offsets.
+        TypeError: An argument that is not a 1-D numpy array of its dtype.
+    """
+    return _impl.label_features(*(_contiguous(a) for a in arrays))

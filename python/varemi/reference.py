@@ -21,6 +21,7 @@ import numpy as np
 
 from varemi.errors import (
     ConditioningError,
+    LabelInputError,
     OffsetsError,
     PitchRangeError,
     SplitParameterError,
@@ -274,3 +275,67 @@ def val_mask(keys: Sequence[str], seed: int = 42, train_split: float = 0.9) -> n
     check_split_params(seed, train_split)
     threshold = math.floor((1 - float(train_split)) * 2**64)
     return np.array([int(h) < threshold for h in split_hashes(keys, seed).tolist()], dtype=bool)
+
+
+def _check_track_offsets(offsets: np.ndarray, n: int, name: str) -> None:
+    ok = (
+        len(offsets) > 0
+        and offsets[0] == 0
+        and bool(np.all(np.diff(offsets) >= 0))
+        and int(offsets[-1]) == n
+    )
+    if not ok:
+        raise LabelInputError(
+            f"{name} must start at 0, never decrease and end at the number of entries"
+        )
+
+
+def label_features(
+    time: np.ndarray,
+    duration: np.ndarray,
+    pitch: np.ndarray,
+    velocity: np.ndarray,
+    note_tracks: np.ndarray,
+    pedal_time: np.ndarray,
+    pedal_duration: np.ndarray,
+    pedal_tracks: np.ndarray,
+    tempo_time: np.ndarray,
+    tempo_qpm: np.ndarray,
+) -> np.ndarray:
+    """Label features of note arrays: :func:`varemi.labels.features_reference`, checked.
+
+    Same arguments, checks and errors as ``varemi._native.label_features``.
+    """
+    from varemi.labels import NoteArrays, features_reference
+
+    for name, array, dtype in (
+        ("time", time, np.float64),
+        ("duration", duration, np.float64),
+        ("pitch", pitch, np.int64),
+        ("velocity", velocity, np.float64),
+        ("note_tracks", note_tracks, np.int64),
+        ("pedal_time", pedal_time, np.float64),
+        ("pedal_duration", pedal_duration, np.float64),
+        ("pedal_tracks", pedal_tracks, np.int64),
+        ("tempo_time", tempo_time, np.float64),
+        ("tempo_qpm", tempo_qpm, np.float64),
+    ):
+        _require_dtype(name, array, dtype)
+    n = len(time)
+    if not len(duration) == len(pitch) == len(velocity) == n:
+        raise LabelInputError("time, duration, pitch and velocity must all have the same length")
+    if len(pedal_time) != len(pedal_duration):
+        raise LabelInputError("pedal_time and pedal_duration must all have the same length")
+    if len(tempo_time) != len(tempo_qpm):
+        raise LabelInputError("tempo_time and tempo_qpm must all have the same length")
+    if n == 0:
+        raise LabelInputError("label features need at least one note")
+    _check_track_offsets(note_tracks, n, "note_tracks")
+    _check_track_offsets(pedal_tracks, len(pedal_time), "pedal_tracks")
+    if len(note_tracks) != len(pedal_tracks):
+        raise LabelInputError("note_tracks and pedal_tracks must all have the same length")
+    arrays = NoteArrays(
+        time, duration, pitch, velocity, note_tracks, pedal_time, pedal_duration,
+        pedal_tracks, tempo_time, tempo_qpm,
+    )  # fmt: skip
+    return features_reference(arrays)
