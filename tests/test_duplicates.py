@@ -467,6 +467,31 @@ def test_augmented_copies_stay_with_their_source(planted_midi, tmp_path):
     h.same_data(res.out, again.out)
 
 
+def test_tempo_copies_keep_the_tokens_and_move_arousal(planted_midi, tmp_path):
+    from symusic import Score
+
+    from varemi import labels as labelling
+    from varemi.augment import apply
+
+    res = h.build(planted_midi, tmp_path / "q", augment_tempo="-20,20", dedup="off", **WINDOWS)
+    rows = [r for s in ("train", "val") for r in h.rows(res.out)[s]]
+    by = {(r["source_file"], r["augmentation"], r["window_idx"]): r for r in rows}
+    name = "other/0.mid"
+    original, fast, slow = (by[(name, a, 0)] for a in ("", "q+20", "q-20"))
+    # the music ids are the same (time is in beats); only the conditioning tokens may move
+    assert fast["input_ids"][2:] == original["input_ids"][2:] == slow["input_ids"][2:]
+    assert slow["arousal"] < original["arousal"] < fast["arousal"]
+    score = Score(str(planted_midi / name))
+    apply(score, "q+20")
+    assert [t.qpm for t in score.tempos] == pytest.approx(
+        [t.qpm * 1.2 for t in Score(str(planted_midi / name)).tempos] or [144.0]
+    )
+    want = labelling.label_score(score, name)
+    assert fast["arousal"] == pytest.approx(want.arousal, abs=1e-6)
+    assert {r["augmentation"] for r in rows} == {"", "q+20", "q-20"}
+    assert verify(res.out).ok
+
+
 def test_bad_augment_values_are_refused_before_any_work(planted_midi, tmp_path):
     res = h.run_cli(
         "build", "--midi-dir", planted_midi, "--out", tmp_path / "out", "--tokenizer", "builtin",

@@ -1,13 +1,17 @@
-"""Label-safe augmentation: transposed and velocity-shifted copies (``build --augment-*``).
+"""Label-safe augmentation: transposed, velocity- and tempo-shifted copies (``--augment-*``).
 
 Each copy is made from the parsed score in the worker, before labelling, so it is
 labelled from its own music (a velocity change moves arousal honestly), then goes
 through varemi's track merge and pitch normalisation (so the normalisation applies
 after the shift) and is tokenised. A copy is named by its augmentation (``t+2``: every
-non-drum pitch up two semitones; ``v-4``: every velocity down 4), recorded in the
+non-drum pitch up two semitones; ``v-4``: every velocity down 4; ``q+10``: every tempo
+10% faster, so the same notes last 10% less in seconds), recorded in the
 ``augmentation`` column (empty for the original), and shares its source's split and
 group. MidiTok's ``augment_score`` recipe is pitch +-12, velocity +-4 (and duration
-+-0.5 beat, which varemi does not offer).
++-0.5 beat, which varemi does not offer). A tempo copy has the same tokens as its
+source when the tokenizer has no tempo tokens (Maestro-REMI-bpe20k has none: time is
+in beats), but not the same labels: its onset rate in seconds, and so its arousal,
+moves with the tempo. That is the point of it: the same music, honestly relabelled.
 """
 
 from __future__ import annotations
@@ -62,17 +66,26 @@ def parse_offsets(text: str | None, option: str, limit: int) -> tuple[int, ...]:
     return tuple(sorted({v for v in values if v != 0}))
 
 
-def names(transpose: tuple[int, ...], velocity: tuple[int, ...]) -> tuple[str, ...]:
+def names(
+    transpose: tuple[int, ...], velocity: tuple[int, ...], tempo: tuple[int, ...] = ()
+) -> tuple[str, ...]:
     """The augmentation names of a build, in Python string order (the row order).
 
     Args:
         transpose: Semitone offsets.
         velocity: Velocity offsets.
+        tempo: Tempo changes in percent.
 
     Returns:
-        ``t+2``-style and ``v-4``-style names, sorted.
+        ``t+2``-style, ``v-4``-style and ``q+10``-style names, sorted.
     """
-    return tuple(sorted([f"t{t:+d}" for t in transpose] + [f"v{v:+d}" for v in velocity]))
+    return tuple(
+        sorted(
+            [f"t{t:+d}" for t in transpose]
+            + [f"v{v:+d}" for v in velocity]
+            + [f"q{q:+d}" for q in tempo]
+        )
+    )
 
 
 def apply(score, name: str) -> None:
@@ -83,11 +96,18 @@ def apply(score, name: str) -> None:
 
     Args:
         score: A ``symusic.Score`` in ticks.
-        name: ``t+N``/``t-N`` (semitones) or ``v+N``/``v-N`` (velocity).
+        name: ``t+N``/``t-N`` (semitones), ``v+N``/``v-N`` (velocity) or ``q+N``/``q-N``
+            (every tempo N% faster or slower; a score without tempo events gets one at
+            the start, MIDI's default 120 quarter notes per minute, changed).
     """
-    from symusic import Note
+    from symusic import Note, Tempo
 
     kind, offset = name[0], int(name[1:])
+    if kind == "q":
+        factor = 1.0 + offset / 100.0
+        tempos = [(t.time, t.qpm) for t in score.tempos] or [(0, 120.0)]
+        score.tempos = [Tempo(time, qpm * factor) for time, qpm in tempos]
+        return
     for track in score.tracks:
         if track.is_drum or not len(track.notes):
             continue

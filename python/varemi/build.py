@@ -99,6 +99,7 @@ class BuildParams:
         group_by: ``parent``: the files of one folder share a split.
         augment_transpose: Semitone offsets of transposed copies (``-3..3``, ``-2,2``).
         augment_velocity: Velocity offsets of copies (``-4,4``).
+        augment_tempo: Tempo changes of copies in percent (``-10,10``).
         engine: ``local`` (this machine's worker pool) or ``ray`` (Ray Data,
             :mod:`varemi.cluster`; with ``--dedup off``, no augmentation, uniform bins).
         ray_address: With ``ray``: None starts a local Ray; ``auto`` or an address
@@ -138,6 +139,7 @@ class BuildParams:
     group_by: str | None = None
     augment_transpose: str | None = None
     augment_velocity: str | None = None
+    augment_tempo: str | None = None
     engine: str = "local"
     ray_address: str | None = None
     format: str = "arrow"
@@ -190,7 +192,8 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
             raise VaremiError("--label-range gives the scale of a --labels CSV; there is none")
         check_label_range(p.label_range)
     check_engine(p.engine, p.ray_address, p.binning)
-    if p.engine == "ray" and (p.dedup != "off" or p.augment_transpose or p.augment_velocity):
+    augmenting = p.augment_transpose or p.augment_velocity or p.augment_tempo
+    if p.engine == "ray" and (p.dedup != "off" or augmenting):
         raise VaremiError(
             "--engine ray builds with --dedup off and without --augment-* (duplicate groups "
             "need every file's fingerprint before the split); pass --dedup off, or use "
@@ -781,7 +784,8 @@ def _augmentations(p: BuildParams) -> tuple[str, ...]:
 
     transpose = augment.parse_offsets(p.augment_transpose, "--augment-transpose", 24)
     velocity = augment.parse_offsets(p.augment_velocity, "--augment-velocity", 64)
-    return augment.names(transpose, velocity)
+    tempo = augment.parse_offsets(p.augment_tempo, "--augment-tempo", 50)
+    return augment.names(transpose, velocity, tempo)
 
 
 def _user_groups(p: BuildParams, files: list[str]) -> tuple[dict[str, str], str]:

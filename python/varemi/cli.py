@@ -218,6 +218,13 @@ def _parser() -> argparse.ArgumentParser:
         help="add copies with velocities moved, e.g. --augment-velocity=-4,4",
     )
     b.add_argument(
+        "--augment-tempo",
+        default=None,
+        metavar="PERCENTS",
+        help="add copies with every tempo changed, e.g. --augment-tempo=-10,10 (percent, "
+        "within -50..50; same tokens, labels from the new timing)",
+    )
+    b.add_argument(
         "--format",
         choices=["arrow", "parquet"],
         default="arrow",
@@ -442,6 +449,7 @@ def _build(a: argparse.Namespace) -> int:
         group_by=a.group_by,
         augment_transpose=a.augment_transpose,
         augment_velocity=a.augment_velocity,
+        augment_tempo=a.augment_tempo,
         engine=a.engine,
         ray_address=a.ray_address,
         format=a.format,
