@@ -109,3 +109,54 @@ def test_build_cache(benchmark, corpus, tmp_path_factory, encoder, phase):
         benchmark.extra_info["equal"] = _same_dataset(out, reference)
         assert benchmark.extra_info["equal"]
         assert info["cache"].get("hit", 0) == info["counts"]["files_seen"]
+
+
+SEED = POP909.parents[1] / "tools" / "seed_baseline.py"
+
+
+def _seed(corpus: Path, out: Path, labels: Path, tokenizer: Path) -> str:
+    cmd = [sys.executable, str(SEED), "--midi-dir", str(corpus), "--out", str(out)]
+    cmd += ["--tokenizer", str(tokenizer), "--labels", str(labels), "--multitrack", "merge"]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def _rows(folder: Path) -> dict[tuple[str, int], tuple[int, ...]]:
+    """Every example by (source_file, window_idx), whichever split holds it."""
+    import datasets
+
+    d = datasets.load_from_disk(str(folder))
+    rows = {}
+    for s in d:
+        t = d[s].select_columns(["source_file", "window_idx", "input_ids"]).to_dict()
+        for f, k, ids in zip(t["source_file"], t["window_idx"], t["input_ids"], strict=True):
+            rows[f, k] = tuple(ids)
+    return rows
+
+
+@pytest.mark.skipif(not SEED.is_file(), reason="../shared/tools/seed_baseline.py absent")
+@pytest.mark.parametrize("impl", ["varemi", "seed"])
+def test_build_vs_seed(benchmark, corpus, tmp_path_factory, impl):
+    """The whole varemi build (its own labels, duplicate groups, every core) against the
+    seed-style pipeline of ../shared/tools (one process, labels read from varemi's CSV).
+
+    The seed gets varemi's labels for free, so the ratio understates varemi's lead.
+    ``equal``: the same examples by (source_file, window_idx) in both (splits may
+    differ where varemi groups duplicates).
+    """
+    out = tmp_path_factory.mktemp(f"seed-cmp-{impl}") / "out"
+    benchmark.group = "whole build vs seed pipeline (pop909)"
+    if impl == "varemi":
+        args = ("--workers", str(os.cpu_count() or 1), "--no-cache")
+        info = benchmark.pedantic(_build, args=(corpus, out, *args), rounds=1, iterations=1)
+        benchmark.extra_info.update(impl="varemi", timings=info["timings_seconds"])
+        RESULTS["seed-cmp-varemi"] = out
+        return
+    varemi_out = RESULTS.get("seed-cmp-varemi")
+    if varemi_out is None:
+        pytest.skip("needs the varemi half of this benchmark first")
+    tokenizer = Path(__import__("varemi").__file__).parent / "data" / "builtin_tokenizer.json"
+    labels = varemi_out / "labels.csv"
+    last = benchmark.pedantic(_seed, args=(corpus, out, labels, tokenizer), rounds=1, iterations=1)
+    benchmark.extra_info.update(impl="seed", summary=last, workers=1)
+    benchmark.extra_info["equal"] = _rows(out) == _rows(varemi_out)

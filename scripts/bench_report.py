@@ -33,7 +33,7 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-SLOW = ("python", "miditok", "cold")  # the baseline of a group, in order of preference
+SLOW = ("python", "miditok", "cold", "seed")  # the baseline of a group, in order of preference
 
 
 def table(data: dict) -> str:

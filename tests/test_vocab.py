@@ -456,3 +456,28 @@ def test_public_api_from_package(tmp_path):
     write_dataset(tmp_path)
     assert varemi.conditioning_ids(tmp_path, 1, -1) == (1005, 1012)
     assert len(varemi.load_tokenizer(tmp_path)) == 1018
+
+
+_NO_TORCH_PROBE = """
+import sys
+from varemi import vocab
+tok = vocab.load_base_tokenizer("builtin").tokenizer
+print("torch" in sys.modules, type(tok).__name__)
+import torch, miditok.pytorch_data  # both still import when asked for
+print(torch.tensor([1]).sum().item(), miditok.pytorch_data.DataCollator.__name__)
+"""
+
+
+def test_loading_a_tokenizer_does_not_import_torch():
+    """MidiTok imports torch for its optional pytorch_data module; varemi hides it (about
+    1 s and 500 MiB per build process) and torch still imports afterwards."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed: nothing to hide")
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH_PROBE], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["False", "REMI", "1", "DataCollator"]

@@ -176,10 +176,10 @@ _WORKER: dict = {}
 
 
 def _init_worker(job: Job) -> None:
-    from miditok import REMI
+    from varemi.vocab import import_miditok
 
     _WORKER["job"] = job
-    _WORKER["encoder"] = TokenEncoder(REMI(params=job.tokenizer_path), job.encoder)
+    _WORKER["encoder"] = TokenEncoder(import_miditok().REMI(params=job.tokenizer_path), job.encoder)
     _WORKER["cache"] = TokenCache(job.cache_dir) if job.cache_dir else None
 
 

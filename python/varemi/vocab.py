@@ -26,6 +26,7 @@ import hashlib
 import json
 import numbers
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -117,6 +118,30 @@ MAESTRO_CONFIG: dict = {
 """Keyword arguments of :func:`maestro_config`: every flag of the configuration."""
 
 
+def import_miditok():
+    """MidiTok, imported (the first time) without PyTorch.
+
+    MidiTok's optional ``pytorch_data`` module imports torch whenever it is installed
+    (the ``train`` extra): about 1 s and over 500 MiB of memory in every build process,
+    for classes varemi never uses. Hiding torch while MidiTok first imports makes
+    MidiTok skip that module (it catches the ImportError); torch itself imports as
+    usual afterwards (``finetune``), and so does ``miditok.pytorch_data`` if asked for.
+    Where torch is already imported, MidiTok imports as it always does.
+
+    Returns:
+        The ``miditok`` module.
+    """
+    if "miditok" not in sys.modules and "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` fails
+        try:
+            import miditok
+        finally:
+            del sys.modules["torch"]
+    import miditok
+
+    return miditok
+
+
 def maestro_config() -> TokenizerConfig:
     """The configuration of ``Natooz/Maestro-REMI-bpe20k``, every flag given explicitly.
 
@@ -130,9 +155,7 @@ def maestro_config() -> TokenizerConfig:
     Returns:
         A fresh :class:`miditok.TokenizerConfig`.
     """
-    from miditok import TokenizerConfig
-
-    return TokenizerConfig(**copy.deepcopy(MAESTRO_CONFIG))
+    return import_miditok().TokenizerConfig(**copy.deepcopy(MAESTRO_CONFIG))
 
 
 def vocab_pitch_range(tokenizer: REMI) -> tuple[int, int]:
@@ -302,7 +325,7 @@ def _one_line(error: BaseException) -> str:
 
 def _read_remi(path: Path) -> REMI:
     """Load a MidiTok tokenizer file, checking first that it is one, and a REMI one."""
-    from miditok import REMI
+    REMI = import_miditok().REMI  # noqa: N806 (the class)
 
     try:
         params = json.loads(path.read_bytes())
@@ -368,7 +391,7 @@ def save_tokenizer(tokenizer: REMI, path: str | Path) -> Path:
     Raises:
         TokenizerError: The reloaded tokenizer differs (vocabulary, length or BPE model).
     """
-    from miditok import REMI
+    REMI = import_miditok().REMI  # noqa: N806 (the class)
 
     path = Path(path)
     if path.is_dir() or not path.suffix:
@@ -545,8 +568,7 @@ def decode_music(tokenizer: REMI, ids: Iterable[int]) -> Score:
     Returns:
         The decoded :class:`symusic.Score`.
     """
-    from miditok import TokSequence
-
+    TokSequence = import_miditok().TokSequence  # noqa: N806 (the class)
     tokens = [t for t in ids_to_tokens(tokenizer, ids) if not is_conditioning_token(t)]
     tokens = [t for t in tokens if not t.startswith("<unk:")]
     seq = TokSequence(tokens=tokens)
