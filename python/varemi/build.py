@@ -812,33 +812,37 @@ def _off_summary(user_groups: dict[str, str], how: str) -> dict:
 
 
 class _Spool:
-    """Token ids parked on disk until the split is known (memory stays flat)."""
+    """Token ids parked on disk until the split is known (memory stays flat).
+
+    Read back with plain reads, not a memory map: the pages of a map that has been read
+    count in the process's resident memory (the whole spool, by the end of a build).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.file = open(path, "wb")  # noqa: SIM115 (closed in close())
+        self.file = open(path, "w+b")  # noqa: SIM115 (closed in close())
         self.size = 0
-        self.map = None
+        self.reading = False
 
     def put(self, ids: np.ndarray) -> tuple[int, int]:
         data = np.ascontiguousarray(ids, dtype="<i4").tobytes()
         self.file.write(data)
-        ref = (self.size // 4, len(ids))
+        ref = (self.size, len(ids))
         self.size += len(data)
         return ref
 
     def get(self, ref: tuple[int, int]) -> np.ndarray:
-        if self.map is None:
-            self.file.close()
-            self.map = (
-                np.memmap(self.path, dtype="<i4", mode="r") if self.size else np.zeros(0, "<i4")
-            )
-        start, n = ref
-        return self.map[start : start + n].astype(np.int32, copy=False)
+        if not self.reading:
+            self.file.flush()
+            self.reading = True
+        offset, n = ref
+        data = os.pread(self.file.fileno(), 4 * n, offset)
+        if len(data) != 4 * n:
+            raise OSError(f"{self.path}: the spool file is shorter than what was written")
+        return np.frombuffer(data, dtype="<i4").astype(np.int32)
 
     def close(self) -> None:
         self.file.close()
-        self.map = None
         self.path.unlink(missing_ok=True)
 
 

@@ -106,15 +106,16 @@ def split_checksum(split_dir: Path) -> str:
         files = [pq.ParquetFile(f) for f in sorted(split_dir.glob("*.parquet"))]
         return batches_checksum(files[0].schema_arrow, (b for f in files for b in f.iter_batches()))
     state = json.loads((split_dir / "state.json").read_text(encoding="utf-8"))
-    readers = [
-        pa.ipc.open_stream(pa.memory_map(str(split_dir / f["filename"])))
-        for f in state["_data_files"]
-    ]
-    schema = readers[0].schema
+    paths = [split_dir / f["filename"] for f in state["_data_files"]]
+    with pa.OSFile(str(paths[0])) as f:
+        schema = pa.ipc.open_stream(f).schema
 
     def batches():
-        for reader in readers:
-            yield from reader
+        # Plain reads, one file at a time: the pages of a memory map that has been read
+        # would count in the build's resident memory (the whole dataset, at the end).
+        for path in paths:
+            with pa.OSFile(str(path)) as f:
+                yield from pa.ipc.open_stream(f)
 
     return batches_checksum(schema, batches())
 
