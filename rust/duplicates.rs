@@ -64,14 +64,14 @@ pub struct NoteFingerprint {
 }
 
 fn digest(rows: &[[i64; 3]]) -> [u8; 8] {
-    let mut state = blake2b_simd::Params::new().hash_length(8).to_state();
-    for row in rows {
-        for v in row {
-            state.update(&v.to_le_bytes());
-        }
-    }
+    let bytes: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let hash = blake2b_simd::Params::new().hash_length(8).hash(&bytes);
     let mut out = [0u8; 8];
-    out.copy_from_slice(state.finalize().as_bytes());
+    out.copy_from_slice(hash.as_bytes());
     out
 }
 
