@@ -140,7 +140,7 @@ FLAT_HISTOGRAM = 1e-9
 """A pitch-class histogram whose deviation from flat is below this share of its
 largest bin correlates with no key (rounding noise must not decide a key)."""
 SEGMENT_S = 8.0
-"""Length (seconds) of the segments whose local key :func:`_local_mode` measures."""
+"""Length (seconds) of the segments whose local key :func:`_local_keys` measures."""
 
 
 @dataclass(frozen=True)
@@ -178,11 +178,12 @@ AROUSAL_TERMS: tuple[Term, ...] = (
     Term("articulation", -0.25, 1.5, 0.5),
 )
 VALENCE_TERMS: tuple[Term, ...] = (
-    Term("local_mode", 0.5, 0.0, 0.15),
-    Term("triad_balance", 1.0, 0.05, 0.4),
-    Term("key_clarity", 0.5, 0.85, 0.1),
+    Term("local_major", 1.0, 0.725, 0.1),
+    Term("triad_balance", 0.5, 0.05, 0.4),
+    Term("key_clarity", 0.25, 0.85, 0.1),
     Term("pitch_mean", 0.5, 60.0, 6.0),
-    Term("log_duration", -0.5, -1.0, 1.0),
+    Term("log_duration", -1.0, -1.0, 1.0),
+    Term("articulation", -0.5, 1.5, 0.5),
 )
 AROUSAL_GAIN = 0.5
 """``arousal = tanh(AROUSAL_GAIN * sum of weight * z over AROUSAL_TERMS)``."""
@@ -207,6 +208,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "key_clarity",
     "triad_balance",
     "local_mode",
+    "local_major",
 )
 """The features, in the column order of :func:`label_folder`'s DataFrame."""
 
@@ -336,25 +338,37 @@ def _sounding(
     return offset - onset
 
 
-def _local_mode(time: np.ndarray, pitch: np.ndarray, weights: np.ndarray, start: float) -> float:
-    """Mode (best major minus best minor key correlation) per SEGMENT_S segment, weighted mean.
+def _local_keys(
+    time: np.ndarray, pitch: np.ndarray, weights: np.ndarray, start: float
+) -> tuple[float, float]:
+    """Local mode and local major fit: per-segment key correlations, weighted means.
 
+    Per SEGMENT_S segment: the mode (best major minus best minor key correlation)
+    and the best major key correlation, each averaged with the segments' weights.
     Each note belongs to the segment its onset falls in; a segment's histogram and
     weight are its notes' durations (``weights``).
+
+    Returns:
+        ``(local_mode, local_major)``.
     """
     seg = np.floor((time - start) / SEGMENT_S).astype(np.int64)
     n_seg = int(seg.max()) + 1
     hists = np.zeros((n_seg, 12))
     np.add.at(hists, (seg, pitch % 12), weights)
     total = 0.0
+    total_major = 0.0
     weight = 0.0
     for hist in hists:
         w = float(hist.sum())
         if w > 0.0:
-            mode = _key_correlations(hist, KK_MAJOR).max() - _key_correlations(hist, KK_MINOR).max()
-            total += w * float(mode)
+            major = float(_key_correlations(hist, KK_MAJOR).max())
+            minor = float(_key_correlations(hist, KK_MINOR).max())
+            total += w * (major - minor)
+            total_major += w * major
             weight += w
-    return total / weight if weight > 0.0 else 0.0
+    if weight <= 0.0:
+        return 0.0, 0.0
+    return total / weight, total_major / weight
 
 
 def _articulation(onsets: Sequence[np.ndarray], lengths: Sequence[np.ndarray]) -> float:
@@ -465,6 +479,7 @@ def features_reference(a: NoteArrays) -> np.ndarray:
     minor = float(_key_correlations(hist, KK_MINOR).max())
     n_major, n_minor = _triad_counts(groups, time, time + dur, pitch)
     log_duration = np.log2(np.clip(sounding, MIN_DURATION_S, MAX_DURATION_S))
+    local_mode, local_major = _local_keys(time, pitch, weights, start)
 
     return np.array(
         [
@@ -484,7 +499,8 @@ def features_reference(a: NoteArrays) -> np.ndarray:
             major - minor,
             max(major, minor),
             (n_major - n_minor) / (n_major + n_minor + TRIAD_PRIOR),
-            _local_mode(time, pitch, weights, start),
+            local_mode,
+            local_major,
         ],
         dtype=np.float64,
     )
