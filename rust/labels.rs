@@ -1,7 +1,7 @@
 //! The musical features behind varemi's valence/arousal labels, over note arrays.
 //!
 //! The specification is `varemi.labels.features_reference` (numpy); this module
-//! computes the same 18 features, in the order of `varemi.labels.FEATURE_NAMES`, in one
+//! computes the same 19 features, in the order of `varemi.labels.FEATURE_NAMES`, in one
 //! pass over slices. Every discrete decision (onset grouping, the notes sounding at an
 //! onset, the segment of a note, the pedal that holds a note) is made with the same
 //! float64 operations as the twin, so the two agree exactly on those; sums may differ
@@ -27,7 +27,7 @@ pub const SEGMENT_S: f64 = 8.0;
 /// A histogram this close to flat (relative to its largest bin) fits no key.
 pub const FLAT_HISTOGRAM: f64 = 1e-9;
 /// How many features [`features`] returns.
-pub const N_FEATURES: usize = 18;
+pub const N_FEATURES: usize = 19;
 
 /// Krumhansl & Kessler (1982) probe-tone key profiles, tonic first.
 pub const KK_MAJOR: [f64; 12] = [
@@ -389,7 +389,7 @@ fn bounds(offsets: &[i64]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The 18 features of `varemi.labels.FEATURE_NAMES`, in that order.
+/// The 19 features of `varemi.labels.FEATURE_NAMES`, in that order.
 ///
 /// # Errors
 ///
@@ -464,6 +464,8 @@ pub fn features(a: &NoteArrays<'_>) -> Result<[f64; N_FEATURES], LabelInputError
         median(&mut ioi)
     };
     let (local_mode, local_major) = local_keys(time, pitch, weights, start, &keys);
+    let velocity_min = vel.iter().copied().fold(f64::INFINITY, f64::min);
+    let velocity_max = vel.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let mut durations = dur.to_vec();
     #[allow(clippy::cast_precision_loss)] // counts far below 2**52
     let (n_f, n_groups, n_maj, n_min) = (
@@ -491,6 +493,7 @@ pub fn features(a: &NoteArrays<'_>) -> Result<[f64; N_FEATURES], LabelInputError
         (n_maj - n_min) / (n_maj + n_min + TRIAD_PRIOR),
         local_mode,
         local_major,
+        velocity_max - velocity_min,
     ])
 }
 
@@ -537,6 +540,7 @@ mod tests {
         assert_eq!(f[7], -1.0); // log2(0.5)
         assert_eq!(f[8], 1.0); // legato
         assert_eq!(f[9], 64.0);
+        assert_eq!(f[18], 0.0); // one velocity: no range
         assert_eq!(f[10], 60.0);
         assert_eq!(f[15], 0.0); // no triads
     }

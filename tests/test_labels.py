@@ -146,13 +146,27 @@ def test_features_in_seconds_and_tempo():
     assert f["articulation"] == pytest.approx(1.0)
     assert f["tempo_bpm"] == pytest.approx(120.0, rel=1e-4)
     assert f["velocity_mean"] == 64.0
+    assert f["velocity_range"] == 0.0
+
+
+def test_velocity_range_gates_loudness():
+    notes = [(i * 240, 240, 60 + i % 5, 64) for i in range(32)]
+    louder = [(t, d, p, 127) for t, d, p, _ in notes]
+    varied = [(t, d, p, 50 + 20 * (i % 2)) for i, (t, d, p, _) in enumerate(notes)]
+    assert extract_features(make_score(varied))["velocity_range"] == 20.0
+    # One velocity throughout (an editor's default): how loud it is changes nothing.
+    assert labels_of(make_score(notes)) == labels_of(make_score(louder))
+    _, soft = labels_of(make_score(varied))
+    _, loud = labels_of(make_score([(t, d, p, v + 50) for t, d, p, v in varied]))
+    assert loud > soft
 
 
 CENTRES = {
     "note_density": 7.0,
     "ioi_median": 0.25,
     "log_duration": -1.0,
-    "velocity_mean": 95.0,
+    "velocity_mean": 80.0,
+    "velocity_range": 40.0,
     "tempo_bpm": 100.0,
     "articulation": 1.5,
     "triad_balance": 0.05,
@@ -169,12 +183,16 @@ def test_formula_is_one_tanh_of_unbounded_weighted_evidence():
     assert (v, a) == (pytest.approx(math.tanh(0.4 * 1.0)), pytest.approx(math.tanh(0.5 * 1.0)))
     v, _ = label_features(CENTRES | {"triad_balance": 0.45, "key_clarity": 0.75})
     assert v == pytest.approx(math.tanh(0.4 * (0.5 - 0.25)))
-    _, a = label_features(CENTRES | {"ioi_median": 0.125, "velocity_mean": 75.0})
+    _, a = label_features(CENTRES | {"ioi_median": 0.125, "velocity_mean": 60.0})
     assert a == pytest.approx(math.tanh(0.5 * (1.0 - 0.5)))
     v, a = label_features(CENTRES | {"log_duration": -3.0})  # notes a quarter as long
-    assert (v, a) == (pytest.approx(math.tanh(0.4 * 2.0)), pytest.approx(math.tanh(0.5 * 1.0)))
+    assert (v, a) == (pytest.approx(math.tanh(0.4 * 1.0)), pytest.approx(math.tanh(0.5 * 1.0)))
     v, a = label_features(CENTRES | {"articulation": 1.0})  # detached: brighter, livelier
     assert (v, a) == (pytest.approx(math.tanh(0.4 * 0.5)), pytest.approx(math.tanh(0.5 * 0.25)))
+    # Notes all of one velocity say nothing of loudness: the velocity term counts as 0.
+    _, loud = label_features(CENTRES | {"velocity_mean": 120.0})
+    _, flat = label_features(CENTRES | {"velocity_mean": 120.0, "velocity_range": 0.0})
+    assert (loud, flat) == (pytest.approx(math.tanh(0.5 * 1.0)), 0.0)
     # Unsaturated: four spreads of density is not yet the top bin, eight spreads are.
     _, a4 = label_features(CENTRES | {"note_density": 7.0 * 2**4})
     _, a8 = label_features(CENTRES | {"note_density": 7.0 * 2**8})

@@ -154,6 +154,9 @@ class Term:
         scale: The change in the feature (in log2 units when ``log``) that maps to ``z = 1``.
         log: Whether ``z = log2(x / centre) / scale`` (for rates and durations)
             rather than ``(x - centre) / scale``.
+        gate: A feature that must be > 0 for the term to count (``z = 0`` otherwise):
+            ``velocity_range`` for loudness, which a file whose notes all share one
+            velocity does not tell.
     """
 
     feature: str
@@ -161,6 +164,7 @@ class Term:
     centre: float
     scale: float
     log: bool = False
+    gate: str | None = None
 
     def z(self, value: float) -> float:
         """The feature value on its reference scale."""
@@ -173,7 +177,7 @@ AROUSAL_TERMS: tuple[Term, ...] = (
     Term("note_density", 1.0, 7.0, 1.0, log=True),
     Term("ioi_median", -1.0, 0.25, 1.0, log=True),
     Term("log_duration", -0.5, -1.0, 1.0),
-    Term("velocity_mean", 0.5, 95.0, 20.0),
+    Term("velocity_mean", 0.5, 80.0, 20.0, gate="velocity_range"),
     Term("tempo_bpm", 0.25, 100.0, 1.0, log=True),
     Term("articulation", -0.25, 1.5, 0.5),
 )
@@ -182,7 +186,7 @@ VALENCE_TERMS: tuple[Term, ...] = (
     Term("triad_balance", 0.5, 0.05, 0.4),
     Term("key_clarity", 0.25, 0.85, 0.1),
     Term("pitch_mean", 0.5, 60.0, 6.0),
-    Term("log_duration", -1.0, -1.0, 1.0),
+    Term("log_duration", -0.5, -1.0, 1.0),
     Term("articulation", -0.5, 1.5, 0.5),
 )
 AROUSAL_GAIN = 0.5
@@ -209,6 +213,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "triad_balance",
     "local_mode",
     "local_major",
+    "velocity_range",
 )
 """The features, in the column order of :func:`label_folder`'s DataFrame."""
 
@@ -501,6 +506,7 @@ def features_reference(a: NoteArrays) -> np.ndarray:
             (n_major - n_minor) / (n_major + n_minor + TRIAD_PRIOR),
             local_mode,
             local_major,
+            float(vel.max() - vel.min()),
         ],
         dtype=np.float64,
     )
@@ -536,7 +542,14 @@ def extract_features(score: symusic.Score) -> dict[str, float]:
 
 
 def _combine(terms: Sequence[Term], gain: float, features: dict[str, float]) -> float:
-    return math.tanh(gain * sum(t.weight * t.z(features[t.feature]) for t in terms))
+    return math.tanh(
+        gain
+        * sum(
+            t.weight * t.z(features[t.feature])
+            for t in terms
+            if t.gate is None or features[t.gate] > 0.0
+        )
+    )
 
 
 def label_features(features: dict[str, float]) -> tuple[float, float]:
