@@ -230,7 +230,7 @@ def window_labels(
     valence = np.empty(len(spans.start), dtype=np.float64)
     arousal = np.empty(len(spans.start), dtype=np.float64)
     fallback = 0
-    for k, (start, stop) in enumerate(zip(spans.start.tolist(), spans.stop.tolist())):
+    for k, (start, stop) in enumerate(zip(spans.start.tolist(), spans.stop.tolist(), strict=True)):
         try:
             score = decode_music(tokenizer, ids[start:stop].tolist())
             label = labelling.label_score(score, name, jitter=jitter, seed=seed)
