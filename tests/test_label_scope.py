@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import helpers as h
 import numpy as np
 import pytest
 from symusic import Note, Track
 
-import helpers as h
 from varemi import conditioning
 from varemi.build import check_params
 from varemi.errors import VaremiError

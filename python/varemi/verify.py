@@ -341,7 +341,10 @@ def _file_groups(a) -> tuple[np.ndarray, int]:
     """Each row's (source_file, augmentation) as a group number, and how many there are."""
     keys: dict[tuple[str, str], int] = {}
     group = np.array(
-        [keys.setdefault(k, len(keys)) for k in zip(a["source_file"], a["augmentation"])],
+        [
+            keys.setdefault(k, len(keys))
+            for k in zip(a["source_file"], a["augmentation"], strict=True)
+        ],
         dtype=np.int64,
     )
     return group, len(keys)
