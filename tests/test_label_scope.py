@@ -279,3 +279,26 @@ def test_cli_builds_window_scope_and_refuses_a_bad_value(tmp_path):
     res = h.run_cli("verify", out)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "label_scope window" in res.stdout
+
+
+def test_quantile_bins_are_cut_over_the_windows_labels(tmp_path):
+    midi = tmp_path / "midi"
+    write_mood_change(midi / "mood.mid")
+    h.write_tiny_corpus(midi, ["a.mid", "b.mid"], notes=200)
+    out = tmp_path / "out"
+    h.build(midi, out, label_scope="window", binning="quantile", **WINDOWS)
+    rows = all_rows(out)
+    edges = h.info(out)["labels"]["binning_edges"]
+    for axis in ("valence", "arousal"):
+        values = np.array([r[axis] for r in rows], dtype=np.float64)
+        # the edges are those of the rows' own (window) labels, not of the three files'
+        want = conditioning.quantile_edges(values, 9)
+        assert np.allclose(edges[axis], want, atol=1e-6)
+        got = np.array([r[f"{axis}_bin"] for r in rows])
+        want_bins = conditioning.discretise_quantile(values, np.array(edges[axis]), 9)
+        # rows hold float32 labels: one equal to an edge may round to either side of it
+        clear = np.abs(values[:, None] - np.array(edges[axis])[None, :]).min(axis=1) > 1e-6
+        assert clear.any()
+        assert (got[clear] == want_bins[clear]).all()
+    rep = verify(out)
+    assert rep.ok, rep.failures
