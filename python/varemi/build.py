@@ -9,7 +9,8 @@ of :func:`_build_into` in order, one function each:
    worker processes, through the token cache (:mod:`varemi.corpus`, :mod:`varemi.encoder`);
 3. split: duplicate groups (:mod:`varemi.duplicates`) and which file goes to ``val``
    (:mod:`varemi.split`); token ids wait in a spool file until the groups are known;
-4. bins: each file's conditioning bins (:mod:`varemi.conditioning`);
+4. bins: each file's conditioning bins (:mod:`varemi.conditioning`), and with
+   ``--label-scope window`` each window's (its labels come from the workers, stage 2);
 5. windows + prefix: conditioned examples (:mod:`varemi.windows`);
 6. export: Arrow shards laid out as ``datasets`` saves them (:mod:`varemi.export`);
 7. ``labels.csv``, ``tokenizer.json``, ``rejects.csv``, a checksum per split and

@@ -4,7 +4,9 @@ The stage between tokenising and export. A :class:`Windower` gathers one split's
 until about :data:`BATCH_TOKENS` music tokens are waiting, then cuts them all into
 windows and prefixes every window with its file's conditioning ids in one call of the
 native kernels (:func:`varemi.kernels.make_examples`), straight into the flat values +
-offsets of an Arrow list column. Export writes each :class:`ExampleBatch` as one shard.
+offsets of an Arrow list column. With ``build --label-scope window`` a file comes with
+one label pair per window, and each example's two conditioning ids are then replaced by
+its own window's. Export writes each :class:`ExampleBatch` as one shard.
 
 This module also owns the window parameters (``--window-size``, ``--stride``,
 ``--min-window-tokens``) and their validator, :func:`check_window_params`.
