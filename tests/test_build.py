@@ -835,3 +835,36 @@ def test_windows_in_small_batches_give_the_same_dataset(tmp_path, monkeypatch):
     assert h.rows(many) == h.rows(one)
     assert h.info(many)["counts"] == h.info(one)["counts"]
     assert verify(many).ok
+
+
+def test_label_row_spool_writes_the_bytes_of_write_label_rows(tmp_path):
+    from varemi.build import LabelRowSpool
+    from varemi.labels import LABEL_COLUMNS, write_label_rows
+
+    names = ["a.mid", 'odd, "quoted".mid', "line\nbreak.mid", "é/ü.mid", "b.mid"]
+    values = [0.1, np.float32(0.1), np.float64(-1e-300), 3, float("nan"), 2.0 / 3]
+    rows = [
+        {
+            "filename": n,
+            **{c: values[(k + j) % len(values)] for j, c in enumerate(LABEL_COLUMNS[1:])},
+        }
+        for k, n in enumerate(names)
+    ]
+    for drop in ((), {names[1], names[2]}):
+        spool = LabelRowSpool(tmp_path / "_spool.csv")
+        spool.extend(rows[:2])
+        for row in rows[2:]:
+            spool.append(row)
+        assert spool.rows == len(rows)
+        spool.write(tmp_path / "labels.csv", drop)
+        write_label_rows([r for r in rows if r["filename"] not in drop], tmp_path / "want.csv")
+        got, want = (tmp_path / "labels.csv").read_bytes(), (tmp_path / "want.csv").read_bytes()
+        assert got == want, drop
+        assert not (tmp_path / "_spool.csv").exists()  # the spool is gone once written
+    spool = LabelRowSpool(tmp_path / "_spool.csv")  # no row: the header alone
+    spool.write(tmp_path / "labels.csv")
+    assert (tmp_path / "labels.csv").read_text() == ",".join(LABEL_COLUMNS) + "\n"
+    spool = LabelRowSpool(tmp_path / "_spool.csv")
+    spool.close()  # a failed build: closed and removed, twice is harmless
+    spool.close()
+    assert not (tmp_path / "_spool.csv").exists()

@@ -379,6 +379,30 @@ def test_drop_rejects_the_copies_naming_the_kept_file(planted_midi, tmp_path):
     assert verify(res.out).ok
 
 
+def test_label_rows_stream_to_disk_and_drop_leaves_out_the_dropped_rows(
+    planted_midi, tmp_path, monkeypatch
+):
+    from varemi.export import SplitWriter
+
+    off = h.build(planted_midi, tmp_path / "off", dedup="off", **WINDOWS).out
+    spooled = []
+    finish = SplitWriter.finish
+
+    def peek(self, split_dir):  # after every file was tokenised, before labels.csv
+        spooled.append((split_dir.parent / "_labels.csv").read_text(encoding="utf-8"))
+        finish(self, split_dir)
+
+    monkeypatch.setattr(SplitWriter, "finish", peek)
+    res = h.build(planted_midi, tmp_path / "drop", dedup="drop", **WINDOWS)
+    off_lines = (off / "labels.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    # the rows went to the spool file as they came (the dropped copies too), not to memory
+    assert spooled[0] == "".join(off_lines[1:])
+    dropped = {"b/song.mid", "c/up.mid", "d/edited.mid"}
+    kept = [off_lines[0]] + [x for x in off_lines[1:] if x.split(",")[0] not in dropped]
+    assert (res.out / "labels.csv").read_text(encoding="utf-8") == "".join(kept)
+    assert not (res.out / "_labels.csv").exists()
+
+
 def test_fingerprints_come_from_the_cache(planted_midi, tmp_path):
     kw = dict(WINDOWS, cache=True, cache_dir=tmp_path / "cache")
     first = h.build(planted_midi, tmp_path / "a", **kw)
@@ -506,17 +530,23 @@ def test_augmented_copies_stay_with_their_source(planted_midi, tmp_path):
         if r["source_file"] == "other/0.mid" and r["augmentation"] == "t+2"
     )
     assert first["input_ids"][2:] == ids[: WINDOWS["window_size"]]
-    v_up = next(
-        r
-        for r in aug_rows[split]
-        if r["source_file"] == "other/0.mid" and r["augmentation"] == "v+4"
-    )
-    v_down = next(
-        r
-        for r in aug_rows[split]
-        if r["source_file"] == "other/0.mid" and r["augmentation"] == "v-4"
-    )
-    assert v_up["arousal"] > v_down["arousal"]  # louder copies are labelled more aroused
+    from varemi.labels import label_score
+
+    original = label_score(Score(str(planted_midi / "other/0.mid")), "other/0.mid")
+    assert label_score(score, "other/0.mid").valence != original.valence  # t+2: higher
+    for aug in ("t+2", "v+4", "v-4"):  # each copy is labelled from its own music
+        shifted = Score(str(planted_midi / "other/0.mid"))
+        apply(shifted, aug)
+        want = label_score(shifted, "other/0.mid")
+        row = next(
+            r
+            for r in aug_rows[split]
+            if r["source_file"] == "other/0.mid" and r["augmentation"] == aug
+        )
+        assert (row["valence"], row["arousal"]) == (
+            pytest.approx(want.valence, abs=1e-6),
+            pytest.approx(want.arousal, abs=1e-6),
+        )
     assert res.info["counts"]["files"] == plain.info["counts"]["files"]
     # BPE can merge a copy's tokens differently: about (not exactly) six times the windows
     assert res.info["counts"]["examples"]["train"] > 5 * plain.info["counts"]["examples"]["train"]

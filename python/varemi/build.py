@@ -411,7 +411,7 @@ class _Run:
     started: float
     rejects: list[tuple[str, str, str]] = field(default_factory=list)
     label_table: dict[str, tuple[float, float]] | None = None
-    label_rows: list[dict] = field(default_factory=list)
+    label_rows: LabelRowSpool | None = None  # computed labels only
     usable: list[str] = field(default_factory=list)
     user_groups: dict[str, str] = field(default_factory=dict)
     groups_how: str = ""
@@ -446,23 +446,29 @@ def _build_into(
     )
     run.user_groups, run.groups_how = groups
     _labels_stage(p, run)
-    cond_tokens = add_conditioning_tokens(base.tokenizer, p.bins)
-    bos = int(base.tokenizer.vocab["BOS_None"]) if p.bos else None
-    if p.engine == "ray":  # tokenise to export on Ray Data, the same rows (varemi.cluster)
-        from varemi.cluster import ray_stages
+    if run.label_table is None:  # computed labels: each row goes to disk as it arrives
+        run.label_rows = LabelRowSpool(tmp / "_labels.csv")
+    try:
+        cond_tokens = add_conditioning_tokens(base.tokenizer, p.bins)
+        bos = int(base.tokenizer.vocab["BOS_None"]) if p.bos else None
+        if p.engine == "ray":  # tokenise to export on Ray Data, the same rows (varemi.cluster)
+            from varemi.cluster import ray_stages
 
-        run.is_val = val_mask(run.usable, p.seed, p.train_split, run.user_groups)
-        writers = ray_stages(p, run, _job(p, run, base, encoder), cond_tokens, bos, tmp)
-    else:
-        tokenised = _tokenise_stage(p, run, base, encoder)
-        split = _split_stage(p, run, tmp, tokenised)
-        binned = _bins_stage(p, run, split)
-        batches = _windows_stage(p, run, cond_tokens, bos, binned)
-        writers = _export_stage(run, tmp, batches, p.format)
-    if p.format == "parquet":
-        # datasets cannot load a Parquet split without rows: such a split stays out of the card
-        write_parquet_card(tmp, [s for s, w in writers.items() if w.examples] or list(writers))
-    _save_stage(p, run, tmp, base.tokenizer)
+            run.is_val = val_mask(run.usable, p.seed, p.train_split, run.user_groups)
+            writers = ray_stages(p, run, _job(p, run, base, encoder), cond_tokens, bos, tmp)
+        else:
+            tokenised = _tokenise_stage(p, run, base, encoder)
+            split = _split_stage(p, run, tmp, tokenised)
+            binned = _bins_stage(p, run, split)
+            batches = _windows_stage(p, run, cond_tokens, bos, binned)
+            writers = _export_stage(run, tmp, batches, p.format)
+        if p.format == "parquet":
+            # datasets cannot load a Parquet split without rows: it stays out of the card
+            write_parquet_card(tmp, [s for s, w in writers.items() if w.examples] or list(writers))
+        _save_stage(p, run, tmp, base.tokenizer)
+    finally:
+        if run.label_rows is not None:
+            run.label_rows.close()
     _checksum_stage(run, tmp, writers)
     info = _dataset_info(p, run, base, encoder, cond_tokens, writers)
     write_json(tmp / "dataset_info.json", info)
@@ -636,7 +642,6 @@ def _split_stage(p: BuildParams, run: _Run, tmp: Path, tokenised):
             run.rejects.append(
                 (f, "duplicate", f"{kind} duplicate of {first} (similarity {sim:.3f})")
             )
-        run.label_rows = [row for row in run.label_rows if row["filename"] not in grouping.drop]
         run.stage["split"] = time.perf_counter() - t
         for i, aug, ref, labels in parked:
             if run.usable[i] not in grouping.drop:
@@ -787,8 +792,8 @@ def _save_stage(p: BuildParams, run: _Run, tmp: Path, tokenizer) -> None:
     from varemi.vocab import save_tokenizer
 
     t = time.perf_counter()
-    if run.label_table is None:
-        labelling.write_label_rows(run.label_rows, tmp / "labels.csv")
+    if run.label_table is None:  # the spooled rows, less the files --dedup drop rejected
+        run.label_rows.write(tmp / "labels.csv", run.grouping.drop if run.grouping else ())
     elif p.label_range is not None:  # the labels on [-1, 1], as the dataset holds them
         mapped = [
             {"filename": f, "valence": v, "arousal": a} for f, (v, a) in run.label_table.items()
@@ -928,6 +933,93 @@ def _off_summary(user_groups: dict[str, str], how: str) -> dict:
         "files_in_groups": sum(sizes.values()),
         "largest_group": max(sizes.values(), default=0),
     }
+
+
+class LabelRowSpool:
+    """The computed label rows of a build, appended to a CSV spool file as they arrive.
+
+    The main process holds one open file instead of every row (~3 KB each): at the end,
+    :meth:`write` writes ``labels.csv`` from the spool, less the files ``--dedup drop``
+    rejected, in arrival order, formatted as :func:`varemi.labels.write_label_rows`
+    formats rows, so the file is byte for byte the one written from a list of rows.
+    Both engines append to it (``--engine ray`` block summary by block summary).
+
+    Args:
+        path: The spool file (in the build's temporary folder); created.
+        columns: The columns, in order (default: :data:`varemi.labels.LABEL_COLUMNS`).
+
+    Attributes:
+        rows: Rows appended so far.
+    """
+
+    def __init__(self, path: Path, columns: tuple[str, ...] = ()) -> None:
+        import csv
+
+        from varemi.labels import LABEL_COLUMNS
+
+        self.path = Path(path)
+        self.columns = list(columns) or list(LABEL_COLUMNS)
+        # Line-buffered: a row is on disk once appended (one write per file is nothing
+        # next to tokenising it), so the main process never buffers more than a row.
+        self.file = open(self.path, "w", 1, newline="", encoding="utf-8")  # noqa: SIM115
+        self.writer = csv.writer(self.file, lineterminator="\n")
+        self.rows = 0
+
+    def append(self, row: dict) -> None:
+        """Append one row (a dict holding every column, as from ``labels.label_row``).
+
+        Args:
+            row: The file's label row.
+        """
+        # The formatting of write_label_rows, repeated rather than shared: labels.py's
+        # source hash is the labeller version, so editing it would void cached labels.
+        self.writer.writerow(
+            [
+                repr(float(v)) if isinstance(v, (float, np.floating)) else v
+                for v in (row[c] for c in self.columns)
+            ]
+        )
+        self.rows += 1
+
+    def extend(self, rows) -> None:
+        """Append several rows, in order.
+
+        Args:
+            rows: Label row dicts.
+        """
+        for row in rows:
+            self.append(row)
+
+    def write(self, path: Path, drop=()) -> None:
+        """Write the final CSV from the spool (written beside ``path``, then renamed).
+
+        Args:
+            path: The CSV to write (``labels.csv``).
+            drop: File names whose rows are left out (``Grouping.drop``).
+        """
+        import csv
+
+        self.file.close()
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        key = self.columns.index("filename")
+        with (
+            open(self.path, newline="", encoding="utf-8") as src,
+            open(tmp, "w", newline="", encoding="utf-8") as dst,
+        ):
+            writer = csv.writer(dst, lineterminator="\n")
+            writer.writerow(self.columns)
+            if not drop:
+                shutil.copyfileobj(src, dst)
+            else:  # a row read back and written again is the same line (csv round trip)
+                writer.writerows(row for row in csv.reader(src) if row[key] not in drop)
+        os.replace(tmp, path)
+        self.close()
+
+    def close(self) -> None:
+        """Close and remove the spool file (again: nothing)."""
+        self.file.close()
+        self.path.unlink(missing_ok=True)
 
 
 class _Spool:

@@ -179,7 +179,8 @@ def ray_stages(p, run, job, cond_tokens: dict[str, int], bos: int | None, tmp: P
     for k in range(len(ranges)):  # block order = file order: the rows of --engine local
         s = summaries[k]
         run.rejects.extend(s["rejects"])
-        run.label_rows.extend(s["label_rows"])
+        if run.label_rows is not None:  # computed labels: onto the spool, in block order
+            run.label_rows.extend(s["label_rows"])
         run.vbins.extend(s["vbins"])
         run.abins.extend(s["abins"])
         run.no_windows += s["no_windows"]
