@@ -302,3 +302,20 @@ def test_quantile_bins_are_cut_over_the_windows_labels(tmp_path):
         assert (got[clear] == want_bins[clear]).all()
     rep = verify(out)
     assert rep.ok, rep.failures
+
+
+def test_window_bins_sit_after_bos_with_bos(tmp_path):
+    midi = tmp_path / "midi"
+    write_mood_change(midi / "mood.mid")
+    h.write_tiny_corpus(midi, ["b.mid"], notes=200)
+    out = tmp_path / "out"
+    info = h.build(midi, out, label_scope="window", bos=True, **WINDOWS).info
+    cond_base = info["conditioning_tokens"]["[VAL=-4]"]
+    bos = info["special_tokens"]["BOS"]
+    for row in all_rows(out):
+        assert row["input_ids"][0] == bos
+        vb, ab = row["valence_bin"], row["arousal_bin"]
+        assert row["input_ids"][1:3] == h.cond_ids(cond_base, 9, vb, ab)
+    assert len({(r["valence_bin"], r["arousal_bin"]) for r in all_rows(out)}) > 2
+    rep = verify(out)
+    assert rep.ok, rep.failures
