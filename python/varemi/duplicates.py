@@ -326,8 +326,10 @@ class Grouping:
 class DuplicateIndex:
     """Collects fingerprints file by file, then forms the groups.
 
-    Memory: two short strings and a ``NUM_PERM``-value signature per file, plus the
-    LSH buckets (``BANDS`` small integers per file).
+    Memory: per file its name, two short hash strings and one row of a
+    ``NUM_PERM``-column uint32 array (about 0.8 KB in all). The LSH buckets are not
+    kept as the files come: :meth:`grouping` finds the files that share a band by
+    sorting each band's column block once (a dict of buckets cost about 6 KB a file).
 
     Args:
         threshold: Smallest estimated similarity of near duplicates.
@@ -336,14 +338,14 @@ class DuplicateIndex:
     def __init__(self, threshold: float = NEAR_THRESHOLD) -> None:
         self.threshold = threshold
         self.names: list[str] = []
-        self.sigs: list[np.ndarray] = []
         self.exact: dict[str, int] = {}
         self.transposed: dict[str, int] = {}
-        self.buckets: dict[bytes, list[int]] = {}
-        self.edges: list[tuple[int, int, str, float]] = []
+        self.edges: list[tuple[int, int, str, float]] = []  # exact and transposed matches
+        self._sigs = np.empty((1024, NUM_PERM), dtype=np.uint32)
+        self._banded = np.zeros(1024, dtype=bool)  # whether a file enters the LSH bands
 
     def add(self, name: str, fp: Fingerprint) -> None:
-        """Add one file and record its matches with the files added before it.
+        """Add one file and record its exact or transposed match with an earlier file.
 
         Args:
             name: The file's relative path.
@@ -351,7 +353,10 @@ class DuplicateIndex:
         """
         i = len(self.names)
         self.names.append(name)
-        self.sigs.append(fp.minhash)
+        if i == len(self._sigs):
+            self._sigs = np.concatenate([self._sigs, np.empty_like(self._sigs)])
+            self._banded = np.concatenate([self._banded, np.zeros_like(self._banded)])
+        self._sigs[i] = fp.minhash
         if fp.notes == 0:
             return
         j = self.exact.setdefault(fp.exact, i)
@@ -362,20 +367,37 @@ class DuplicateIndex:
         if j != i:
             self.edges.append((j, i, "transposed", 1.0))
             return
-        if fp.notes < MIN_NOTES:
-            return
-        best: dict[int, float] = {}
-        sig = fp.minhash
+        self._banded[i] = fp.notes >= MIN_NOTES
+
+    def near_edges(self) -> list[tuple[int, int, str, float]]:
+        """The near-duplicate matches: pairs of banded files that share an LSH band.
+
+        A pair ``(j, i)``, ``j < i``, sharing any of the ``BANDS`` blocks of ``ROWS``
+        signature values is a candidate; it matches when its estimated similarity is
+        at least the threshold.
+
+        Returns:
+            ``(j, i, "near", similarity)`` per match, ordered by ``i``, then ``j``.
+        """
+        n = len(self.names)
+        files = np.flatnonzero(self._banded[:n])
+        candidates: set[tuple[int, int]] = set()
         for b in range(BANDS):
-            band = b.to_bytes(1, "little") + sig[b * ROWS : (b + 1) * ROWS].tobytes()
-            members = self.buckets.setdefault(band, [])
-            for j in members:
-                if j not in best:
-                    best[j] = similarity(self.sigs[j], sig)
-            members.append(i)
-        for j, s in best.items():
-            if s >= self.threshold:
-                self.edges.append((j, i, "near", s))
+            block = self._sigs[files, b * ROWS : (b + 1) * ROWS]
+            order = np.lexsort(block.T[::-1])
+            block = block[order]
+            starts = np.flatnonzero(np.r_[True, np.any(block[1:] != block[:-1], axis=1)])
+            stops = np.r_[starts[1:], len(block)]
+            for a, z in zip(starts[stops - starts > 1], stops[stops - starts > 1], strict=True):
+                members = np.sort(files[order[a:z]]).tolist()
+                for k, i in enumerate(members):
+                    candidates.update((j, i) for j in members[:k])
+        edges = []
+        for j, i in sorted(candidates, key=lambda pair: (pair[1], pair[0])):
+            sim = similarity(self._sigs[j], self._sigs[i])
+            if sim >= self.threshold:
+                edges.append((j, i, "near", sim))
+        return edges
 
     def grouping(
         self, user_groups: dict[str, str] | None = None, mode: str = "group", how: str = ""
@@ -394,11 +416,12 @@ class DuplicateIndex:
         names = self.names
         user_groups = user_groups or {}
         index = {n: i for i, n in enumerate(names)}
+        edges = self.edges + self.near_edges()
         detected = _UnionFind(len(names))
-        for a, b, _, _ in self.edges:
+        for a, b, _, _ in edges:
             detected.union(a, b)
         best: dict[int, tuple[str, float]] = {}
-        for a, b, kind, s in self.edges:
+        for a, b, kind, s in edges:
             for x in (a, b):
                 old = best.get(x)
                 if old is None or (_KIND_RANK[kind], -s) < (_KIND_RANK[old[0]], -old[1]):
@@ -418,7 +441,7 @@ class DuplicateIndex:
                         dropped.add(i)
         combined = _UnionFind(len(names))
         if mode == "group":
-            for a, b, _, _ in self.edges:
+            for a, b, _, _ in edges:
                 combined.union(a, b)
         by_name: dict[str, int] = {}
         for f, group in user_groups.items():
