@@ -212,3 +212,44 @@ def test_cli_ray_build_with_default_options(corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "error" not in r.stderr and "Traceback" not in r.stderr
     assert "tokenise (ray)" in r.stderr and "windows (ray)" in r.stderr
+
+
+def test_token_ids_reach_the_driver_only_through_the_block_spools(
+    ray_session, corpus, tmp_path, monkeypatch
+):
+    import pickle
+
+    import numpy as np
+
+    import varemi.cluster as vc
+
+    seen: dict[str, list] = {}
+    run_pass = vc._run_pass
+
+    def spy(p, tasks, fn, spec, desc, total, take):
+        def record(s):
+            seen.setdefault(desc, []).append(s)
+            if desc.startswith("tokenise"):  # the spool is written, as long as the summary says
+                spool = Path(pickle.loads(spec)["spool_dir"]) / f"b{s['block']:07d}.i32"
+                assert spool.stat().st_size == 4 * sum(it["length"] for it in s["items"])
+            take(s)
+
+        run_pass(p, tasks, fn, spec, desc, total, record)
+
+    monkeypatch.setattr(vc, "_run_pass", spy)
+    h.build(corpus, tmp_path / "out", max_minutes=2, engine="ray", augment_transpose="1", **KW)
+    summaries = seen["tokenise (ray)"]
+    assert [s["block"] for s in summaries] == sorted(s["block"] for s in summaries)
+    assert sum(s["n_items"] for s in summaries) == 2 * 26  # every file and its copy
+
+    def arrays(x) -> int:
+        if isinstance(x, np.ndarray):
+            return 1
+        if isinstance(x, dict):
+            return sum(arrays(v) for v in x.values())
+        if isinstance(x, (list, tuple)):
+            return sum(arrays(v) for v in x)
+        return 0
+
+    assert arrays(summaries) == 0  # no token id (nor any array) in what pass 1 returns
+    assert len(seen["windows (ray)"]) > 1
