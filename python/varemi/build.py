@@ -532,7 +532,7 @@ def _items(p: BuildParams, run: _Run) -> tuple[list, tuple[str, ...]]:
     return items, copies
 
 
-def _take_result(
+def take_result(
     p: BuildParams, run: _Run, i: int, aug: str, r, n_tokens: int, failed: set[int]
 ) -> tuple[float, float] | None:
     """Record one item's result as both engines do; its (valence, arousal) when it is used.
@@ -583,7 +583,7 @@ def _tokenise_stage(p: BuildParams, run: _Run, base, encoder):
 
     Yields ``(index, augmentation, ids, valence, arousal, fingerprint)``: a file, then
     its copies in string order of their names (``""`` is the original). Rejects are
-    recorded (:func:`_take_result`); a file whose original is rejected gives no copy.
+    recorded (:func:`take_result`); a file whose original is rejected gives no copy.
     """
     from tqdm import tqdm
 
@@ -597,7 +597,7 @@ def _tokenise_stage(p: BuildParams, run: _Run, base, encoder):
     for k, r in enumerate(tokenise_corpus(job, items, run.workers)):
         i, aug = k // len(copies), copies[k % len(copies)]
         bar.update(1)
-        labels = _take_result(p, run, i, aug, r, 0 if r.ids is None else len(r.ids), failed)
+        labels = take_result(p, run, i, aug, r, 0 if r.ids is None else len(r.ids), failed)
         if labels is not None:
             yield i, aug, r.ids, *labels, r.fingerprint
     bar.close()

@@ -16,7 +16,7 @@ block through ``map_batches``:
    reject, label row, fingerprint (originals, as JSON), number of tokens and offset in
    the spool, cache status, timings, worker memory.
 2. The driver takes the summaries in block order and applies the local engine's own
-   rules (``build._take_result``, ``build.decide_split``, ``build.label_bins``): rejects,
+   rules (``build.take_result``, ``build.decide_split``, ``build.label_bins``): rejects,
    label rows (onto the ``labels.csv`` spool), duplicate groups and the split, bins
    (uniform, or quantile edges over every label).
 3. :func:`_window_block` reads the block's spool back, makes windows + prefix
@@ -35,6 +35,7 @@ on every node (a shared file system), and varemi must be installed there.
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import logging
 import math
@@ -122,6 +123,7 @@ def ray_stages(p, run, job, items: tuple[list, tuple[str, ...]], cond_tokens, bo
     import shutil
 
     from varemi import build as local
+    from varemi.corpus import FileResult
     from varemi.duplicates import DuplicateIndex, Fingerprint
     from varemi.export import SplitWriter, write_dataset_dict
 
@@ -156,14 +158,12 @@ def ray_stages(p, run, job, items: tuple[list, tuple[str, ...]], cond_tokens, bo
             i, aug = a + k // n, copies[k % n]
             fp = it.pop("fingerprint")
             r = FileResult(**it.pop("result"))
-            labels = local._take_result(p, run, i, aug, r, it["length"], failed)
+            labels = local.take_result(p, run, i, aug, r, it["length"], failed)
             if labels is None:
                 continue
             if index is not None and not aug:
                 index.add(run.usable[i], Fingerprint.from_json(fp) if fp else None)
             parked.append((s["block"], i, aug, it["offset"], it["length"], *labels))
-
-    from varemi.corpus import FileResult
 
     t = time.perf_counter()
     started_here = _connect(p.ray_address, run.workers)
@@ -231,7 +231,7 @@ def _run_pass(p, tasks: list[dict], fn, spec: bytes, desc: str, total: int, take
         return
     ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
     ds = ds.map_batches(fn, batch_size=1, fn_kwargs={"spec": spec}, num_cpus=1)
-    order = [t["block"] for t in tasks]
+    order = collections.deque(t["block"] for t in tasks)
     waiting: dict[int, dict] = {}
     bar = tqdm(total=total, desc=desc, unit="file", disable=p.quiet, file=sys.stderr)
     try:
@@ -240,7 +240,7 @@ def _run_pass(p, tasks: list[dict], fn, spec: bytes, desc: str, total: int, take
             waiting[s["block"]] = s
             bar.update(s["n_items"])
             while order and order[0] in waiting:
-                take(waiting.pop(order.pop(0)))
+                take(waiting.pop(order.popleft()))
     except (KeyboardInterrupt, VaremiError):
         raise
     except Exception as e:  # a Ray-side failure: one line, not Ray's traceback
