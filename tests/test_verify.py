@@ -414,3 +414,37 @@ def test_verify_into_a_closed_pipe_exits_quietly(built):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 0
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_split_checksum_maps_one_shard_at_a_time(tmp_path, monkeypatch):
+    """Every shard mapped at once kept the whole dataset resident (peak RSS = its size)."""
+    import varemi.windows
+    from varemi import integrity
+
+    midi = tmp_path / "midi"
+    h.write_tiny_corpus(midi, [f"f{k:02d}.mid" for k in range(12)], notes=40)
+    monkeypatch.setattr(varemi.windows, "BATCH_TOKENS", 1)  # one shard per file
+    out = h.build(midi, tmp_path / "out", window_size=16, stride=8, min_window_tokens=4).out
+    state = json.loads((out / "train" / "state.json").read_text(encoding="utf-8"))
+    assert len(state["_data_files"]) > 3
+    want = integrity.split_checksum(out / "train")
+    open_maps, most = [], [0]
+    memory_map = pa.memory_map
+
+    class Counted:
+        def __init__(self, path):
+            self.source = memory_map(path)
+            open_maps.append(self)
+            most[0] = max(most[0], len(open_maps))
+
+        def __enter__(self):
+            return self.source
+
+        def __exit__(self, *exc):
+            self.source.close()
+            open_maps.remove(self)
+
+    monkeypatch.setattr(pa, "memory_map", Counted)
+    assert integrity.split_checksum(out / "train") == want
+    assert most[0] == 1 and not open_maps
+    assert h.info(out)["checksums"]["train"] == want

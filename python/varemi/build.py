@@ -669,7 +669,7 @@ def _bins_stage(p: BuildParams, run: _Run, tokenised):
         return
     # Equal-count bins need every label first. Two passes keep memory flat: the first
     # parks each file's ids in a spool file of the temporary output and keeps only the
-    # labels; the second reads the ids back (memory-mapped) once the bins are known.
+    # labels; the second reads the ids back, file by file, once the bins are known.
     spool, parked, labels = _Spool(run.tmp / "_quantile_ids.i32"), [], []
     try:
         for i, aug, ids, valence, arousal in tokenised:
@@ -980,13 +980,18 @@ class LabelRowSpool:
 
 
 class _Spool:
-    """Token ids parked on disk until the split is known (memory stays flat)."""
+    """Token ids parked on disk until the split is known (memory stays flat).
+
+    Read back with plain reads, one file's ids at a time, not memory-mapped: the pages
+    of a mapping stay resident (and count in the process's RSS) until it is closed, so
+    a mapped spool made the peak RSS of a ``--dedup group`` build grow with its tokens.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.file = open(path, "wb")  # noqa: SIM115 (closed in close())
         self.size = 0
-        self.map = None
+        self.reader = None
 
     def put(self, ids: np.ndarray) -> tuple[int, int]:
         data = np.ascontiguousarray(ids, dtype="<i4").tobytes()
@@ -996,17 +1001,18 @@ class _Spool:
         return ref
 
     def get(self, ref: tuple[int, int]) -> np.ndarray:
-        if self.map is None:
+        if self.reader is None:
             self.file.close()
-            self.map = (
-                np.memmap(self.path, dtype="<i4", mode="r") if self.size else np.zeros(0, "<i4")
-            )
+            self.reader = open(self.path, "rb")  # noqa: SIM115 (closed in close())
         start, n = ref
-        return self.map[start : start + n].astype(np.int32, copy=False)
+        self.reader.seek(4 * start)
+        return np.fromfile(self.reader, dtype="<i4", count=n).astype(np.int32, copy=False)
 
     def close(self) -> None:
         self.file.close()
-        self.map = None
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
         self.path.unlink(missing_ok=True)
 
 
