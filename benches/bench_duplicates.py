@@ -100,3 +100,31 @@ def test_pitch_minhash(benchmark, pitches, impl):
     want = d._pitch_minhash_py(pitches, d.NGRAM, d._PERM_A, d._PERM_B)
     benchmark.extra_info["equal"] = bool(np.array_equal(sig, want))
     assert benchmark.extra_info["equal"]
+
+
+@pytest.fixture(scope="module")
+def notes() -> tuple:
+    from miditok.utils import merge_tracks
+    from symusic import Score
+
+    score = Score(str(sorted(POP909.glob("*.mid"))[0]))
+    merge_tracks(score)
+    n = score.tracks[0].notes.numpy()
+    return n["time"], n["pitch"], n["duration"], score.ticks_per_quarter
+
+
+@pytest.mark.parametrize("impl", ["native", "python"])
+def test_fingerprint_notes(benchmark, notes, impl):
+    """One file's whole fingerprint: sort, both hashes and the MinHash (about 1,700 notes)."""
+    from varemi import duplicates as d
+
+    run = d.fingerprint_notes if impl == "native" else d._fingerprint_notes_py
+    benchmark.group = "fingerprint_notes (one pop909 file)"
+    fp = benchmark(run, *notes)
+    want = d._fingerprint_notes_py(*notes)
+    benchmark.extra_info.update(impl=impl, kernel="fingerprint_notes", size=fp.notes)
+    benchmark.extra_info["equal"] = (fp.exact, fp.transposed) == (
+        want.exact,
+        want.transposed,
+    ) and bool(np.array_equal(fp.minhash, want.minhash))
+    assert benchmark.extra_info["equal"]

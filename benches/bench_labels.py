@@ -2,7 +2,7 @@
 
 Run: ``pytest benches/bench_labels.py --benchmark-only --benchmark-columns=min,mean,rounds``.
 Every pop909 file is parsed and turned into note arrays (``varemi.labels.note_arrays``)
-once, outside the timing; each benchmark then computes the 17 label features of all
+once, outside the timing; each benchmark then computes the 19 label features of all
 of them on one core (the process is pinned to one CPU):
 
 - ``python``: ``varemi.reference.label_features`` (numpy, the specification);

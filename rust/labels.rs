@@ -1,7 +1,7 @@
 //! The musical features behind varemi's valence/arousal labels, over note arrays.
 //!
 //! The specification is `varemi.labels.features_reference` (numpy); this module
-//! computes the same 17 features, in the order of `varemi.labels.FEATURE_NAMES`, in one
+//! computes the same 19 features, in the order of `varemi.labels.FEATURE_NAMES`, in one
 //! pass over slices. Every discrete decision (onset grouping, the notes sounding at an
 //! onset, the segment of a note, the pedal that holds a note) is made with the same
 //! float64 operations as the twin, so the two agree exactly on those; sums may differ
@@ -27,7 +27,7 @@ pub const SEGMENT_S: f64 = 8.0;
 /// A histogram this close to flat (relative to its largest bin) fits no key.
 pub const FLAT_HISTOGRAM: f64 = 1e-9;
 /// How many features [`features`] returns.
-pub const N_FEATURES: usize = 17;
+pub const N_FEATURES: usize = 19;
 
 /// Krumhansl & Kessler (1982) probe-tone key profiles, tonic first.
 pub const KK_MAJOR: [f64; 12] = [
@@ -328,8 +328,9 @@ fn triad_counts(groups: &[f64], time: &[f64], offsets: &[f64], pitch: &[i64]) ->
     (n_major, n_minor)
 }
 
-/// The mode (major minus minor best correlation) of each segment, weighted by its notes.
-fn local_mode(time: &[f64], pitch: &[i64], weights: &[f64], start: f64, keys: &Keys) -> f64 {
+/// The mode (major minus minor best correlation) and the best major correlation of each
+/// segment, each averaged with the segments' note weights: `(local_mode, local_major)`.
+fn local_keys(time: &[f64], pitch: &[i64], weights: &[f64], start: f64, keys: &Keys) -> (f64, f64) {
     let seg: Vec<usize> = time
         .iter()
         // times >= start, so the floor is >= 0 and the cast is exact
@@ -340,19 +341,20 @@ fn local_mode(time: &[f64], pitch: &[i64], weights: &[f64], start: f64, keys: &K
     for ((&s, &p), &w) in seg.iter().zip(pitch).zip(weights) {
         hists[s][pitch_class(p)] += w;
     }
-    let (mut total, mut weight) = (0.0, 0.0);
+    let (mut total, mut total_major, mut weight) = (0.0, 0.0, 0.0);
     for hist in &hists {
         let w = sum12(hist);
         if w > 0.0 {
             let (major, minor) = keys.correlations(hist);
             total += w * (major - minor);
+            total_major += w * major;
             weight += w;
         }
     }
     if weight > 0.0 {
-        total / weight
+        (total / weight, total_major / weight)
     } else {
-        0.0
+        (0.0, 0.0)
     }
 }
 
@@ -387,7 +389,7 @@ fn bounds(offsets: &[i64]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The 17 features of `varemi.labels.FEATURE_NAMES`, in that order.
+/// The 19 features of `varemi.labels.FEATURE_NAMES`, in that order.
 ///
 /// # Errors
 ///
@@ -461,6 +463,9 @@ pub fn features(a: &NoteArrays<'_>) -> Result<[f64; N_FEATURES], LabelInputError
     } else {
         median(&mut ioi)
     };
+    let (local_mode, local_major) = local_keys(time, pitch, weights, start, &keys);
+    let velocity_min = vel.iter().copied().fold(f64::INFINITY, f64::min);
+    let velocity_max = vel.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let mut durations = dur.to_vec();
     #[allow(clippy::cast_precision_loss)] // counts far below 2**52
     let (n_f, n_groups, n_maj, n_min) = (
@@ -486,7 +491,9 @@ pub fn features(a: &NoteArrays<'_>) -> Result<[f64; N_FEATURES], LabelInputError
         major - minor,
         major.max(minor),
         (n_maj - n_min) / (n_maj + n_min + TRIAD_PRIOR),
-        local_mode(time, pitch, weights, start, &keys),
+        local_mode,
+        local_major,
+        velocity_max - velocity_min,
     ])
 }
 
@@ -533,6 +540,7 @@ mod tests {
         assert_eq!(f[7], -1.0); // log2(0.5)
         assert_eq!(f[8], 1.0); // legato
         assert_eq!(f[9], 64.0);
+        assert_eq!(f[18], 0.0); // one velocity: no range
         assert_eq!(f[10], 60.0);
         assert_eq!(f[15], 0.0); // no triads
     }
@@ -547,6 +555,7 @@ mod tests {
         assert_eq!(f[15], 2.0 / 12.0);
         assert!(f[13] > 0.0, "mode {}", f[13]);
         assert_eq!(f[16], f[13]); // one segment: local mode is the mode
+        assert_eq!(f[17], f[11]); // and its local major fit is the piece's
     }
 
     #[test]

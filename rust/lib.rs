@@ -28,7 +28,7 @@ use numpy::{
 };
 use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyBytes, PyString};
 use pyo3::{Borrowed, PyTypeInfo};
 
 use crate::pitch::{Pitch, PitchRange, Policy};
@@ -770,6 +770,45 @@ fn py_pitch_minhash<'py>(
     Ok(sig.into_pyarray(py))
 }
 
+/// A file's fingerprint: see varemi.duplicates._fingerprint_notes_py.
+/// Returns (exact digest bytes, transposed digest bytes, MinHash signature).
+#[pyfunction]
+#[pyo3(name = "fingerprint_notes")]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn py_fingerprint_notes<'py>(
+    time: PyReadonlyArray1<'py, i64>,
+    pitch: PyReadonlyArray1<'py, i64>,
+    duration: PyReadonlyArray1<'py, i64>,
+    tpq: i64,
+    resolution: i64,
+    n: usize,
+    a: PyReadonlyArray1<'py, u64>,
+    b: PyReadonlyArray1<'py, u64>,
+) -> PyResult<(
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    Bound<'py, PyArray1<u32>>,
+)> {
+    let py = time.py();
+    let (t, p, d) = (time.as_slice()?, pitch.as_slice()?, duration.as_slice()?);
+    if t.len() != p.len() || t.len() != d.len() {
+        return Err(PyValueError::new_err(format!(
+            "time, pitch and duration must have one value per note, got {}, {} and {}",
+            t.len(),
+            p.len(),
+            d.len()
+        )));
+    }
+    let (a, b) = (a.as_slice()?, b.as_slice()?);
+    let params = duplicates::MinHashParams { n, a, b };
+    let fp = py.detach(|| duplicates::fingerprint_notes(t, p, d, (tpq, resolution), &params));
+    Ok((
+        PyBytes::new(py, &fp.exact),
+        PyBytes::new(py, &fp.transposed),
+        fp.minhash.into_pyarray(py),
+    ))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The exception classes are imported lazily on first use; importing them now makes a
@@ -792,6 +831,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_split_hashes, m)?)?;
     m.add_function(wrap_pyfunction!(py_val_mask, m)?)?;
     m.add_function(wrap_pyfunction!(py_pitch_minhash, m)?)?;
+    m.add_function(wrap_pyfunction!(py_fingerprint_notes, m)?)?;
     m.add_function(wrap_pyfunction!(py_label_features, m)?)?;
     m.add_class::<PyRemiEncoder>()?;
     m.add_class::<PyBpeModel>()?;

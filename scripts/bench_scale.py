@@ -2,7 +2,7 @@
 
     python scripts/bench_scale.py --files 150000            # the full-size run
     python scripts/bench_scale.py --files 10000 --workers 2 # what fits a shared 2-core box
-    python scripts/bench_scale.py --files 2500 10000 --no-resume --no-torch  # memory, two sizes
+    python scripts/bench_scale.py --files 2500 10000 --no-resume  # memory, two sizes
 
 For each size N:
 
@@ -94,15 +94,8 @@ def make_corpus(folder: Path, n: int, workers: int) -> float:
     return time.perf_counter() - t
 
 
-# `python -m varemi` with torch hidden: MidiTok imports PyTorch when it is installed,
-# ~560 MiB of every process's RSS that has nothing to do with the corpus.
-NO_TORCH = "import sys; sys.modules['torch'] = None; from varemi.cli import main; sys.exit(main())"
-
-
-def build_cmd(
-    midi: Path, out: Path, cache: Path, workers: int, no_torch: bool = False
-) -> list[str]:
-    run = ["-c", NO_TORCH] if no_torch else ["-m", "varemi"]
+def build_cmd(midi: Path, out: Path, cache: Path, workers: int) -> list[str]:
+    run = ["-m", "varemi"]
     return [
         sys.executable, *run, "build", "--midi-dir", str(midi), "--out", str(out),
         "--tokenizer", "builtin", "--workers", str(workers), "--cache-dir", str(cache),
@@ -155,7 +148,6 @@ def main() -> None:
         "--work", type=Path, default=None, help="folder for corpora (default: a temp dir)"
     )
     ap.add_argument("--no-resume", action="store_true", help="skip the kill-and-resume run")
-    ap.add_argument("--no-torch", action="store_true", help="hide PyTorch from the builds")
     ap.add_argument("--keep", action="store_true", help="keep the corpora and datasets")
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="varemi-scale-"))
@@ -167,7 +159,7 @@ def main() -> None:
             midi, out = d / "midi", d / "out"
             shutil.rmtree(d, ignore_errors=True)
             gen = make_corpus(midi, n, a.workers)
-            full = run_build(build_cmd(midi, out, d / "cache-full", a.workers, a.no_torch))
+            full = run_build(build_cmd(midi, out, d / "cache-full", a.workers))
             info = json.loads((out / "dataset_info.json").read_text(encoding="utf-8"))
             row = {
                 "files": n,
@@ -181,7 +173,7 @@ def main() -> None:
                 "rejected": info["counts"]["files_rejected"],
             }
             if not a.no_resume:
-                cmd = build_cmd(midi, d / "out2", d / "cache-resume", a.workers, a.no_torch)
+                cmd = build_cmd(midi, d / "out2", d / "cache-resume", a.workers)
                 killed_s, cached = kill_half_way(cmd, d / "cache-resume", n)
                 for tmp in d.glob(".out2.varemi-tmp-*"):  # what the killed build left
                     shutil.rmtree(tmp, ignore_errors=True)

@@ -30,7 +30,7 @@ def assert_twins_agree(arrays: NoteArrays) -> np.ndarray:
     np.testing.assert_allclose(native, python, rtol=1e-9, atol=1e-12)
     # Counts and the discrete features are exact.
     for name in ("duration_s", "n_notes", "note_density", "onset_rate", "ioi_median",
-                 "note_duration", "articulation", "triad_balance"):  # fmt: skip
+                 "note_duration", "articulation", "triad_balance", "velocity_range"):  # fmt: skip
         i = FEATURE_NAMES.index(name)
         assert native[i] == python[i], name
     return native

@@ -308,8 +308,10 @@ def test_the_build_records_a_checksum_per_split(built):
 
 def test_a_label_float_edited_within_its_bin_fails_the_checksum(copy):
     def change(t):
-        v = t.column("valence").to_pylist()
-        v[0] = float(np.float32(v[0]) + np.float32(1e-4))  # the same bin, the same tokens
+        # every row of the first row's file: its rows still share one label (file scope)
+        v, files = t.column("valence").to_pylist(), t.column("source_file").to_pylist()
+        edited = float(np.float32(v[0]) + np.float32(1e-4))  # the same bin, the same tokens
+        v = [edited if f == files[0] else x for x, f in zip(v, files, strict=True)]
         return with_column(t, "valence", v)
 
     rewrite_split(copy, "train", change, rechecksum=False)
@@ -327,14 +329,19 @@ def test_an_in_range_token_swapped_fails_the_checksum(copy):
 
 
 def test_a_label_that_no_longer_matches_its_bin(copy):
+    files = h.tables(copy)["train"].column("source_file").to_pylist()
+
     def change(t):
+        # every row of the first file, so its rows still share one label (file scope)
         v = t.column("valence").to_pylist()
-        v[0] = -0.9 if v[0] > 0 else 0.9
+        edited = -0.9 if v[0] > 0 else 0.9
+        v = [edited if f == files[0] else x for x, f in zip(v, files, strict=True)]
         return with_column(t, "valence", v)
 
     rewrite_split(copy, "train", change)  # checksum re-recorded: the bin rule alone sees it
     (line,) = verify(copy).failures
-    assert line.startswith("FAIL bins_vs_labels: train: 1 rows whose valence_bin")
+    n = files.count(files[0])
+    assert line.startswith(f"FAIL bins_vs_labels: train: {n} rows whose valence_bin")
 
 
 def test_an_edited_files_kept_fails(copy):
@@ -416,35 +423,15 @@ def test_verify_into_a_closed_pipe_exits_quietly(built):
     assert "Traceback" not in err and "BrokenPipe" not in err, err
 
 
-def test_split_checksum_maps_one_shard_at_a_time(tmp_path, monkeypatch):
-    """Every shard mapped at once kept the whole dataset resident (peak RSS = its size)."""
-    import varemi.windows
-    from varemi import integrity
+def test_file_scope_rows_of_one_file_that_disagree_fail(copy):
+    def change(t):
+        # the last row's label moved within its bin: bins and prefix still agree with it
+        v = t.column("valence").to_pylist()
+        v[-1] = float(np.float32(v[-1]) + np.float32(1e-4))
+        return with_column(t, "valence", v)
 
-    midi = tmp_path / "midi"
-    h.write_tiny_corpus(midi, [f"f{k:02d}.mid" for k in range(12)], notes=40)
-    monkeypatch.setattr(varemi.windows, "BATCH_TOKENS", 1)  # one shard per file
-    out = h.build(midi, tmp_path / "out", window_size=16, stride=8, min_window_tokens=4).out
-    state = json.loads((out / "train" / "state.json").read_text(encoding="utf-8"))
-    assert len(state["_data_files"]) > 3
-    want = integrity.split_checksum(out / "train")
-    open_maps, most = [], [0]
-    memory_map = pa.memory_map
-
-    class Counted:
-        def __init__(self, path):
-            self.source = memory_map(path)
-            open_maps.append(self)
-            most[0] = max(most[0], len(open_maps))
-
-        def __enter__(self):
-            return self.source
-
-        def __exit__(self, *exc):
-            self.source.close()
-            open_maps.remove(self)
-
-    monkeypatch.setattr(pa, "memory_map", Counted)
-    assert integrity.split_checksum(out / "train") == want
-    assert most[0] == 1 and not open_maps
-    assert h.info(out)["checksums"]["train"] == want
+    files = h.tables(copy)["train"].column("source_file").to_pylist()
+    assert files.count(files[-1]) > 1  # the fixture's last file has several windows
+    rewrite_split(copy, "train", change)  # checksum re-recorded
+    (line,) = verify(copy).failures
+    assert line.startswith("FAIL labels_per_file: train: 1 rows whose valence differs")

@@ -328,3 +328,26 @@ def pitch_minhash(
     Raises:
         TypeError: an array of the wrong dtype, not 1-D, or not contiguous.
     """
+
+def fingerprint_notes(
+    time: npt.NDArray[np.int64],
+    pitch: npt.NDArray[np.int64],
+    duration: npt.NDArray[np.int64],
+    tpq: int,
+    resolution: int,
+    n: int,
+    a: npt.NDArray[np.uint64],
+    b: npt.NDArray[np.uint64],
+) -> tuple[bytes, bytes, npt.NDArray[np.uint32]]:
+    """A file's fingerprint: exact digest, transposed digest, MinHash signature.
+
+    Twin: ``varemi.duplicates._fingerprint_notes_py``. Onsets and durations (ticks,
+    ``tpq`` per quarter) are rounded half to even to ``resolution`` steps per quarter;
+    the notes sorted by (onset, pitch, duration) are hashed with BLAKE2b-64 as
+    little-endian int64 triples, then again with onsets from the first note and pitches
+    from the lowest; the MinHash is :func:`pitch_minhash` of the sorted pitches.
+
+    Raises:
+        TypeError: an array of the wrong dtype, not 1-D, or not contiguous.
+        ValueError: the three note arrays differ in length.
+    """

@@ -9,7 +9,8 @@ of :func:`_build_into` in order, one function each:
    worker processes, through the token cache (:mod:`varemi.corpus`, :mod:`varemi.encoder`);
 3. split: duplicate groups (:mod:`varemi.duplicates`) and which file goes to ``val``
    (:mod:`varemi.split`); token ids wait in a spool file until the groups are known;
-4. bins: each file's conditioning bins (:mod:`varemi.conditioning`);
+4. bins: each file's conditioning bins (:mod:`varemi.conditioning`), and with
+   ``--label-scope window`` each window's (its labels come from the workers, stage 2);
 5. windows + prefix: conditioned examples (:mod:`varemi.windows`);
 6. export: Arrow shards laid out as ``datasets`` saves them (:mod:`varemi.export`);
 7. ``labels.csv``, ``tokenizer.json``, ``rejects.csv``, a checksum per split and
@@ -106,6 +107,9 @@ class BuildParams:
         ray_address: With ``ray``: None starts a local Ray; ``auto`` or an address
             connects to a running cluster.
         format: ``arrow`` (``save_to_disk`` layout) or ``parquet`` (Parquet shards).
+        label_scope: ``file`` (every window carries its file's labels) or ``window``
+            (every window is labelled from its own decoded music; computed labels only,
+            ``--engine local``).
     """
 
     midi_dir: Path
@@ -144,6 +148,36 @@ class BuildParams:
     engine: str = "local"
     ray_address: str | None = None
     format: str = "arrow"
+    label_scope: str = "file"
+
+
+LABEL_SCOPES = ("file", "window")
+"""The values of ``build --label-scope``."""
+
+
+def check_label_scope(scope: str, labels: Path | None, engine: str) -> None:
+    """Refuse a ``--label-scope`` that is unknown or that the other options exclude.
+
+    Args:
+        scope: ``file`` or ``window``.
+        labels: The ``--labels`` CSV, or None.
+        engine: ``--engine``.
+
+    Raises:
+        VaremiError: an unknown scope, or ``window`` with ``--labels`` or ``--engine ray``.
+    """
+    if scope not in LABEL_SCOPES:
+        raise VaremiError(f"--label-scope must be one of {', '.join(LABEL_SCOPES)}, got {scope!r}")
+    if scope == "window" and labels is not None:
+        raise VaremiError(
+            "--label-scope window labels each window from its own music; a --labels CSV "
+            "gives per-file labels only: drop --labels, or use --label-scope file"
+        )
+    if scope == "window" and engine == "ray":
+        raise VaremiError(
+            "--label-scope window is built by --engine local only; use --engine local, "
+            "or --label-scope file"
+        )
 
 
 @dataclass
@@ -193,6 +227,7 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
             raise VaremiError("--label-range gives the scale of a --labels CSV; there is none")
         check_label_range(p.label_range)
     check_engine(p.engine, p.ray_address)
+    check_label_scope(p.label_scope, p.labels, p.engine)
     if p.format not in FORMATS:
         raise VaremiError(f"--format must be one of {', '.join(FORMATS)}, got {p.format!r}")
     if p.jitter and p.labels is not None:
@@ -380,6 +415,8 @@ class _Run:
     vbins: list[int] = field(default_factory=list)
     abins: list[int] = field(default_factory=list)
     no_windows: int = 0
+    windows_labelled: int = 0
+    window_fallback: int = 0
     cache_stats: Counter = field(default_factory=Counter)
     worker_seconds: Counter = field(default_factory=Counter)
     worker_rss: float = 0.0
@@ -515,6 +552,9 @@ def _job(p: BuildParams, run: _Run, base, encoder):
         if run.label_table is not None
         else (p.jitter, p.jitter_seed, labeller_version()),
         fingerprint=p.dedup != "off",
+        window_labels=(p.window_size, p.stride, p.min_window_tokens)
+        if p.label_scope == "window"
+        else None,
     )
 
 
@@ -534,8 +574,8 @@ def _items(p: BuildParams, run: _Run) -> tuple[list, tuple[str, ...]]:
 
 def take_result(
     p: BuildParams, run: _Run, i: int, aug: str, r, n_tokens: int, failed: set[int]
-) -> tuple[float, float] | None:
-    """Record one item's result as both engines do; its (valence, arousal) when it is used.
+) -> _Labels | None:
+    """Record one item's result as both engines do; its labels when it is used.
 
     The rules: the item's cache status, timings and worker memory are counted; a reject
     is recorded (a copy's detail names its augmentation), and a rejected original drops
@@ -553,7 +593,8 @@ def take_result(
         failed: Indices of the files whose original was rejected (updated).
 
     Returns:
-        ``(valence, arousal)``, or None when the item is rejected or its original was.
+        Its :class:`_Labels` (with its windows' labels when ``r`` has them), or None
+        when the item is rejected or its original was.
     """
     run.cache_stats[r.cache] += 1
     run.worker_rss = max(run.worker_rss, r.peak_rss_mb)
@@ -575,15 +616,21 @@ def take_result(
         valence, arousal = run.label_table[run.usable[i]]
     if n_tokens < p.min_window_tokens and not aug:
         run.no_windows += 1
-    return valence, arousal
+    labels = _Labels(valence, arousal)
+    if r.window_labels is not None:  # --label-scope window (the local engine only)
+        labels.window_valence, labels.window_arousal = r.window_labels
+        labels.window_fallback = r.window_fallback
+    return labels
 
 
 def _tokenise_stage(p: BuildParams, run: _Run, base, encoder):
     """Each usable file's (and augmented copy's) token ids and labels, in order.
 
-    Yields ``(index, augmentation, ids, valence, arousal, fingerprint)``: a file, then
-    its copies in string order of their names (``""`` is the original). Rejects are
-    recorded (:func:`take_result`); a file whose original is rejected gives no copy.
+    Yields ``(index, augmentation, ids, labels, fingerprint)``: a file, then its copies
+    in string order of their names (``""`` is the original). ``labels`` is a
+    :class:`_Labels`: the file's, and with ``--label-scope window`` its windows'.
+    Rejects are recorded (:func:`take_result`); a file whose original is rejected gives
+    no copy either.
     """
     from tqdm import tqdm
 
@@ -599,7 +646,7 @@ def _tokenise_stage(p: BuildParams, run: _Run, base, encoder):
         bar.update(1)
         labels = take_result(p, run, i, aug, r, 0 if r.ids is None else len(r.ids), failed)
         if labels is not None:
-            yield i, aug, r.ids, *labels, r.fingerprint
+            yield i, aug, r.ids, labels, r.fingerprint
     bar.close()
 
 
@@ -612,21 +659,21 @@ def _split_stage(p: BuildParams, run: _Run, tmp: Path, tokenised):
     """
     if p.dedup == "off":
         decide_split(p, run, None)
-        for i, aug, ids, valence, arousal, _ in tokenised:
-            yield i, aug, ids, valence, arousal
+        for i, aug, ids, labels, _ in tokenised:
+            yield i, aug, ids, labels
         return
     from varemi.duplicates import DuplicateIndex
 
     index, spool, parked = DuplicateIndex(), _Spool(tmp / "_spool.bin"), []
     try:
-        for i, aug, ids, valence, arousal, fingerprint in tokenised:
+        for i, aug, ids, labels, fingerprint in tokenised:
             if not aug:
                 index.add(run.usable[i], fingerprint)
-            parked.append((i, aug, spool.put(ids), valence, arousal))
+            parked.append((i, aug, spool.put(ids), labels))
         drop = decide_split(p, run, index)
-        for i, aug, ref, valence, arousal in parked:
+        for i, aug, ref, labels in parked:
             if run.usable[i] not in drop:
-                yield i, aug, spool.get(ref), valence, arousal
+                yield i, aug, spool.get(ref), labels
     finally:
         spool.close()
 
@@ -660,24 +707,56 @@ def decide_split(p: BuildParams, run: _Run, index) -> dict:
     return grouping.drop
 
 
+@dataclass
+class _Labels:
+    """A file's (or copy's) labels and bins as they go through the stages.
+
+    With ``--label-scope window`` the ``window_*`` arrays hold one entry per window
+    (the windows :func:`varemi.kernels.make_examples` cuts, in order); else None.
+    """
+
+    valence: float
+    arousal: float
+    window_valence: np.ndarray | None = None
+    window_arousal: np.ndarray | None = None
+    window_fallback: int = 0
+    valence_bin: int = 0
+    arousal_bin: int = 0
+    window_valence_bin: np.ndarray | None = None
+    window_arousal_bin: np.ndarray | None = None
+
+
 def _bins_stage(p: BuildParams, run: _Run, tokenised):
-    """Each file with its (valence bin, arousal bin) (contract 2)."""
+    """Each file with its bins, and its windows' bins with ``--label-scope window`` (contract 2)."""
     if p.binning == "uniform":  # a file's bins depend on it alone: stream it through
-        for i, aug, ids, valence, arousal in tokenised:
-            vb, ab = label_bins(p, run, np.array([[valence, arousal]]))
-            yield i, aug, ids, valence, arousal, int(vb[0]), int(ab[0])
+        for i, aug, ids, labels in tokenised:
+            _apply_bins(labels, lambda v, axis: conditioning.discretise_uniform(v, p.bins))
+            yield i, aug, ids, labels
         return
     # Equal-count bins need every label first. Two passes keep memory flat: the first
     # parks each file's ids in a spool file of the temporary output and keeps only the
     # labels; the second reads the ids back, file by file, once the bins are known.
-    spool, parked, labels = _Spool(run.tmp / "_quantile_ids.i32"), [], []
+    # With --label-scope window the edges are those of all windows' labels (what the
+    # rows hold), and every window's labels are kept until then (16 bytes a window).
+    spool, parked = _Spool(run.tmp / "_quantile_ids.i32"), []
     try:
-        for i, aug, ids, valence, arousal in tokenised:
-            parked.append((i, aug, spool.put(ids)))
-            labels.append((valence, arousal))
-        vq, aq = label_bins(p, run, np.array(labels, dtype=np.float64))
-        for (i, aug, ref), (valence, arousal), vb, ab in zip(parked, labels, vq, aq, strict=True):
-            yield i, aug, spool.get(ref), valence, arousal, int(vb), int(ab)
+        for i, aug, ids, labels in tokenised:
+            parked.append((i, aug, spool.put(ids), labels))
+        per_row = [
+            np.column_stack([x.window_valence, x.window_arousal])
+            if x.window_valence is not None
+            else np.array([[x.valence, x.arousal]])
+            for _, _, _, x in parked
+        ]
+        values = np.concatenate(per_row or [np.zeros((0, 2))]).astype(np.float64).reshape(-1, 2)
+        label_bins(p, run, values)  # the edges (run.edges) and their warnings
+
+        def derive(v, axis):
+            return conditioning.discretise_quantile(v, run.edges[axis], p.bins)
+
+        for i, aug, ref, labels in parked:
+            _apply_bins(labels, derive)
+            yield i, aug, spool.get(ref), labels
     finally:
         spool.close()
 
@@ -715,6 +794,20 @@ def label_bins(p: BuildParams, run: _Run, values: np.ndarray) -> tuple[np.ndarra
     return vq, aq
 
 
+def _apply_bins(labels: _Labels, derive) -> None:
+    """Set the bins of a file's labels (and of its windows') by ``derive(values, axis)``."""
+
+    def bins(v, a):
+        return derive(np.asarray(v, np.float64), 0), derive(np.asarray(a, np.float64), 1)
+
+    vb, ab = bins(labels.valence, labels.arousal)
+    labels.valence_bin, labels.arousal_bin = int(np.ravel(vb)[0]), int(np.ravel(ab)[0])
+    if labels.window_valence is not None:
+        wv, wa = bins(labels.window_valence, labels.window_arousal)
+        labels.window_valence_bin = np.asarray(wv, np.int8).ravel()
+        labels.window_arousal_bin = np.asarray(wa, np.int8).ravel()
+
+
 def _windows_stage(p: BuildParams, run: _Run, cond_tokens: dict[str, int], bos, binned):
     """Each split's conditioned examples (contract 5), batch by batch: ``(split, batch)``."""
     from varemi.windows import Windower
@@ -723,11 +816,27 @@ def _windows_stage(p: BuildParams, run: _Run, cond_tokens: dict[str, int], bos, 
         s: Windower(cond_tokens, p.window_size, p.stride, p.min_window_tokens, bos)
         for s in ("train", "val")
     }
-    for i, aug, ids, valence, arousal, vb, ab in binned:
-        s = "val" if run.is_val[i] else "train"
-        run.vbins.append(vb)
-        run.abins.append(ab)
-        batch = windowers[s].add(run.usable[i], ids, (valence, arousal), (vb, ab), aug)
+    for i, aug, ids, x in binned:
+        s = "val" if run.is_val[i] else "train"  # all windows of a file: its file's split
+        if x.window_valence is not None:
+            run.windows_labelled += len(x.window_valence)
+            run.window_fallback += x.window_fallback
+            # the histograms count what the rows hold: one entry per window
+            run.vbins.extend(x.window_valence_bin.tolist())
+            run.abins.extend(x.window_arousal_bin.tolist())
+            window = (
+                x.window_valence,
+                x.window_arousal,
+                x.window_valence_bin,
+                x.window_arousal_bin,
+            )
+        else:
+            run.vbins.append(x.valence_bin)
+            run.abins.append(x.arousal_bin)
+            window = None
+        batch = windowers[s].add(
+            run.usable[i], ids, (x.valence, x.arousal), (x.valence_bin, x.arousal_bin), aug, window
+        )
         if batch is not None:
             yield s, batch
     for s, windower in windowers.items():
@@ -823,6 +932,17 @@ def _dataset_info(p: BuildParams, run: _Run, base, encoder, cond_tokens, writers
             "range": list(p.label_range) if p.label_range else None,
             "mapped_file": "labels.csv" if p.label_range else None,
             "binning_edges": {"valence": vedges, "arousal": aedges} if vedges else None,
+            "scope": p.label_scope,
+            "windows": None
+            if p.label_scope == "file"
+            else {
+                "labelled": run.windows_labelled,
+                "from_file_label": run.window_fallback,
+                "how": "each window's music ids decoded with the tokenizer and labelled "
+                "like a file (with the file's --jitter noise); a window that cannot be "
+                "labelled (no notes) takes its file's label; labels.csv holds the "
+                "per-file labels",
+            },
         },
         "counts": {
             "files_seen": len(run.files),
@@ -838,6 +958,9 @@ def _dataset_info(p: BuildParams, run: _Run, base, encoder, cond_tokens, writers
         if run.grouping
         else _off_summary(run.user_groups, run.groups_how),
         "histograms": {
+            # valence_bin/arousal_bin count files (and copies) with file scope, the rows'
+            # windows with window scope: the bins the rows carry either way
+            "counts": "files" if p.label_scope == "file" else "windows",
             "valence_bin": _hist(vbins_a, p.bins),
             "arousal_bin": _hist(abins_a, p.bins),
             "examples_by_bin": {
@@ -982,37 +1105,35 @@ class LabelRowSpool:
 class _Spool:
     """Token ids parked on disk until the split is known (memory stays flat).
 
-    Read back with plain reads, one file's ids at a time, not memory-mapped: the pages
-    of a mapping stay resident (and count in the process's RSS) until it is closed, so
-    a mapped spool made the peak RSS of a ``--dedup group`` build grow with its tokens.
+    Read back with plain reads, not a memory map: the pages of a map that has been read
+    count in the process's resident memory (the whole spool, by the end of a build).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.file = open(path, "wb")  # noqa: SIM115 (closed in close())
+        self.file = open(path, "w+b")  # noqa: SIM115 (closed in close())
         self.size = 0
-        self.reader = None
+        self.reading = False
 
     def put(self, ids: np.ndarray) -> tuple[int, int]:
         data = np.ascontiguousarray(ids, dtype="<i4").tobytes()
         self.file.write(data)
-        ref = (self.size // 4, len(ids))
+        ref = (self.size, len(ids))
         self.size += len(data)
         return ref
 
     def get(self, ref: tuple[int, int]) -> np.ndarray:
-        if self.reader is None:
-            self.file.close()
-            self.reader = open(self.path, "rb")  # noqa: SIM115 (closed in close())
-        start, n = ref
-        self.reader.seek(4 * start)
-        return np.fromfile(self.reader, dtype="<i4", count=n).astype(np.int32, copy=False)
+        if not self.reading:
+            self.file.flush()
+            self.reading = True
+        offset, n = ref
+        data = os.pread(self.file.fileno(), 4 * n, offset)
+        if len(data) != 4 * n:
+            raise OSError(f"{self.path}: the spool file is shorter than what was written")
+        return np.frombuffer(data, dtype="<i4").astype(np.int32)
 
     def close(self) -> None:
         self.file.close()
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
         self.path.unlink(missing_ok=True)
 
 

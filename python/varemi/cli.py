@@ -126,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
         default="uniform",
         help="uniform bins over [-1, 1], or equal-count bins over the corpus",
     )
+    b.add_argument(
+        "--label-scope",
+        default="file",
+        metavar="{file,window}",
+        help="file: every window carries its file's labels; window: each window is "
+        "labelled from its own decoded music (computed labels only, --engine local)",
+    )
     b.add_argument("--train-split", type=float, default=0.9, help="fraction of files in train")
     b.add_argument("--seed", type=int, default=42, help="split seed")
     b.add_argument(
@@ -453,6 +460,7 @@ def _build(a: argparse.Namespace) -> int:
         engine=a.engine,
         ray_address=a.ray_address,
         format=a.format,
+        label_scope=a.label_scope,
     )
     if demo:
         from varemi.demo import write_demo_corpus

@@ -163,7 +163,9 @@ def ray_stages(p, run, job, items: tuple[list, tuple[str, ...]], cond_tokens, bo
                 continue
             if index is not None and not aug:
                 index.add(run.usable[i], Fingerprint.from_json(fp) if fp else None)
-            parked.append((s["block"], i, aug, it["offset"], it["length"], *labels))
+            parked.append(
+                (s["block"], i, aug, it["offset"], it["length"], labels.valence, labels.arousal)
+            )
 
     t = time.perf_counter()
     started_here = _connect(p.ray_address, run.workers)

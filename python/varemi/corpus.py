@@ -16,6 +16,7 @@ import multiprocessing
 import resource
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -46,6 +47,9 @@ class Job:
             here, None when they come from the user's CSV.
         fingerprint: Also compute each file's duplicate-detection fingerprint
             (:mod:`varemi.duplicates`), cached beside its tokens.
+        window_labels: ``(window_size, stride, min_window_tokens)`` with ``build
+            --label-scope window``: also label every window from its own decoded music
+            (:func:`window_labels`), cached beside its tokens; None otherwise.
     """
 
     root: str
@@ -56,6 +60,7 @@ class Job:
     cache_dir: str | None
     labels: tuple[float, int, str] | None
     fingerprint: bool = False
+    window_labels: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -67,6 +72,10 @@ class FileResult:
         label: Its row of ``labels.csv`` when labels are computed here, else None.
         reject: ``(reason, detail)`` when the file cannot be used, else None.
         fingerprint: Its :class:`varemi.duplicates.Fingerprint` when asked, else None.
+        window_labels: ``(valence, arousal)`` float64 arrays, one entry per window
+            (``Job.window_labels``), else None.
+        window_fallback: How many of those windows could not be labelled from their
+            own music (no notes) and took the file's label.
         cache: ``hit``, ``miss``, ``damaged`` or ``off``.
         timings: Seconds per stage spent on this file (in a worker).
         peak_rss_mb: The worker's peak resident memory so far.
@@ -76,6 +85,8 @@ class FileResult:
     label: dict | None = None
     reject: tuple[str, str] | None = None
     fingerprint: object = None
+    window_labels: tuple[np.ndarray, np.ndarray] | None = None
+    window_fallback: int = 0
     cache: str = "off"
     timings: dict = field(default_factory=dict)
     peak_rss_mb: float = 0.0
@@ -133,12 +144,14 @@ def _item(x) -> tuple[str, str]:
     return (x, "") if isinstance(x, str) else (x[0], x[1])
 
 
-def _cached(job: Job, cache: TokenCache, item) -> FileResult:
+def _cached(job: Job, cache: TokenCache, item, windows: bool = True) -> FileResult:
     """One file's (or copy's) result from the cache (read by the main process or a worker).
 
     Returns a result with ids (a hit) or a reject (unreadable, too large, or a hit
     that lasts too long); otherwise one with neither, whose ``cache`` says why the
-    file must be computed (``miss`` or ``damaged``).
+    file must be computed (``miss`` or ``damaged``). With ``job.window_labels`` and
+    ``windows``, a hit also carries its window labels: cached ones, or computed now
+    from the cached ids (and cached); ``windows=False`` only looks the tokens up.
     """
     rel, aug = _item(item)
     try:
@@ -166,7 +179,110 @@ def _cached(job: Job, cache: TokenCache, item) -> FileResult:
         return FileResult(reject=reason, cache="hit")
     if label is not None:
         label = {**label, "filename": rel}
-    return FileResult(ids=ids, label=label, fingerprint=fp, cache="hit")
+    result = FileResult(ids=ids, label=label, fingerprint=fp, cache="hit")
+    if windows and job.window_labels is not None and label is not None:
+        _add_window_labels(job, result, rel, cache, lkey)
+    return result
+
+
+WINDOW_LABELS_VERSION = "1"
+"""Bump when the way windows are cut, decoded or labelled changes (part of the cache key)."""
+
+
+def window_labels(
+    tokenizer,
+    ids: np.ndarray,
+    name: str,
+    file_label: tuple[float, float],
+    windows: tuple[int, int, int],
+    jitter: float = 0.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each window's labels from its own music (``build --label-scope window``).
+
+    The windows are the ones :func:`varemi.kernels.make_examples` cuts from ``ids``
+    (a pure function of ``len(ids)`` and the window parameters). Each window's music
+    ids are decoded with ``tokenizer`` to a score and labelled by
+    :func:`varemi.labels.label_score`, with the file's noise (``name``, ``jitter``,
+    ``seed``): the label describes what the model sees after the conditioning tokens.
+    A window that cannot be labelled (no notes, or ids that do not decode) takes
+    ``file_label``.
+
+    Args:
+        tokenizer: The base MidiTok tokenizer the ids were made with.
+        ids: The file's int32 music token ids.
+        name: The file's path relative to the MIDI root (the noise key).
+        file_label: The file's (valence, arousal).
+        windows: ``(window_size, stride, min_window_tokens)``.
+        jitter: ``--jitter``.
+        seed: ``--jitter-seed``.
+
+    Returns:
+        ``(valence, arousal, fallback)``: float64 arrays, one entry per window, and how
+        many windows took the file's label.
+    """
+    from varemi import kernels
+    from varemi import labels as labelling
+    from varemi.vocab import decode_music
+
+    ids = np.ascontiguousarray(ids, dtype=np.int32)
+    spans = kernels.window_spans(ids, np.array([0, len(ids)], dtype=np.int64), *windows)
+    valence = np.empty(len(spans.start), dtype=np.float64)
+    arousal = np.empty(len(spans.start), dtype=np.float64)
+    fallback = 0
+    for k, (start, stop) in enumerate(zip(spans.start.tolist(), spans.stop.tolist(), strict=True)):
+        try:
+            score = decode_music(tokenizer, ids[start:stop].tolist())
+            label = labelling.label_score(score, name, jitter=jitter, seed=seed)
+            valence[k], arousal[k] = label.valence, label.arousal
+        except Exception:  # noqa: BLE001 - no notes, or a window MidiTok cannot decode
+            valence[k], arousal[k] = file_label
+            fallback += 1
+    return valence, arousal, fallback
+
+
+def _window_key(job: Job, label_key_: str) -> str:
+    from varemi.cache import cache_key
+
+    return cache_key(label_key_, "window_labels", job.window_labels, WINDOW_LABELS_VERSION)
+
+
+def _add_window_labels(
+    job: Job, result: FileResult, rel: str, cache: TokenCache | None, lkey: str | None
+) -> None:
+    """Put the window labels of a labelled result into it: from the cache, else computed."""
+    key = _window_key(job, lkey) if cache is not None and lkey is not None else None
+    if key is not None:
+        try:
+            entry = cache.get_json(key)
+        except DamagedEntry:
+            entry = None
+        if entry is not None and len(entry.get("valence", ())) == len(entry.get("arousal", ())):
+            result.window_labels = (
+                np.array(entry["valence"], dtype=np.float64),
+                np.array(entry["arousal"], dtype=np.float64),
+            )
+            result.window_fallback = int(entry.get("fallback", 0))
+            return
+    if _WORKER.get("job") != job:
+        _init_worker(job)
+    jitter, seed, _ = job.labels
+    file_label = (result.label["valence"], result.label["arousal"])
+    t = time.perf_counter()
+    v, a, fallback = window_labels(
+        _WORKER["encoder"].tokenizer, result.ids, rel, file_label, job.window_labels, jitter, seed
+    )
+    result.timings["window_labels"] = result.timings.get("window_labels", 0.0) + (
+        time.perf_counter() - t
+    )
+    result.window_labels, result.window_fallback = (v, a), fallback
+    if key is not None:
+        try:
+            cache.put_json(
+                key, {"valence": v.tolist(), "arousal": a.tolist(), "fallback": fallback}
+            )
+        except OSError:
+            pass  # a read-only or full cache only costs speed
 
 
 T = TypeVar("T")
@@ -220,8 +336,10 @@ def _process(item) -> FileResult:
         )
         result.ids = ids
         cache: TokenCache | None = _WORKER["cache"]
+        tkey, lkey = _keys(job, rel, data, aug)
+        if job.window_labels is not None and result.label is not None:
+            _add_window_labels(job, result, rel, cache, lkey)
         if cache is not None:
-            tkey, lkey = _keys(job, rel, data, aug)
             try:
                 cache.put(tkey, ids, minutes)
                 if lkey is not None:
@@ -232,9 +350,10 @@ def _process(item) -> FileResult:
                 pass  # a read-only or full cache only costs speed
     except RejectedFile as e:
         result.ids, result.label, result.reject = None, None, (e.reason, e.detail)
-        result.fingerprint = None
+        result.fingerprint, result.window_labels = None, None
     except Exception as e:  # a bug in a dependency must not lose the run
         result.ids, result.label, result.fingerprint = None, None, None
+        result.window_labels = None
         result.reject = ("tokenize_failed", f"{type(e).__name__}: {e}")
     result.peak_rss_mb = peak_rss_mb()
     return result
@@ -262,7 +381,7 @@ def tokenise_corpus(job: Job, files: list, workers: int) -> Iterator[FileResult]
     if job.cache_dir is not None:
         cache = TokenCache(job.cache_dir)
         for i, rel in enumerate(files):
-            result = _cached(job, cache, rel)
+            result = _cached(job, cache, rel, windows=False)
             if result.ids is not None or result.reject is not None:
                 hits.add(i)  # read again at its turn: a warm corpus's ids are never all held
             else:

@@ -176,6 +176,9 @@ def fingerprint_notes(
 ) -> Fingerprint:
     """The fingerprint of a list of notes.
 
+    Native (``varemi._native.fingerprint_notes``) unless ``VAREMI_PURE_PYTHON=1``; its
+    twin and specification is :func:`_fingerprint_notes_py`.
+
     Args:
         time: Onsets in ticks.
         pitch: MIDI pitches.
@@ -184,6 +187,25 @@ def fingerprint_notes(
 
     Returns:
         The file's :class:`Fingerprint`.
+    """
+    if _NATIVE is None:
+        return _fingerprint_notes_py(time, pitch, duration, tpq)
+    t, p, d = (np.ascontiguousarray(x, dtype=np.int64) for x in (time, pitch, duration))
+    exact, transposed, sig = _NATIVE.fingerprint_notes(
+        t, p, d, max(int(tpq), 1), RESOLUTION, NGRAM, _PERM_A, _PERM_B
+    )
+    return Fingerprint(exact.hex(), transposed.hex(), sig, len(p))
+
+
+def _fingerprint_notes_py(
+    time: np.ndarray, pitch: np.ndarray, duration: np.ndarray, tpq: int
+) -> Fingerprint:
+    """The pure-Python twin of the native ``fingerprint_notes`` kernel (its specification).
+
+    Onsets and durations are rounded (half to even) to :data:`RESOLUTION` steps per
+    quarter; the notes sorted by (onset, pitch, duration) are hashed as little-endian
+    int64 triples, once as they are and once with onsets from the first note and
+    pitches from the lowest; the MinHash is of the sorted notes' pitches.
     """
     tpq = max(int(tpq), 1)
     onset = np.rint(np.asarray(time, dtype=np.float64) * RESOLUTION / tpq).astype(np.int64)
@@ -194,7 +216,7 @@ def fingerprint_notes(
     exact = _digest(np.stack([onset, p, dur]).T)
     low = int(p.min()) if len(p) else 0
     transposed = _digest(np.stack([onset - (onset[0] if len(onset) else 0), p - low, dur]).T)
-    return Fingerprint(exact, transposed, pitch_minhash(p), len(p))
+    return Fingerprint(exact, transposed, _pitch_minhash_py(p, NGRAM, _PERM_A, _PERM_B), len(p))
 
 
 def _pitch_minhash_py(pitches: np.ndarray, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

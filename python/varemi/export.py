@@ -117,12 +117,13 @@ class SplitWriter:
         t0 = time.perf_counter()
         ex = batch.examples
         fi = ex.file_index
+        valence, arousal, valence_bin, arousal_bin = batch.rows()
         columns = [
             pa.ListArray.from_arrays(_arrow(ex.offsets.astype(np.int32)), _arrow(ex.values)),
-            _arrow(batch.valence[fi]),
-            _arrow(batch.arousal[fi]),
-            _arrow(batch.valence_bin[fi]),
-            _arrow(batch.arousal_bin[fi]),
+            _arrow(valence),
+            _arrow(arousal),
+            _arrow(valence_bin),
+            _arrow(arousal_bin),
             _strings(batch.files).take(_arrow(fi)),
             _arrow(ex.window_index),
             _strings(batch.augmentation).take(_arrow(fi)),
@@ -138,9 +139,7 @@ class SplitWriter:
             if batch.files[j] != self.last_file:
                 self.files_with_examples += 1
                 self.last_file = batch.files[j]
-        self.bin_counts.update(
-            zip(batch.valence_bin[fi].tolist(), batch.arousal_bin[fi].tolist(), strict=True)
-        )
+        self.bin_counts.update(zip(valence_bin.tolist(), arousal_bin.tolist(), strict=True))
         self.seconds += time.perf_counter() - t0
 
     def _write_table(self, path: Path, table) -> None:

@@ -160,6 +160,7 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
     bos = _bos_id(rep, info) if params.get("bos") else None
     _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_tokens, bos)
     _check_bins_match_labels(rep, arrays, info)
+    scope_lines = _check_label_scope(rep, arrays, params)
     _check_splits(rep, arrays, files_of, params, _group_keys(rep, out, info))
     _check_counts(rep, arrays, files_of, info)
     _check_file_counts(rep, out, files_of, info)
@@ -167,6 +168,7 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
         _check_checksums(rep, arrays, info)
 
     rep.lines += _statistics(arrays, files_of, half)
+    rep.lines += ["", *scope_lines]
     rep.lines.append("")
     if tokenizer is not None:
         rep.lines += _decoded(arrays, tokenizer, ids_to_tokens, num_examples)
@@ -333,6 +335,68 @@ def _check_bins_match_labels(rep, arrays, info) -> None:
                     f"their {axis}, e.g. row {r}: {axis} {float(a[axis][r])!r} has bin "
                     f"{int(stored[r])}, want {int(low[r])}",
                 )
+
+
+def _file_groups(a) -> tuple[np.ndarray, int]:
+    """Each row's (source_file, augmentation) as a group number, and how many there are."""
+    keys: dict[tuple[str, str], int] = {}
+    group = np.array(
+        [
+            keys.setdefault(k, len(keys))
+            for k in zip(a["source_file"], a["augmentation"], strict=True)
+        ],
+        dtype=np.int64,
+    )
+    return group, len(keys)
+
+
+def _check_label_scope(rep, arrays, params) -> list[str]:
+    """Labels per file or per window, as ``params.label_scope`` says; lines to report.
+
+    With ``file`` scope (the default, and every dataset built before the option) all
+    rows of one file (one ``source_file`` and ``augmentation``) carry one label pair.
+    With ``window`` scope each window has its own labels: the spread within files is
+    reported instead (their bins are checked against their labels like any row's).
+    """
+    scope = params.get("label_scope", "file")
+    if scope not in ("file", "window"):
+        rep.fail("label_scope", f"params.label_scope is {scope!r}, not file or window")
+        return []
+    stds: list[np.ndarray] = []
+    for s, a in arrays.items():
+        if a["n"] == 0:
+            continue
+        group, n = _file_groups(a)
+        for axis in ("valence", "arousal"):
+            v = a[axis].astype(np.float64)
+            count = np.bincount(group, minlength=n)
+            mean = np.bincount(group, v, minlength=n) / count
+            if scope == "file":
+                first = np.unique(group, return_index=True)[1]  # each group's first row
+                differs = np.nonzero(a[axis] != a[axis][first[group]])[0]
+                if len(differs):
+                    r = int(differs[0])
+                    rep.fail(
+                        "labels_per_file",
+                        f"{s}: {len(differs)} rows whose {axis} differs from their file's "
+                        f"other rows (label_scope file), e.g. row {r} of {a['source_file'][r]}",
+                    )
+            else:
+                var = np.bincount(group, (v - mean[group]) ** 2, minlength=n) / count
+                stds.append(np.sqrt(var))
+    if scope == "file":
+        return ["labels: one (valence, arousal) per file (label_scope file)"]
+    if not stds:
+        return ["labels: per window (label_scope window); no rows"]
+    valence_std = np.concatenate(stds[0::2])
+    arousal_std = np.concatenate(stds[1::2])
+    varied = int(((valence_std > 0) | (arousal_std > 0)).sum())
+    return [
+        "labels: per window (label_scope window): each window labelled from its own music",
+        f"  within-file std, mean over {len(valence_std)} files: valence "
+        f"{valence_std.mean():.3f}, arousal {arousal_std.mean():.3f}; "
+        f"{varied} files have windows of different labels",
+    ]
 
 
 def _check_file_counts(rep, out, files_of, info) -> None:
