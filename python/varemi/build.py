@@ -102,8 +102,8 @@ class BuildParams:
         augment_velocity: Velocity offsets of copies (``-4,4``).
         augment_tempo: Tempo changes of copies in percent (``-10,10``).
         engine: ``local`` (this machine's worker pool) or ``ray`` (Ray Data,
-            :mod:`varemi.cluster`: every option, the same rows as ``local``, in two
-            passes over the corpus).
+            :mod:`varemi.cluster`: every option but ``--label-scope window``, the same
+            rows as ``local``, in two passes over the corpus).
         ray_address: With ``ray``: None starts a local Ray; ``auto`` or an address
             connects to a running cluster.
         format: ``arrow`` (``save_to_disk`` layout) or ``parquet`` (Parquet shards).

@@ -1,7 +1,8 @@
 """``build --engine ray``: the stages of a build on Ray Data, in two passes.
 
 The entry point is :func:`ray_stages`, which ``build`` calls in place of its local
-stages 2-6. It supports every option of the local engine and gives the same rows, in
+stages 2-6. It supports every option of the local engine but ``--label-scope window``
+(refused by ``build.check_label_scope``) and gives the same rows, in
 the same order, and the same ``rejects.csv``, ``labels.csv``, ``duplicates.csv`` and
 ``dataset_info.json`` counts, histograms and groups (DESIGN.md contract 8); only the
 shard boundaries differ. The driver cuts the usable files (sorted) into contiguous
