@@ -1,11 +1,14 @@
-"""``build --engine ray``: the same rows, in the same order, and the same rejects as local.
+"""``build --engine ray``: the same rows, in the same order, and the same outputs as local.
 
-One local Ray session with 2 CPUs serves the whole module (Ray takes seconds to start);
-builds run in this process and find it already initialised (varemi.cluster uses it).
+Every option of the local engine (duplicate groups and drop, augmentation, quantile
+bins, user groups) against ``--engine local`` on one corpus. One local Ray session
+with 2 CPUs serves the whole module (Ray takes seconds to start); builds run in this
+process and find it already initialised (varemi.cluster uses it).
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
@@ -18,8 +21,7 @@ pytest.importorskip("ray.data")
 from varemi.cluster import ClusterError, blocks  # noqa: E402
 from varemi.errors import VaremiError  # noqa: E402
 
-# --engine ray builds without duplicate grouping (it needs every fingerprint before the split)
-KW = dict(window_size=16, stride=8, min_window_tokens=4, workers=2, dedup="off")
+KW = dict(window_size=16, stride=8, min_window_tokens=4, workers=2)
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +41,22 @@ def corpus(tmp_path_factory) -> Path:
     (midi / "empty.mid").write_bytes(b"")
     h.write_midi(midi / "drums.mid", h.track([36, 38] * 10, is_drum=True))  # no_notes
     h.write_midi(midi / "long.mid", h.track([60, 62, 64], step=480 * 120, duration=480 * 120))
+    # duplicates in other blocks than their first copy: an exact one (other tempo and
+    # velocity) of a00.mid, a transposed one of a02.mid (write_tiny_corpus's melodies)
+    h.write_midi(midi / "sub/zz_exact.mid", h.track(h.melody(40, seed=0), velocity=50), qpm=90)
+    h.write_midi(midi / "sub/zz_up.mid", h.track([p + 3 for p in h.melody(42, seed=2)]))
     return midi
 
 
 def assert_same_build(a: Path, b: Path) -> None:
-    """Every column of both splits, the counts, labels.csv and rejects.csv."""
+    """Every column of both splits, the counts, groups and the CSVs beside the data."""
     h.same_data(a, b)  # every column of train and val, schemas, counts, histograms
-    for name in ("rejects.csv", "labels.csv"):
+    for name in ("rejects.csv", "labels.csv", "duplicates.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    ia, ib = h.info(a), h.info(b)
+    for key in ("groups", "labels", "conditioning_tokens"):
+        assert ia[key] == ib[key], key
+    assert {**ia["params"], "out": None} == {**ib["params"], "out": None, "engine": "local"}
 
 
 def test_blocks_cover_the_files_in_order():
@@ -70,6 +80,10 @@ def test_ray_gives_the_rows_and_rejects_of_local(ray_session, corpus, tmp_path):
     }
     info = h.info(remote)
     assert info["params"]["engine"] == "ray"
+    with open(remote / "duplicates.csv", newline="", encoding="utf-8") as f:
+        groups = {r["source_file"]: r["group"] for r in csv.DictReader(f)}
+    assert groups["sub/zz_exact.mid"] == groups["a00.mid"] == "a00.mid"  # found across blocks
+    assert groups["sub/zz_up.mid"] == groups["a02.mid"] == "a02.mid"
     assert info["counts"]["examples"]["val"] > 0  # both splits hold rows
     assert sorted(p.name for p in remote.iterdir()) == sorted(p.name for p in local.iterdir())
     from varemi.verify import verify
@@ -93,7 +107,7 @@ def test_ray_with_csv_labels_and_the_token_cache(ray_session, corpus, tmp_path):
     assert h.info(tmp_path / "cold")["cache"]["miss"] > 0
     h.build(corpus, tmp_path / "local2", **kw)  # a warm local build: the same cache use
     warm, local_warm = h.info(tmp_path / "warm")["cache"], h.info(tmp_path / "local2")["cache"]
-    assert warm["hit"] == 21  # the 20 good files and long.mid (too long, from its entry)
+    assert warm["hit"] == 23  # the 22 good files and long.mid (too long, from its entry)
     assert {**warm, "dir": None} == {**local_warm, "dir": None}
 
 
@@ -119,8 +133,6 @@ def test_interrupted_ray_build_leaves_previous_output_intact(
 
 def test_engine_parameters_are_refused_before_any_work(corpus, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    with pytest.raises(ClusterError, match="--binning quantile is not supported with --engine ray"):
-        h.build(corpus, out, engine="ray", binning="quantile", **KW)
     with pytest.raises(ClusterError, match="--ray-address applies to --engine ray only"):
         h.build(corpus, out, ray_address="auto", **KW)
     with pytest.raises(VaremiError, match="--engine must be one of local, ray"):
@@ -131,27 +143,6 @@ def test_engine_parameters_are_refused_before_any_work(corpus, tmp_path, monkeyp
     with pytest.raises(ClusterError, match=r"pip install 'varemi\[ray\]'"):
         h.build(corpus, out, engine="ray", **KW)
     assert not out.exists()
-
-
-def test_ray_refuses_duplicate_grouping_and_augmentation(corpus, tmp_path):
-    kw = {k: v for k, v in KW.items() if k != "dedup"}
-    for extra in ({}, {"dedup": "drop"}, {"dedup": "off", "augment_transpose": "-1,1"}):
-        with pytest.raises(VaremiError, match="--engine ray builds with --dedup off"):
-            h.build(corpus, tmp_path / "o", engine="ray", **kw, **extra)
-    assert not (tmp_path / "o").exists()
-
-
-def test_cli_refuses_quantile_with_ray_in_one_line(corpus, tmp_path):
-    r = h.run_cli(
-        "build", "--midi-dir", corpus, "--out", tmp_path / "o", "--tokenizer", "builtin",
-        "--engine", "ray", "--binning", "quantile", "--dedup", "off",
-    )  # fmt: skip
-    assert r.returncode == 2
-    assert h.error_lines(r.stderr) == [
-        "error: --binning quantile is not supported with --engine ray (equal-count bins need "
-        "every label before the first window); use --binning uniform or --engine local"
-    ]
-    assert "Traceback" not in r.stderr
 
 
 def test_ray_parquet_shards_match_local_parquet(ray_session, corpus, tmp_path):
@@ -165,3 +156,100 @@ def test_ray_parquet_shards_match_local_parquet(ray_session, corpus, tmp_path):
         assert remote.num_rows > 0 and remote.equals(local), s
     readme = (tmp_path / "ray" / "README.md").read_bytes()
     assert readme == (tmp_path / "local" / "README.md").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(dedup="drop"),
+        dict(augment_transpose="-1,1"),
+        dict(augment_transpose="1", augment_velocity="-4", dedup="drop"),
+        dict(binning="quantile"),
+        dict(binning="quantile", dedup="off", augment_transpose="2"),
+    ],
+    ids=["drop", "transpose", "drop+augment", "quantile", "quantile+augment"],
+)
+def test_ray_gives_the_build_of_local_with_every_option(ray_session, corpus, tmp_path, kw):
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    h.build(corpus, local, max_minutes=2, **KW, **kw)
+    h.build(corpus, remote, max_minutes=2, engine="ray", **KW, **kw)
+    assert_same_build(local, remote)
+    info = h.info(remote)
+    assert info["counts"]["examples"]["val"] > 0
+    if kw.get("dedup") == "drop":
+        assert h.rejects(remote)["sub/zz_exact.mid"] == "duplicate"
+        labelled = (remote / "labels.csv").read_text(encoding="utf-8")
+        assert "sub/zz_exact.mid" not in labelled and "a00.mid" in labelled
+    if "augment_transpose" in kw:
+        augs = {r["augmentation"] for rs in h.rows(remote).values() for r in rs}
+        assert len(augs) == 1 + len(kw["augment_transpose"].split(",")) + ("augment_velocity" in kw)
+    if kw.get("binning") == "quantile":
+        assert info["labels"]["binning_edges"]["valence"]
+    assert not [p for p in tmp_path.iterdir() if "varemi-tmp" in p.name]
+
+
+def test_ray_with_groups_csv_and_group_by_parent(ray_session, corpus, tmp_path):
+    groups = h.write_labels(
+        tmp_path / "groups.csv",
+        {"a01.mid": ("g",), "sub/b3.mid": ("g",), "a05.mid": ("h",), "a00.mid": ("h",)},
+        header=("filename", "group"),
+    )
+    for name, kw in (("csv", dict(groups=groups)), ("parent", dict(group_by="parent"))):
+        local, remote = tmp_path / f"local-{name}", tmp_path / f"ray-{name}"
+        h.build(corpus, local, max_minutes=2, **KW, **kw)
+        h.build(corpus, remote, max_minutes=2, engine="ray", **KW, **kw)
+        assert_same_build(local, remote)
+        assert h.info(remote)["groups"]["user_groups"]
+
+
+def test_cli_ray_build_with_default_options(corpus, tmp_path):
+    """The default --dedup group and quantile bins through the CLI: no refusal, one bar each."""
+    r = h.run_cli(
+        "build", "--midi-dir", corpus, "--out", tmp_path / "o", "--tokenizer", "builtin",
+        "--engine", "ray", "--binning", "quantile", "--workers", "2", "--no-cache",
+        "--window-size", "16", "--stride", "8", "--min-window-tokens", "4",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "error" not in r.stderr and "Traceback" not in r.stderr
+    assert "tokenise (ray)" in r.stderr and "windows (ray)" in r.stderr
+
+
+def test_token_ids_reach_the_driver_only_through_the_block_spools(
+    ray_session, corpus, tmp_path, monkeypatch
+):
+    import pickle
+
+    import numpy as np
+
+    import varemi.cluster as vc
+
+    seen: dict[str, list] = {}
+    run_pass = vc._run_pass
+
+    def spy(p, tasks, fn, spec, desc, total, take):
+        def record(s):
+            seen.setdefault(desc, []).append(s)
+            if desc.startswith("tokenise"):  # the spool is written, as long as the summary says
+                spool = Path(pickle.loads(spec)["spool_dir"]) / f"b{s['block']:07d}.i32"
+                assert spool.stat().st_size == 4 * sum(it["length"] for it in s["items"])
+            take(s)
+
+        run_pass(p, tasks, fn, spec, desc, total, record)
+
+    monkeypatch.setattr(vc, "_run_pass", spy)
+    h.build(corpus, tmp_path / "out", max_minutes=2, engine="ray", augment_transpose="1", **KW)
+    summaries = seen["tokenise (ray)"]
+    assert [s["block"] for s in summaries] == sorted(s["block"] for s in summaries)
+    assert sum(s["n_items"] for s in summaries) == 2 * 26  # every file and its copy
+
+    def arrays(x) -> int:
+        if isinstance(x, np.ndarray):
+            return 1
+        if isinstance(x, dict):
+            return sum(arrays(v) for v in x.values())
+        if isinstance(x, (list, tuple)):
+            return sum(arrays(v) for v in x)
+        return 0
+
+    assert arrays(summaries) == 0  # no token id (nor any array) in what pass 1 returns
+    assert len(seen["windows (ray)"]) > 1

@@ -435,3 +435,34 @@ def test_file_scope_rows_of_one_file_that_disagree_fail(copy):
     rewrite_split(copy, "train", change)  # checksum re-recorded
     (line,) = verify(copy).failures
     assert line.startswith("FAIL labels_per_file: train: 1 rows whose valence differs")
+
+
+def test_split_checksum_reads_one_shard_at_a_time(tmp_path, monkeypatch):
+    """Every shard kept open (memory-mapped) at once kept the whole dataset resident."""
+    import varemi.windows
+    from varemi import integrity
+
+    midi = tmp_path / "midi"
+    h.write_tiny_corpus(midi, [f"f{k:02d}.mid" for k in range(12)], notes=40)
+    monkeypatch.setattr(varemi.windows, "BATCH_TOKENS", 1)  # one shard per file
+    out = h.build(midi, tmp_path / "out", window_size=16, stride=8, min_window_tokens=4).out
+    state = json.loads((out / "train" / "state.json").read_text(encoding="utf-8"))
+    assert len(state["_data_files"]) > 3
+    want = integrity.split_checksum(out / "train")
+    opened, most = [], [0]
+    os_file, memory_map = pa.OSFile, pa.memory_map
+
+    def counted(real):
+        def open_counted(path, *args):
+            source = real(path, *args)
+            opened.append(source)
+            most[0] = max(most[0], sum(not s.closed for s in opened))
+            return source
+
+        return open_counted
+
+    monkeypatch.setattr(pa, "OSFile", counted(os_file))
+    monkeypatch.setattr(pa, "memory_map", counted(memory_map))
+    assert integrity.split_checksum(out / "train") == want
+    assert opened and most[0] == 1 and all(s.closed for s in opened)
+    assert h.info(out)["checksums"]["train"] == want

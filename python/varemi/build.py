@@ -102,7 +102,8 @@ class BuildParams:
         augment_velocity: Velocity offsets of copies (``-4,4``).
         augment_tempo: Tempo changes of copies in percent (``-10,10``).
         engine: ``local`` (this machine's worker pool) or ``ray`` (Ray Data,
-            :mod:`varemi.cluster`; with ``--dedup off``, no augmentation, uniform bins).
+            :mod:`varemi.cluster`: every option but ``--label-scope window``, the same
+            rows as ``local``, in two passes over the corpus).
         ray_address: With ``ray``: None starts a local Ray; ``auto`` or an address
             connects to a running cluster.
         format: ``arrow`` (``save_to_disk`` layout) or ``parquet`` (Parquet shards).
@@ -225,15 +226,8 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
         if p.labels is None:
             raise VaremiError("--label-range gives the scale of a --labels CSV; there is none")
         check_label_range(p.label_range)
-    check_engine(p.engine, p.ray_address, p.binning)
+    check_engine(p.engine, p.ray_address)
     check_label_scope(p.label_scope, p.labels, p.engine)
-    augmenting = p.augment_transpose or p.augment_velocity or p.augment_tempo
-    if p.engine == "ray" and (p.dedup != "off" or augmenting):
-        raise VaremiError(
-            "--engine ray builds with --dedup off and without --augment-* (duplicate groups "
-            "need every file's fingerprint before the split); pass --dedup off, or use "
-            "--engine local"
-        )
     if p.format not in FORMATS:
         raise VaremiError(f"--format must be one of {', '.join(FORMATS)}, got {p.format!r}")
     if p.jitter and p.labels is not None:
@@ -454,8 +448,8 @@ def _build_into(
         if p.engine == "ray":  # tokenise to export on Ray Data, the same rows (varemi.cluster)
             from varemi.cluster import ray_stages
 
-            run.is_val = val_mask(run.usable, p.seed, p.train_split, run.user_groups)
-            writers = ray_stages(p, run, _job(p, run, base, encoder), cond_tokens, bos, tmp)
+            job, items = _job(p, run, base, encoder), _items(p, run)
+            writers = ray_stages(p, run, job, items, cond_tokens, bos, tmp)
         else:
             tokenised = _tokenise_stage(p, run, base, encoder)
             split = _split_stage(p, run, tmp, tokenised)
@@ -564,52 +558,95 @@ def _job(p: BuildParams, run: _Run, base, encoder):
     )
 
 
+def _items(p: BuildParams, run: _Run) -> tuple[list, tuple[str, ...]]:
+    """What is tokenised, in order: each usable file, then its copies (``--augment-*``).
+
+    Returns:
+        ``(items, copies)``: ``items`` as :func:`varemi.corpus.tokenise_corpus` takes them
+        (plain paths without augmentation, else ``(path, augmentation)`` pairs, item ``k``
+        being file ``k // len(copies)``), and the augmentation names (``""`` first: the
+        original).
+    """
+    copies = ("", *_augmentations(p))
+    items = [(f, a) for f in run.usable for a in copies] if len(copies) > 1 else run.usable
+    return items, copies
+
+
+def take_result(
+    p: BuildParams, run: _Run, i: int, aug: str, r, n_tokens: int, failed: set[int]
+) -> _Labels | None:
+    """Record one item's result as both engines do; its labels when it is used.
+
+    The rules: the item's cache status, timings and worker memory are counted; a reject
+    is recorded (a copy's detail names its augmentation), and a rejected original drops
+    its copies (``failed``); a computed label row of an original goes to ``labels.csv``;
+    an original shorter than a window counts as ``files_without_windows``.
+
+    Args:
+        p: The build parameters.
+        run: The build's record (updated).
+        i: The file's index in ``run.usable``.
+        aug: The augmentation (``""``: the original).
+        r: Its :class:`varemi.corpus.FileResult` (``ids`` may be absent: ``n_tokens``
+            says how many there are).
+        n_tokens: Its number of token ids (0 when rejected).
+        failed: Indices of the files whose original was rejected (updated).
+
+    Returns:
+        Its :class:`_Labels` (with its windows' labels when ``r`` has them), or None
+        when the item is rejected or its original was.
+    """
+    run.cache_stats[r.cache] += 1
+    run.worker_rss = max(run.worker_rss, r.peak_rss_mb)
+    run.worker_seconds.update(r.timings)
+    if i in failed:
+        return None
+    if r.reject is not None:
+        reason, detail = r.reject
+        detail = f"augmentation {aug}: {detail}" if aug else detail
+        run.rejects.append((run.usable[i], reason, detail))
+        if not aug:  # the original failed: its copies are not used either
+            failed.add(i)
+        return None
+    if r.label is not None:
+        if not aug:  # labels.csv lists the originals; copies carry theirs in the rows
+            run.label_rows.append(r.label)
+        valence, arousal = r.label["valence"], r.label["arousal"]
+    else:
+        valence, arousal = run.label_table[run.usable[i]]
+    if n_tokens < p.min_window_tokens and not aug:
+        run.no_windows += 1
+    labels = _Labels(valence, arousal)
+    if r.window_labels is not None:  # --label-scope window (the local engine only)
+        labels.window_valence, labels.window_arousal = r.window_labels
+        labels.window_fallback = r.window_fallback
+    return labels
+
+
 def _tokenise_stage(p: BuildParams, run: _Run, base, encoder):
     """Each usable file's (and augmented copy's) token ids and labels, in order.
 
     Yields ``(index, augmentation, ids, labels, fingerprint)``: a file, then its copies
     in string order of their names (``""`` is the original). ``labels`` is a
     :class:`_Labels`: the file's, and with ``--label-scope window`` its windows'.
-    Rejects are recorded; a file whose original is rejected gives no copy either.
+    Rejects are recorded (:func:`take_result`); a file whose original is rejected gives
+    no copy either.
     """
     from tqdm import tqdm
 
     from varemi.corpus import tokenise_corpus
 
     job = _job(p, run, base, encoder)
-    copies = ("", *_augmentations(p))
-    items = [(f, a) for f in run.usable for a in copies] if len(copies) > 1 else run.usable
+    items, copies = _items(p, run)
     failed: set[int] = set()
     tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked
     bar = tqdm(total=len(items), desc="tokenise", unit="file", disable=p.quiet, file=sys.stderr)
     for k, r in enumerate(tokenise_corpus(job, items, run.workers)):
         i, aug = k // len(copies), copies[k % len(copies)]
-        run.cache_stats[r.cache] += 1
-        run.worker_rss = max(run.worker_rss, r.peak_rss_mb)
-        run.worker_seconds.update(r.timings)
         bar.update(1)
-        if i in failed:
-            continue
-        if r.reject is not None:
-            reason, detail = r.reject
-            detail = f"augmentation {aug}: {detail}" if aug else detail
-            run.rejects.append((run.usable[i], reason, detail))
-            if not aug:  # the original failed: its copies are not used either
-                failed.add(i)
-            continue
-        if r.label is not None:
-            if not aug:  # labels.csv lists the originals; copies carry theirs in the rows
-                run.label_rows.append(r.label)
-            valence, arousal = r.label["valence"], r.label["arousal"]
-        else:
-            valence, arousal = run.label_table[run.usable[i]]
-        if len(r.ids) < p.min_window_tokens and not aug:
-            run.no_windows += 1
-        labels = _Labels(valence, arousal)
-        if r.window_labels is not None:
-            labels.window_valence, labels.window_arousal = r.window_labels
-            labels.window_fallback = r.window_fallback
-        yield i, aug, r.ids, labels, r.fingerprint
+        labels = take_result(p, run, i, aug, r, 0 if r.ids is None else len(r.ids), failed)
+        if labels is not None:
+            yield i, aug, r.ids, labels, r.fingerprint
     bar.close()
 
 
@@ -621,9 +658,7 @@ def _split_stage(p: BuildParams, run: _Run, tmp: Path, tokenised):
     flat) until the duplicate groups are formed, and ``--dedup drop`` rejects copies.
     """
     if p.dedup == "off":
-        t = time.perf_counter()
-        run.is_val = val_mask(run.usable, p.seed, p.train_split, run.user_groups)
-        run.stage["split"] = time.perf_counter() - t
+        decide_split(p, run, None)
         for i, aug, ids, labels, _ in tokenised:
             yield i, aug, ids, labels
         return
@@ -635,19 +670,41 @@ def _split_stage(p: BuildParams, run: _Run, tmp: Path, tokenised):
             if not aug:
                 index.add(run.usable[i], fingerprint)
             parked.append((i, aug, spool.put(ids), labels))
-        t = time.perf_counter()
-        run.grouping = grouping = index.grouping(run.user_groups, p.dedup, run.groups_how)
-        run.is_val = val_mask(run.usable, p.seed, p.train_split, grouping.key)
-        for f, (first, kind, sim) in sorted(grouping.drop.items()):
-            run.rejects.append(
-                (f, "duplicate", f"{kind} duplicate of {first} (similarity {sim:.3f})")
-            )
-        run.stage["split"] = time.perf_counter() - t
+        drop = decide_split(p, run, index)
         for i, aug, ref, labels in parked:
-            if run.usable[i] not in grouping.drop:
+            if run.usable[i] not in drop:
                 yield i, aug, spool.get(ref), labels
     finally:
         spool.close()
+
+
+def decide_split(p: BuildParams, run: _Run, index) -> dict:
+    """Form the groups and the split, once every file's fingerprint is known (both engines).
+
+    Sets ``run.grouping`` and ``run.is_val`` (contract 6: a grouped file hashes its
+    group's key) and records ``--dedup drop``'s rejects.
+
+    Args:
+        p: The build parameters.
+        run: The build's record (updated).
+        index: The :class:`varemi.duplicates.DuplicateIndex` of every used original, in
+            file order; None with ``--dedup off`` (the user's groups only).
+
+    Returns:
+        The files ``--dedup drop`` rejects (empty otherwise): they and their copies are
+        left out of the data and of ``labels.csv``.
+    """
+    t = time.perf_counter()
+    if index is None:
+        run.is_val = val_mask(run.usable, p.seed, p.train_split, run.user_groups)
+        run.stage["split"] = time.perf_counter() - t
+        return {}
+    run.grouping = grouping = index.grouping(run.user_groups, p.dedup, run.groups_how)
+    run.is_val = val_mask(run.usable, p.seed, p.train_split, grouping.key)
+    for f, (first, kind, sim) in sorted(grouping.drop.items()):
+        run.rejects.append((f, "duplicate", f"{kind} duplicate of {first} (similarity {sim:.3f})"))
+    run.stage["split"] = time.perf_counter() - t
+    return grouping.drop
 
 
 @dataclass
@@ -678,7 +735,7 @@ def _bins_stage(p: BuildParams, run: _Run, tokenised):
         return
     # Equal-count bins need every label first. Two passes keep memory flat: the first
     # parks each file's ids in a spool file of the temporary output and keeps only the
-    # labels; the second reads the ids back (memory-mapped) once the bins are known.
+    # labels; the second reads the ids back, file by file, once the bins are known.
     # With --label-scope window the edges are those of all windows' labels (what the
     # rows hold), and every window's labels are kept until then (16 bytes a window).
     spool, parked = _Spool(run.tmp / "_quantile_ids.i32"), []
@@ -692,17 +749,7 @@ def _bins_stage(p: BuildParams, run: _Run, tokenised):
             for _, _, _, x in parked
         ]
         values = np.concatenate(per_row or [np.zeros((0, 2))]).astype(np.float64).reshape(-1, 2)
-        run.edges = [conditioning.quantile_edges(values[:, axis], p.bins) for axis in (0, 1)]
-        for axis, name in enumerate(("valence", "arousal")):
-            q = conditioning.discretise_quantile(values[:, axis], run.edges[axis], p.bins)
-            used = int(np.unique(q).size)
-            if 0 < used < p.bins:
-                distinct = int(np.unique(values[:, axis]).size)
-                print(
-                    f"warning: --binning quantile: the {name} labels use {used} of {p.bins} "
-                    f"bins (only {distinct} distinct values; tied labels share one bin)",
-                    file=sys.stderr,
-                )
+        label_bins(p, run, values)  # the edges (run.edges) and their warnings
 
         def derive(v, axis):
             return conditioning.discretise_quantile(v, run.edges[axis], p.bins)
@@ -712,6 +759,39 @@ def _bins_stage(p: BuildParams, run: _Run, tokenised):
             yield i, aug, spool.get(ref), labels
     finally:
         spool.close()
+
+
+def label_bins(p: BuildParams, run: _Run, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (valence, arousal) bins of labels (contract 2), as both engines compute them.
+
+    Uniform bins depend on each label alone. Quantile bins are equal-count bins over
+    ``values``, which must then be every used item's labels, in order: their edges go
+    to ``run.edges``, with a warning for an axis whose tied labels leave bins empty.
+
+    Args:
+        p: The build parameters.
+        run: The build's record (``edges`` set with ``--binning quantile``).
+        values: ``(n, 2)`` labels, valence then arousal.
+
+    Returns:
+        int8 valence bins and arousal bins, one per row of ``values``.
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1, 2)
+    if p.binning == "uniform":
+        return tuple(conditioning.discretise_uniform(values[:, axis], p.bins) for axis in (0, 1))
+    run.edges = [conditioning.quantile_edges(values[:, axis], p.bins) for axis in (0, 1)]
+    vq = conditioning.discretise_quantile(values[:, 0], run.edges[0], p.bins)
+    aq = conditioning.discretise_quantile(values[:, 1], run.edges[1], p.bins)
+    for axis, (name, q) in enumerate((("valence", vq), ("arousal", aq))):
+        used = int(np.unique(q).size)
+        if 0 < used < p.bins:
+            distinct = int(np.unique(values[:, axis]).size)
+            print(
+                f"warning: --binning quantile: the {name} labels use {used} of {p.bins} "
+                f"bins (only {distinct} distinct values; tied labels share one bin)",
+                file=sys.stderr,
+            )
+    return vq, aq
 
 
 def _apply_bins(labels: _Labels, derive) -> None:

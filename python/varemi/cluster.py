@@ -1,29 +1,42 @@
-"""``build --engine ray``: the tokenise, bins, windows and export stages on Ray Data.
+"""``build --engine ray``: the stages of a build on Ray Data, in two passes.
 
 The entry point is :func:`ray_stages`, which ``build`` calls in place of its local
-stages 3-6. The driver cuts the (sorted) list of usable files into contiguous
-blocks, :func:`ray.data.from_items` makes one row per block, and ``map_batches`` runs
-:func:`_run_block` on each: for every file of the block the very function the local
-engine runs (:func:`varemi.corpus.process_file`: the token cache, else read, label,
-tokenise), then the uniform bins, windows + prefix (:class:`varemi.windows.Windower`)
-and the block's own Arrow shards (:class:`varemi.export.SplitWriter`), written by the
-worker into the build's temporary folder. What comes back to the driver is a small
-summary per block (shard paths, counts, rejects, label rows): the driver never holds
-the corpus's token ids. It then lays the shards out in block order, so the rows are
-those of ``--engine local``, in the same order (DESIGN.md contract 8); only the shard
-boundaries differ.
+stages 2-6. It supports every option of the local engine but ``--label-scope window``
+(refused by ``build.check_label_scope``) and gives the same rows, in
+the same order, and the same ``rejects.csv``, ``labels.csv``, ``duplicates.csv`` and
+``dataset_info.json`` counts, histograms and groups (DESIGN.md contract 8); only the
+shard boundaries differ. The driver cuts the usable files (sorted) into contiguous
+blocks; a block holds each of its files' items (the file, then its augmented copies,
+as ``build._items`` orders them). Both passes run one ``ray.data.from_items`` row per
+block through ``map_batches``:
 
-On a multi-node cluster the MIDI folder, the output's parent folder and the token
-cache folder must be visible under the same paths on every node (a shared file
-system), and varemi must be installed there.
+1. :func:`_tokenise_block` runs, for every item, the very function the local pool
+   runs (:func:`varemi.corpus.process_file`: the token cache, else read, label,
+   tokenise, fingerprint), writes the block's token ids to its own spool file in the
+   build's temporary folder (``tmp/_ray_spool``) and returns a small summary per item:
+   reject, label row, fingerprint (originals, as JSON), number of tokens and offset in
+   the spool, cache status, timings, worker memory.
+2. The driver takes the summaries in block order and applies the local engine's own
+   rules (``build.take_result``, ``build.decide_split``, ``build.label_bins``): rejects,
+   label rows (onto the ``labels.csv`` spool), duplicate groups and the split, bins
+   (uniform, or quantile edges over every label).
+3. :func:`_window_block` reads the block's spool back, makes windows + prefix
+   (:class:`varemi.windows.Windower`) for the kept items and writes the block's own
+   shards (:class:`varemi.export.SplitWriter`); the driver lays them out in block order.
 
-``--binning quantile`` is refused with this engine: equal-count bins need every
-file's labels before any window can be written, which would need a second pass over
-the corpus.
+The driver never holds token ids: it holds, per item, the spool offset, length, labels
+and bins, the duplicate index (one fingerprint per file, as locally) and one block's
+summary at a time (more only while blocks arrive out of order). The spool costs 4 bytes
+per token of disk in the temporary folder until the build ends.
+
+On a multi-node cluster the MIDI folder, the output's parent folder (the temporary
+folder lies beside it) and the token cache folder must be visible under the same paths
+on every node (a shared file system), and varemi must be installed there.
 """
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import logging
 import math
@@ -31,7 +44,6 @@ import os
 import pickle
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -49,17 +61,16 @@ class ClusterError(VaremiError):
     """Ray is missing, cannot be reached, or a block failed on the cluster."""
 
 
-def check_engine(engine: str, ray_address: str | None, binning: str) -> None:
+def check_engine(engine: str, ray_address: str | None) -> None:
     """Refuse ``--engine`` / ``--ray-address`` values that cannot work, before any work.
 
     Args:
         engine: ``local`` or ``ray`` (``--engine``).
         ray_address: ``--ray-address`` (None: start a local Ray).
-        binning: ``--binning`` (``quantile`` is refused with ``ray``).
 
     Raises:
-        ClusterError: an unknown engine, ``--ray-address`` without ``--engine ray``,
-            ``--binning quantile`` with ``--engine ray``, or Ray Data not installed.
+        ClusterError: an unknown engine, ``--ray-address`` without ``--engine ray``, or
+            Ray Data not installed.
     """
     if engine not in ENGINES:
         raise ClusterError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -67,11 +78,6 @@ def check_engine(engine: str, ray_address: str | None, binning: str) -> None:
         if ray_address is not None:
             raise ClusterError("--ray-address applies to --engine ray only")
         return
-    if binning == "quantile":
-        raise ClusterError(
-            "--binning quantile is not supported with --engine ray (equal-count bins need "
-            "every label before the first window); use --binning uniform or --engine local"
-        )
     if importlib.util.find_spec("ray") is None:
         raise ClusterError("--engine ray needs Ray Data: pip install 'varemi[ray]'")
 
@@ -93,18 +99,20 @@ def blocks(n_files: int, cpus: int) -> list[tuple[int, int]]:
 
 
 # --------------------------------------------------------------------------- driver
-def ray_stages(p, run, job, cond_tokens: dict[str, int], bos: int | None, tmp: Path) -> dict:
-    """Run stages 3-6 of a build on Ray Data; fill ``run`` as the local stages do.
+def ray_stages(p, run, job, items: tuple[list, tuple[str, ...]], cond_tokens, bos, tmp: Path):
+    """Run stages 2-6 of a build on Ray Data; fill ``run`` as the local stages do.
 
     Args:
         p: The build parameters (``BuildParams``).
-        run: The build's record (``build._Run``): reads ``usable``, ``is_val``,
-            ``label_table``; appends rejects, label rows, bins, cache statistics,
+        run: The build's record (``build._Run``): reads ``usable`` and ``label_table``;
+            records rejects, label rows, groups, the split, bins, cache statistics,
             worker timings and memory, stage timings.
         job: The :class:`varemi.corpus.Job` every worker runs.
+        items: ``build._items``: what is tokenised, in order, and the augmentation names.
         cond_tokens: Conditioning token string to id.
         bos: The BOS id before every example (``--bos``), or None.
-        tmp: The build's temporary folder (shards are written under ``tmp/_shards``).
+        tmp: The build's temporary folder (spools under ``tmp/_ray_spool``, shards under
+            ``tmp/_shards``, both removed at the end).
 
     Returns:
         ``{"train": SplitWriter, "val": SplitWriter}`` holding every block's shards, in
@@ -113,79 +121,89 @@ def ray_stages(p, run, job, cond_tokens: dict[str, int], bos: int | None, tmp: P
     Raises:
         ClusterError: Ray cannot be started or reached, or a block failed.
     """
-    from tqdm import tqdm
+    import shutil
 
+    from varemi import build as local
+    from varemi.corpus import FileResult
+    from varemi.duplicates import DuplicateIndex, Fingerprint
     from varemi.export import SplitWriter, write_dataset_dict
 
-    shard_dir = tmp / "_shards"
+    items, copies = items
+    n = len(copies)
+    spool_dir, shard_dir = tmp / "_ray_spool", tmp / "_shards"
+    spool_dir.mkdir()
     shard_dir.mkdir()
-    ranges = blocks(len(run.usable), run.workers)
+    ranges = blocks(len(run.usable), run.workers)  # by file: a file's copies share a block
     spec = pickle.dumps(
         {
             "job": job,
             "cond_tokens": cond_tokens,
             "bos": bos,
             "windows": (p.window_size, p.stride, p.min_window_tokens),
-            "bins": p.bins,
-            "min_window_tokens": p.min_window_tokens,
+            "spool_dir": str(spool_dir),
             "shard_dir": str(shard_dir),
             "format": p.format,
         }
     )
-    items = []
-    for k, (a, b) in enumerate(ranges):
-        files = run.usable[a:b]
-        labels = [run.label_table[f] for f in files] if run.label_table is not None else None
-        task = (k, files, [bool(v) for v in run.is_val[a:b]], labels)
-        items.append({"block": k, "task": pickle.dumps(task)})
+    tasks = [
+        {"block": k, "task": pickle.dumps((k, items[a * n : b * n]))}
+        for k, (a, b) in enumerate(ranges)
+    ]
+    index = DuplicateIndex() if p.dedup != "off" else None
+    failed: set[int] = set()
+    parked: list[tuple] = []  # per used item: (block, i, aug, offset, length, valence, arousal)
 
-    summaries: dict[int, dict] = {}
+    def take(s: dict) -> None:  # one block's summary, in block order: the local rules
+        a = ranges[s["block"]][0]
+        for k, it in enumerate(s["items"]):
+            i, aug = a + k // n, copies[k % n]
+            fp = it.pop("fingerprint")
+            r = FileResult(**it.pop("result"))
+            labels = local.take_result(p, run, i, aug, r, it["length"], failed)
+            if labels is None:
+                continue
+            if index is not None and not aug:
+                index.add(run.usable[i], Fingerprint.from_json(fp) if fp else None)
+            parked.append(
+                (s["block"], i, aug, it["offset"], it["length"], labels.valence, labels.arousal)
+            )
+
     t = time.perf_counter()
     started_here = _connect(p.ray_address, run.workers)
     try:
-        import ray.data
-
-        if items:
-            ds = ray.data.from_items(items, override_num_blocks=len(items))
-            ds = ds.map_batches(_block_batch, batch_size=1, fn_kwargs={"spec": spec}, num_cpus=1)
-            bar = tqdm(
-                total=len(run.usable),
-                desc="tokenise (ray)",
-                unit="file",
-                disable=p.quiet,
-                file=sys.stderr,
-            )
-            try:
-                for row in ds.iter_rows():
-                    s = pickle.loads(row["result"])
-                    summaries[s["block"]] = s
-                    bar.update(s["n_files"])
-            except (KeyboardInterrupt, VaremiError):
-                raise
-            except Exception as e:  # a Ray-side failure: one line, not Ray's traceback
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ClusterError(f"--engine ray: the build failed on the cluster: {first}") from e
-            finally:
-                bar.close()
+        _run_pass(p, tasks, _tokenise_batch, spec, "tokenise (ray)", len(items), take)
+        drop = local.decide_split(p, run, index)
+        used = [x for x in parked if run.usable[x[1]] not in drop]
+        parked.clear()
+        vbins, abins = local.label_bins(p, run, np.array([x[5:7] for x in used]))
+        run.vbins.extend(vbins.tolist())
+        run.abins.extend(abins.tolist())
+        per_block: dict[int, list] = {}
+        for x, vb, ab in zip(used, vbins.tolist(), abins.tolist(), strict=True):
+            b, i, aug, offset, length, valence, arousal = x
+            split = "val" if run.is_val[i] else "train"
+            row = (run.usable[i], aug, offset, length, valence, arousal, vb, ab, split)
+            per_block.setdefault(b, []).append(row)
+        tasks = [
+            {"block": b, "task": pickle.dumps((b, rows))} for b, rows in sorted(per_block.items())
+        ]
+        del used, per_block
+        summaries: dict[int, dict] = {}
+        _run_pass(
+            p, tasks, _window_batch, spec, "windows (ray)", len(run.vbins),
+            lambda s: summaries.__setitem__(s["block"], s),
+        )  # fmt: skip
     finally:
         if started_here:
             import ray
 
             ray.shutdown()
-    run.stage["tokenise_wall"] = time.perf_counter() - t
+    run.stage["tokenise_wall"] = time.perf_counter() - t - run.stage.get("split", 0.0)
 
     writers = {s: SplitWriter(s, shard_dir, p.format) for s in ("train", "val")}
     window_seconds = 0.0
-    for k in range(len(ranges)):  # block order = file order: the rows of --engine local
-        s = summaries[k]
-        run.rejects.extend(s["rejects"])
-        if run.label_rows is not None:  # computed labels: onto the spool, in block order
-            run.label_rows.extend(s["label_rows"])
-        run.vbins.extend(s["vbins"])
-        run.abins.extend(s["abins"])
-        run.no_windows += s["no_windows"]
-        run.cache_stats.update(s["cache_stats"])
-        run.worker_seconds.update(s["worker_seconds"])
+    for b in sorted(summaries):  # block order = file order: the rows of --engine local
+        s = summaries[b]
         run.worker_rss = max(run.worker_rss, s["peak_rss_mb"])
         window_seconds += s["window_seconds"]
         for split, w in s["writers"].items():
@@ -195,13 +213,46 @@ def ray_stages(p, run, job, cond_tokens: dict[str, int], bos: int | None, tmp: P
         writer.finish(tmp / split)
     if p.format == "arrow":
         write_dataset_dict(tmp, list(writers))
-    import shutil
-
     shutil.rmtree(shard_dir, ignore_errors=True)
+    shutil.rmtree(spool_dir, ignore_errors=True)
     run.stage["save"] = time.perf_counter() - t
     run.stage["window_prepend"] = window_seconds
     run.stage["export"] = sum(w.seconds for w in writers.values())
     return writers
+
+
+def _run_pass(p, tasks: list[dict], fn, spec: bytes, desc: str, total: int, take) -> None:
+    """One pass: every block row through ``fn`` on Ray Data; ``take`` each summary in order.
+
+    Summaries arrive in any order; those ahead of the next block wait (small) until it
+    comes, so ``take`` sees them in block order. One progress bar counts the items.
+    """
+    import ray.data
+    from tqdm import tqdm
+
+    if not tasks:
+        return
+    ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
+    ds = ds.map_batches(fn, batch_size=1, fn_kwargs={"spec": spec}, num_cpus=1)
+    order = collections.deque(t["block"] for t in tasks)
+    waiting: dict[int, dict] = {}
+    bar = tqdm(total=total, desc=desc, unit="file", disable=p.quiet, file=sys.stderr)
+    try:
+        for row in ds.iter_rows():
+            s = pickle.loads(row["result"])
+            waiting[s["block"]] = s
+            bar.update(s["n_items"])
+            while order and order[0] in waiting:
+                take(waiting.pop(order.popleft()))
+    except (KeyboardInterrupt, VaremiError):
+        raise
+    except Exception as e:  # a Ray-side failure: one line, not Ray's traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ClusterError(f"--engine ray: the build failed on the cluster: {first}") from e
+    finally:
+        bar.close()
+    if order:  # Ray returned fewer rows than blocks: never silently a partial dataset
+        raise ClusterError(f"--engine ray: {len(order)} block(s) gave no result")
 
 
 def _connect(address: str | None, cpus: int) -> bool:
@@ -235,66 +286,88 @@ def _connect(address: str | None, cpus: int) -> bool:
 
 
 # --------------------------------------------------------------------------- workers
-def _block_batch(batch: dict, spec: bytes) -> dict:
-    """``map_batches`` body: each block row to its pickled summary."""
-    results = [pickle.dumps(_run_block(pickle.loads(spec), pickle.loads(t))) for t in batch["task"]]
+def _tokenise_batch(batch: dict, spec: bytes) -> dict:
+    """``map_batches`` body of pass 1: each block row to its pickled summary."""
+    spec = pickle.loads(spec)
+    results = [pickle.dumps(_tokenise_block(spec, pickle.loads(t))) for t in batch["task"]]
     return {"block": batch["block"], "result": results}
 
 
-def _run_block(spec: dict, task: tuple) -> dict:
-    """One block on a worker: files -> token ids -> bins -> windows + prefix -> shards.
+def _window_batch(batch: dict, spec: bytes) -> dict:
+    """``map_batches`` body of pass 2: each block row to its pickled summary."""
+    spec = pickle.loads(spec)
+    results = [pickle.dumps(_window_block(spec, pickle.loads(t))) for t in batch["task"]]
+    return {"block": batch["block"], "result": results}
 
-    Mirrors ``build._tokenise_stage``, ``_bins_stage`` (uniform), ``_windows_stage`` and
-    ``_export_stage`` for the block's files, in their order.
+
+def _spool_path(spec: dict, block: int) -> Path:
+    return Path(spec["spool_dir"]) / f"b{block:07d}.i32"
+
+
+def _tokenise_block(spec: dict, task: tuple) -> dict:
+    """Pass 1 on a worker: a block's items to token ids in its spool file, and a summary.
+
+    The same per-item function as ``build._tokenise_stage``'s pool; the summary holds
+    no token id, only where each item's ids lie in the spool.
     """
-    from varemi import conditioning
     from varemi.corpus import peak_rss_mb, process_file
+
+    block, items = task
+    job = spec["job"]
+    out = {"block": block, "n_items": len(items), "items": []}
+    offset = 0
+    with open(_spool_path(spec, block), "wb") as spool:
+        for item in items:
+            r = process_file(job, item)
+            length = 0 if r.ids is None else len(r.ids)
+            if r.ids is not None:
+                spool.write(np.ascontiguousarray(r.ids, dtype="<i4").tobytes())
+            original = isinstance(item, str) or not item[1]
+            fp = r.fingerprint.to_json() if r.fingerprint is not None and original else None
+            result = {
+                "label": r.label,
+                "reject": r.reject,
+                "cache": r.cache,
+                "timings": r.timings,
+                "peak_rss_mb": peak_rss_mb(),
+            }
+            out["items"].append(
+                {"result": result, "fingerprint": fp, "length": length, "offset": offset}
+            )
+            offset += length
+    out["pid"] = os.getpid()
+    return out
+
+
+def _window_block(spec: dict, task: tuple) -> dict:
+    """Pass 2 on a worker: a block's used items from its spool -> windows + prefix -> shards.
+
+    Mirrors ``build._windows_stage`` and ``_export_stage`` for the block's items, in
+    their order, with the bins and split the driver decided.
+    """
+    from varemi.corpus import peak_rss_mb
     from varemi.export import SplitWriter
     from varemi.windows import Windower
 
-    block, files, is_val, csv_labels = task
-    job = spec["job"]
+    block, rows = task
     folder = Path(spec["shard_dir"]) / f"b{block:07d}"
     folder.mkdir(parents=True, exist_ok=True)
     splits = ("train", "val")
     windowers = {s: Windower(spec["cond_tokens"], *spec["windows"], spec["bos"]) for s in splits}
     writers = {s: SplitWriter(s, folder, spec["format"]) for s in splits}
-    out = {
-        "block": block,
-        "n_files": len(files),
-        "rejects": [],
-        "label_rows": [],
-        "vbins": [],
-        "abins": [],
-        "no_windows": 0,
-        "cache_stats": Counter(),
-        "worker_seconds": Counter(),
-        "peak_rss_mb": 0.0,
-    }
-    for k, rel in enumerate(files):
-        r = process_file(job, rel)
-        out["cache_stats"][r.cache] += 1
-        out["worker_seconds"].update(r.timings)
-        if r.reject is not None:
-            out["rejects"].append((rel, *r.reject))
-            continue
-        if r.label is not None:
-            out["label_rows"].append(r.label)
-            valence, arousal = r.label["valence"], r.label["arousal"]
-        else:
-            valence, arousal = csv_labels[k]
-        if len(r.ids) < spec["min_window_tokens"]:
-            out["no_windows"] += 1
-        vb, ab = conditioning.discretise_uniform(np.array([valence, arousal]), spec["bins"])
-        vb, ab = int(vb), int(ab)
-        out["vbins"].append(vb)
-        out["abins"].append(ab)
-        s = "val" if is_val[k] else "train"
-        writers[s].write(windowers[s].add(rel, r.ids, (valence, arousal), (vb, ab)))
+    path = _spool_path(spec, block)
+    ids = np.memmap(path, dtype="<i4", mode="r") if path.stat().st_size else np.zeros(0, "<i4")
+    for rel, aug, offset, length, valence, arousal, vb, ab, split in rows:
+        window = ids[offset : offset + length].astype(np.int32)
+        writers[split].write(windowers[split].add(rel, window, (valence, arousal), (vb, ab), aug))
     for s in splits:
         writers[s].write(windowers[s].flush())
-    out["window_seconds"] = sum(w.seconds for w in windowers.values())
-    out["writers"] = writers
-    out["peak_rss_mb"] = peak_rss_mb()
-    out["pid"] = os.getpid()
-    return out
+    del ids
+    return {
+        "block": block,
+        "n_items": len(rows),
+        "writers": writers,
+        "window_seconds": sum(w.seconds for w in windowers.values()),
+        "peak_rss_mb": peak_rss_mb(),
+        "pid": os.getpid(),
+    }
