@@ -242,7 +242,6 @@ def test_one_worker_and_two_give_the_same_rows(tmp_path):
     [
         (dict(label_scope="bar"), "--label-scope must be one of file, window"),
         (dict(label_scope="window", labels="LABELS"), "per-file labels only"),
-        (dict(label_scope="window", engine="ray", dedup="off"), "--engine local"),
     ],
 )
 def test_refused_combinations_name_the_option(tmp_path, kw, words):

@@ -166,8 +166,18 @@ def test_ray_parquet_shards_match_local_parquet(ray_session, corpus, tmp_path):
         dict(augment_transpose="1", augment_velocity="-4", dedup="drop"),
         dict(binning="quantile"),
         dict(binning="quantile", dedup="off", augment_transpose="2"),
+        dict(label_scope="window", augment_transpose="1"),
+        dict(label_scope="window", binning="quantile"),
     ],
-    ids=["drop", "transpose", "drop+augment", "quantile", "quantile+augment"],
+    ids=[
+        "drop",
+        "transpose",
+        "drop+augment",
+        "quantile",
+        "quantile+augment",
+        "window-labels+augment",
+        "window-labels+quantile",
+    ],
 )
 def test_ray_gives_the_build_of_local_with_every_option(ray_session, corpus, tmp_path, kw):
     local, remote = tmp_path / "local", tmp_path / "ray"
@@ -185,6 +195,16 @@ def test_ray_gives_the_build_of_local_with_every_option(ray_session, corpus, tmp
         assert len(augs) == 1 + len(kw["augment_transpose"].split(",")) + ("augment_velocity" in kw)
     if kw.get("binning") == "quantile":
         assert info["labels"]["binning_edges"]["valence"]
+    if kw.get("label_scope") == "window":  # the rows of one file carry several labels
+        assert (
+            info["labels"]["windows"]["labelled"]
+            == info["counts"]["examples"]["train"] + (info["counts"]["examples"]["val"])
+        )
+        rows = h.rows(remote)["train"]
+        per_file = {}
+        for r in rows:
+            per_file.setdefault((r["source_file"], r["augmentation"]), set()).add(r["valence"])
+        assert any(len(v) > 1 for v in per_file.values())
     assert not [p for p in tmp_path.iterdir() if "varemi-tmp" in p.name]
 
 

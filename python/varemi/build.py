@@ -102,14 +102,13 @@ class BuildParams:
         augment_velocity: Velocity offsets of copies (``-4,4``).
         augment_tempo: Tempo changes of copies in percent (``-10,10``).
         engine: ``local`` (this machine's worker pool) or ``ray`` (Ray Data,
-            :mod:`varemi.cluster`: every option but ``--label-scope window``, the same
-            rows as ``local``, in two passes over the corpus).
+            :mod:`varemi.cluster`: every option, the same rows as ``local``, in two
+            passes over the corpus).
         ray_address: With ``ray``: None starts a local Ray; ``auto`` or an address
             connects to a running cluster.
         format: ``arrow`` (``save_to_disk`` layout) or ``parquet`` (Parquet shards).
         label_scope: ``file`` (every window carries its file's labels) or ``window``
-            (every window is labelled from its own decoded music; computed labels only,
-            ``--engine local``).
+            (every window is labelled from its own decoded music; computed labels only).
     """
 
     midi_dir: Path
@@ -155,16 +154,15 @@ LABEL_SCOPES = ("file", "window")
 """The values of ``build --label-scope``."""
 
 
-def check_label_scope(scope: str, labels: Path | None, engine: str) -> None:
+def check_label_scope(scope: str, labels: Path | None) -> None:
     """Refuse a ``--label-scope`` that is unknown or that the other options exclude.
 
     Args:
         scope: ``file`` or ``window``.
         labels: The ``--labels`` CSV, or None.
-        engine: ``--engine``.
 
     Raises:
-        VaremiError: an unknown scope, or ``window`` with ``--labels`` or ``--engine ray``.
+        VaremiError: an unknown scope, or ``window`` with ``--labels``.
     """
     if scope not in LABEL_SCOPES:
         raise VaremiError(f"--label-scope must be one of {', '.join(LABEL_SCOPES)}, got {scope!r}")
@@ -172,11 +170,6 @@ def check_label_scope(scope: str, labels: Path | None, engine: str) -> None:
         raise VaremiError(
             "--label-scope window labels each window from its own music; a --labels CSV "
             "gives per-file labels only: drop --labels, or use --label-scope file"
-        )
-    if scope == "window" and engine == "ray":
-        raise VaremiError(
-            "--label-scope window is built by --engine local only; use --engine local, "
-            "or --label-scope file"
         )
 
 
@@ -227,7 +220,7 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
             raise VaremiError("--label-range gives the scale of a --labels CSV; there is none")
         check_label_range(p.label_range)
     check_engine(p.engine, p.ray_address)
-    check_label_scope(p.label_scope, p.labels, p.engine)
+    check_label_scope(p.label_scope, p.labels)
     if p.format not in FORMATS:
         raise VaremiError(f"--format must be one of {', '.join(FORMATS)}, got {p.format!r}")
     if p.jitter and p.labels is not None:
@@ -617,7 +610,7 @@ def take_result(
     if n_tokens < p.min_window_tokens and not aug:
         run.no_windows += 1
     labels = _Labels(valence, arousal)
-    if r.window_labels is not None:  # --label-scope window (the local engine only)
+    if r.window_labels is not None:  # --label-scope window
         labels.window_valence, labels.window_arousal = r.window_labels
         labels.window_fallback = r.window_fallback
     return labels
@@ -730,7 +723,7 @@ def _bins_stage(p: BuildParams, run: _Run, tokenised):
     """Each file with its bins, and its windows' bins with ``--label-scope window`` (contract 2)."""
     if p.binning == "uniform":  # a file's bins depend on it alone: stream it through
         for i, aug, ids, labels in tokenised:
-            _apply_bins(labels, lambda v, axis: conditioning.discretise_uniform(v, p.bins))
+            bin_items(p, run, [labels])
             yield i, aug, ids, labels
         return
     # Equal-count bins need every label first. Two passes keep memory flat: the first
@@ -742,11 +735,37 @@ def _bins_stage(p: BuildParams, run: _Run, tokenised):
     try:
         for i, aug, ids, labels in tokenised:
             parked.append((i, aug, spool.put(ids), labels))
+        bin_items(p, run, [x for _, _, _, x in parked])
+        for i, aug, ref, labels in parked:
+            yield i, aug, spool.get(ref), labels
+    finally:
+        spool.close()
+
+
+def bin_items(p: BuildParams, run: _Run, items: list[_Labels]) -> None:
+    """Set the bins of used items' labels, and of their windows' (both engines).
+
+    Uniform bins depend on each label alone, so any subset of the items can be binned
+    at a time. Quantile edges are cut over what the rows hold: every window's labels
+    with ``--label-scope window``, else every item's; ``items`` must then be every used
+    item, in order (their edges go to ``run.edges``, see :func:`label_bins`).
+
+    Args:
+        p: The build parameters.
+        run: The build's record.
+        items: The items' labels (updated in place).
+    """
+    if p.binning == "uniform":
+
+        def derive(v, axis):
+            return conditioning.discretise_uniform(v, p.bins)
+
+    else:
         per_row = [
             np.column_stack([x.window_valence, x.window_arousal])
             if x.window_valence is not None
             else np.array([[x.valence, x.arousal]])
-            for _, _, _, x in parked
+            for x in items
         ]
         values = np.concatenate(per_row or [np.zeros((0, 2))]).astype(np.float64).reshape(-1, 2)
         label_bins(p, run, values)  # the edges (run.edges) and their warnings
@@ -754,11 +773,27 @@ def _bins_stage(p: BuildParams, run: _Run, tokenised):
         def derive(v, axis):
             return conditioning.discretise_quantile(v, run.edges[axis], p.bins)
 
-        for i, aug, ref, labels in parked:
-            _apply_bins(labels, derive)
-            yield i, aug, spool.get(ref), labels
-    finally:
-        spool.close()
+    for x in items:
+        _apply_bins(x, derive)
+
+
+def record_bins(run: _Run, x: _Labels) -> tuple | None:
+    """Count an item's bins in the histograms (what its rows hold); its windows' labels.
+
+    Returns:
+        With ``--label-scope window``, the ``windows`` argument of
+        :meth:`varemi.windows.Windower.add` (labels and bins per window); else None.
+    """
+    if x.window_valence is None:
+        run.vbins.append(x.valence_bin)
+        run.abins.append(x.arousal_bin)
+        return None
+    run.windows_labelled += len(x.window_valence)
+    run.window_fallback += x.window_fallback
+    # the histograms count what the rows hold: one entry per window
+    run.vbins.extend(x.window_valence_bin.tolist())
+    run.abins.extend(x.window_arousal_bin.tolist())
+    return (x.window_valence, x.window_arousal, x.window_valence_bin, x.window_arousal_bin)
 
 
 def label_bins(p: BuildParams, run: _Run, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -818,22 +853,7 @@ def _windows_stage(p: BuildParams, run: _Run, cond_tokens: dict[str, int], bos, 
     }
     for i, aug, ids, x in binned:
         s = "val" if run.is_val[i] else "train"  # all windows of a file: its file's split
-        if x.window_valence is not None:
-            run.windows_labelled += len(x.window_valence)
-            run.window_fallback += x.window_fallback
-            # the histograms count what the rows hold: one entry per window
-            run.vbins.extend(x.window_valence_bin.tolist())
-            run.abins.extend(x.window_arousal_bin.tolist())
-            window = (
-                x.window_valence,
-                x.window_arousal,
-                x.window_valence_bin,
-                x.window_arousal_bin,
-            )
-        else:
-            run.vbins.append(x.valence_bin)
-            run.abins.append(x.arousal_bin)
-            window = None
+        window = record_bins(run, x)
         batch = windowers[s].add(
             run.usable[i], ids, (x.valence, x.arousal), (x.valence_bin, x.arousal_bin), aug, window
         )

@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         default="file",
         metavar="{file,window}",
         help="file: every window carries its file's labels; window: each window is "
-        "labelled from its own decoded music (computed labels only, --engine local)",
+        "labelled from its own decoded music (computed labels only, not with --labels)",
     )
     b.add_argument("--train-split", type=float, default=0.9, help="fraction of files in train")
     b.add_argument("--seed", type=int, default=42, help="split seed")

@@ -1,8 +1,7 @@
 """``build --engine ray``: the stages of a build on Ray Data, in two passes.
 
 The entry point is :func:`ray_stages`, which ``build`` calls in place of its local
-stages 2-6. It supports every option of the local engine but ``--label-scope window``
-(refused by ``build.check_label_scope``) and gives the same rows, in
+stages 2-6. It supports every option of the local engine and gives the same rows, in
 the same order, and the same ``rejects.csv``, ``labels.csv``, ``duplicates.csv`` and
 ``dataset_info.json`` counts, histograms and groups (DESIGN.md contract 8); only the
 shard boundaries differ. The driver cuts the usable files (sorted) into contiguous
@@ -14,12 +13,14 @@ block through ``map_batches``:
    runs (:func:`varemi.corpus.process_file`: the token cache, else read, label,
    tokenise, fingerprint), writes the block's token ids to its own spool file in the
    build's temporary folder (``tmp/_ray_spool``) and returns a small summary per item:
-   reject, label row, fingerprint (originals, as JSON), number of tokens and offset in
-   the spool, cache status, timings, worker memory.
+   reject, label row, fingerprint (originals, as JSON), with ``--label-scope window``
+   each window's labels, number of tokens and offset in the spool, cache status,
+   timings, worker memory.
 2. The driver takes the summaries in block order and applies the local engine's own
-   rules (``build.take_result``, ``build.decide_split``, ``build.label_bins``): rejects,
-   label rows (onto the ``labels.csv`` spool), duplicate groups and the split, bins
-   (uniform, or quantile edges over every label).
+   rules (``build.take_result``, ``build.decide_split``, ``build.bin_items``,
+   ``build.record_bins``): rejects, label rows (onto the ``labels.csv`` spool), duplicate
+   groups and the split, bins (uniform, or quantile edges over every label the rows
+   hold) and the histograms.
 3. :func:`_window_block` reads the block's spool back, makes windows + prefix
    (:class:`varemi.windows.Windower`) for the kept items and writes the block's own
    shards (:class:`varemi.export.SplitWriter`); the driver lays them out in block order.
@@ -151,7 +152,7 @@ def ray_stages(p, run, job, items: tuple[list, tuple[str, ...]], cond_tokens, bo
     ]
     index = DuplicateIndex() if p.dedup != "off" else None
     failed: set[int] = set()
-    parked: list[tuple] = []  # per used item: (block, i, aug, offset, length, valence, arousal)
+    parked: list[tuple] = []  # per used item: (block, i, aug, offset, length, labels)
 
     def take(s: dict) -> None:  # one block's summary, in block order: the local rules
         a = ranges[s["block"]][0]
@@ -164,9 +165,7 @@ def ray_stages(p, run, job, items: tuple[list, tuple[str, ...]], cond_tokens, bo
                 continue
             if index is not None and not aug:
                 index.add(run.usable[i], Fingerprint.from_json(fp) if fp else None)
-            parked.append(
-                (s["block"], i, aug, it["offset"], it["length"], labels.valence, labels.arousal)
-            )
+            parked.append((s["block"], i, aug, it["offset"], it["length"], labels))
 
     t = time.perf_counter()
     started_here = _connect(p.ray_address, run.workers)
@@ -175,14 +174,14 @@ def ray_stages(p, run, job, items: tuple[list, tuple[str, ...]], cond_tokens, bo
         drop = local.decide_split(p, run, index)
         used = [x for x in parked if run.usable[x[1]] not in drop]
         parked.clear()
-        vbins, abins = local.label_bins(p, run, np.array([x[5:7] for x in used]))
-        run.vbins.extend(vbins.tolist())
-        run.abins.extend(abins.tolist())
+        local.bin_items(p, run, [x[5] for x in used])  # uniform or quantile, as locally
+        n_used = len(used)
         per_block: dict[int, list] = {}
-        for x, vb, ab in zip(used, vbins.tolist(), abins.tolist(), strict=True):
-            b, i, aug, offset, length, valence, arousal = x
+        for b, i, aug, offset, length, x in used:
             split = "val" if run.is_val[i] else "train"
-            row = (run.usable[i], aug, offset, length, valence, arousal, vb, ab, split)
+            window = local.record_bins(run, x)  # the histograms; per-window labels or None
+            bins = (x.valence_bin, x.arousal_bin)
+            row = (run.usable[i], aug, offset, length, (x.valence, x.arousal), bins, window, split)
             per_block.setdefault(b, []).append(row)
         tasks = [
             {"block": b, "task": pickle.dumps((b, rows))} for b, rows in sorted(per_block.items())
@@ -190,7 +189,7 @@ def ray_stages(p, run, job, items: tuple[list, tuple[str, ...]], cond_tokens, bo
         del used, per_block
         summaries: dict[int, dict] = {}
         _run_pass(
-            p, tasks, _window_batch, spec, "windows (ray)", len(run.vbins),
+            p, tasks, _window_batch, spec, "windows (ray)", n_used,
             lambda s: summaries.__setitem__(s["block"], s),
         )  # fmt: skip
     finally:
@@ -326,6 +325,8 @@ def _tokenise_block(spec: dict, task: tuple) -> dict:
             fp = r.fingerprint.to_json() if r.fingerprint is not None and original else None
             result = {
                 "label": r.label,
+                "window_labels": r.window_labels,  # --label-scope window: 16 B a window
+                "window_fallback": r.window_fallback,
                 "reject": r.reject,
                 "cache": r.cache,
                 "timings": r.timings,
@@ -357,9 +358,9 @@ def _window_block(spec: dict, task: tuple) -> dict:
     writers = {s: SplitWriter(s, folder, spec["format"]) for s in splits}
     path = _spool_path(spec, block)
     ids = np.memmap(path, dtype="<i4", mode="r") if path.stat().st_size else np.zeros(0, "<i4")
-    for rel, aug, offset, length, valence, arousal, vb, ab, split in rows:
-        window = ids[offset : offset + length].astype(np.int32)
-        writers[split].write(windowers[split].add(rel, window, (valence, arousal), (vb, ab), aug))
+    for rel, aug, offset, length, labels, bins, windows, split in rows:
+        music = ids[offset : offset + length].astype(np.int32)
+        writers[split].write(windowers[split].add(rel, music, labels, bins, aug, windows))
     for s in splits:
         writers[s].write(windowers[s].flush())
     del ids
