@@ -141,6 +141,23 @@ def test_labels_command_and_api_agree(tmp_path):
             assert (r["valence"], r["arousal"]) == (float(np.float32(v)), float(np.float32(a)))
 
 
+def test_labels_command_and_build_write_the_same_labels(tmp_path):
+    """``labels`` and ``build`` (which labels the files itself) agree, features included."""
+    midi = tmp_path / "midi"
+    write_demo_corpus(midi)
+    out_csv = tmp_path / "labels.csv"
+    res = h.run_cli("labels", "--midi-dir", midi, "--out", out_csv, "--quiet", "--jitter", "0.1")
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "out"
+    res = h.run_cli("build", "--midi-dir", midi, "--out", out, "--jitter", "0.1", *QUICK)
+    assert res.returncode == 0, res.stderr
+    with open(out_csv, newline="", encoding="utf-8") as f:
+        from_labels = sorted(csv.reader(f))
+    with open(out / "labels.csv", newline="", encoding="utf-8") as f:
+        from_build = sorted(csv.reader(f))
+    assert len(from_labels) == 21 and from_build == from_labels
+
+
 def test_labels_command_on_a_missing_folder(tmp_path):
     res = h.run_cli("labels", "--midi-dir", tmp_path / "nowhere", "--out", tmp_path / "l.csv")
     one_error(res, "--midi-dir")
