@@ -368,9 +368,6 @@ def _check_label_scope(rep, arrays, params) -> list[str]:
             continue
         group, n = _file_groups(a)
         for axis in ("valence", "arousal"):
-            v = a[axis].astype(np.float64)
-            count = np.bincount(group, minlength=n)
-            mean = np.bincount(group, v, minlength=n) / count
             if scope == "file":
                 first = np.unique(group, return_index=True)[1]  # each group's first row
                 differs = np.nonzero(a[axis] != a[axis][first[group]])[0]
@@ -382,6 +379,9 @@ def _check_label_scope(rep, arrays, params) -> list[str]:
                         f"other rows (label_scope file), e.g. row {r} of {a['source_file'][r]}",
                     )
             else:
+                v = a[axis].astype(np.float64)
+                count = np.bincount(group, minlength=n)
+                mean = np.bincount(group, v, minlength=n) / count
                 var = np.bincount(group, (v - mean[group]) ** 2, minlength=n) / count
                 stds.append(np.sqrt(var))
     if scope == "file":
