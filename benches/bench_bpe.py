@@ -28,8 +28,8 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from varemi.encoder.bpe import NativeBPE  # noqa: E402
-from varemi.vocab import builtin_tokenizer_path  # noqa: E402
+from varemi.music.encoder.bpe import NativeBPE
+from varemi.music.tokenizer import builtin_tokenizer_path
 
 POP909 = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "pop909"
 FAST_FILES = 20

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from varemi.music import fingerprint
+
 POP909 = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "pop909"
 
 pytestmark = pytest.mark.skipif(not POP909.is_dir(), reason="../shared/corpora/pop909 absent")
@@ -82,22 +84,27 @@ def pitches() -> np.ndarray:
 @pytest.mark.parametrize("impl", ["native", "python"])
 def test_pitch_minhash(benchmark, pitches, impl):
     """One file's MinHash signature (about 1,700 notes, 3,400 shingles, 128 permutations)."""
-    from varemi import duplicates as d
 
     if impl == "native":
         from varemi import _native
 
         def run():
-            return _native.pitch_minhash(pitches, d.NGRAM, d._PERM_A, d._PERM_B)
+            return _native.pitch_minhash(
+                pitches, fingerprint.NGRAM, fingerprint._PERM_A, fingerprint._PERM_B
+            )
     else:
 
         def run():
-            return d._pitch_minhash_py(pitches, d.NGRAM, d._PERM_A, d._PERM_B)
+            return fingerprint._pitch_minhash_py(
+                pitches, fingerprint.NGRAM, fingerprint._PERM_A, fingerprint._PERM_B
+            )
 
     benchmark.group = "pitch_minhash (one pop909 file)"
     sig = benchmark(run)
     benchmark.extra_info.update(impl=impl, kernel="pitch_minhash", size=len(pitches))
-    want = d._pitch_minhash_py(pitches, d.NGRAM, d._PERM_A, d._PERM_B)
+    want = fingerprint._pitch_minhash_py(
+        pitches, fingerprint.NGRAM, fingerprint._PERM_A, fingerprint._PERM_B
+    )
     benchmark.extra_info["equal"] = bool(np.array_equal(sig, want))
     assert benchmark.extra_info["equal"]
 
@@ -116,12 +123,11 @@ def notes() -> tuple:
 @pytest.mark.parametrize("impl", ["native", "python"])
 def test_fingerprint_notes(benchmark, notes, impl):
     """One file's whole fingerprint: sort, both hashes and the MinHash (about 1,700 notes)."""
-    from varemi import duplicates as d
 
-    run = d.fingerprint_notes if impl == "native" else d._fingerprint_notes_py
+    run = fingerprint.fingerprint_notes if impl == "native" else fingerprint._fingerprint_notes_py
     benchmark.group = "fingerprint_notes (one pop909 file)"
     fp = benchmark(run, *notes)
-    want = d._fingerprint_notes_py(*notes)
+    want = fingerprint._fingerprint_notes_py(*notes)
     benchmark.extra_info.update(impl=impl, kernel="fingerprint_notes", size=fp.notes)
     benchmark.extra_info["equal"] = (fp.exact, fp.transposed) == (
         want.exact,

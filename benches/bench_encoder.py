@@ -41,14 +41,14 @@ def scores(request):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from varemi.vocab import load_base_tokenizer
+    from varemi.music.tokenizer import load_base_tokenizer
 
     return load_base_tokenizer("builtin").tokenizer
 
 
 @pytest.mark.parametrize("impl", ["native", "miditok"])
 def test_encode_pop909(benchmark, scores, tokenizer, impl):
-    from varemi.encoder import TokenEncoder
+    from varemi.music.encoder import TokenEncoder
 
     encoder = TokenEncoder(tokenizer, impl)
     assert encoder.name == impl

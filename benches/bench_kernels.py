@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from varemi import _native, reference
+from varemi import _native
+from varemi.core import reference
 
 IMPLS = {"native": _native, "python": reference}
 TOKEN_SIZES = [10**4, 10**6, 10**7]

@@ -1,11 +1,11 @@
 """Label features on pop909: native ``_native.label_features`` against the numpy twin.
 
 Run: ``pytest benches/bench_labels.py --benchmark-only --benchmark-columns=min,mean,rounds``.
-Every pop909 file is parsed and turned into note arrays (``varemi.labels.note_arrays``)
+Every pop909 file is parsed and turned into note arrays (``varemi.labelling.heuristic.note_arrays``)
 once, outside the timing; each benchmark then computes the 19 label features of all
 of them on one core (the process is pinned to one CPU):
 
-- ``python``: ``varemi.reference.label_features`` (numpy, the specification);
+- ``python``: ``varemi.core.reference.label_features`` (numpy, the specification);
 - ``native``: ``varemi._native.label_features`` (Rust, GIL released).
 
 ``extra_info`` records ``equal`` (every native feature within 1e-9 relative of the
@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from varemi import _native, reference
-from varemi.labels import note_arrays
+from varemi import _native
+from varemi.core import reference
+from varemi.labelling.heuristic import note_arrays
 
 POP909 = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "pop909"
 FAST_FILES = 20

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.skipif(not POP909.is_dir(), reason="../shared/corpora/p
 def setup(fast: bool):
     from symusic import Score
 
-    from varemi.encoder.remi import NativeREMI
-    from varemi.vocab import load_base_tokenizer
+    from varemi.music.encoder.remi import NativeREMI
+    from varemi.music.tokenizer import load_base_tokenizer
 
     files = sorted(POP909.glob("*.mid"))
     if fast:

@@ -3,7 +3,7 @@
 //! This file holds only the Python boundary: argument extraction and validation, the
 //! borrowing of numpy arrays (never copied: a non-contiguous or misaligned array is
 //! refused with `TypeError`), the release of the GIL around the work, and the mapping
-//! of Rust errors to the Python exception classes of `varemi.errors`. The kernels
+//! of Rust errors to the Python exception classes of `varemi._base.errors`. The kernels
 //! themselves are pure Rust on slices, in [`pitch`], [`window`], [`split`], [`remi`],
 //! [`bpe`], [`duplicates`] and [`labels`].
 //!
@@ -33,14 +33,14 @@ use pyo3::{Borrowed, PyTypeInfo};
 
 use crate::pitch::{Pitch, PitchRange, Policy};
 
-pyo3::import_exception!(varemi.errors, WindowParameterError);
-pyo3::import_exception!(varemi.errors, OffsetsError);
-pyo3::import_exception!(varemi.errors, PitchRangeError);
-pyo3::import_exception!(varemi.errors, SplitParameterError);
-pyo3::import_exception!(varemi.errors, ConditioningError);
-pyo3::import_exception!(varemi.errors, UnknownTokenIdError);
-pyo3::import_exception!(varemi.errors, UnsupportedConfig);
-pyo3::import_exception!(varemi.errors, LabelInputError);
+pyo3::import_exception!(varemi._base.errors, WindowParameterError);
+pyo3::import_exception!(varemi._base.errors, OffsetsError);
+pyo3::import_exception!(varemi._base.errors, PitchRangeError);
+pyo3::import_exception!(varemi._base.errors, SplitParameterError);
+pyo3::import_exception!(varemi._base.errors, ConditioningError);
+pyo3::import_exception!(varemi._base.errors, UnknownTokenIdError);
+pyo3::import_exception!(varemi._base.errors, UnsupportedConfig);
+pyo3::import_exception!(varemi._base.errors, LabelInputError);
 
 /// A new exception of class `E` whose message is `message`'s `Display`.
 fn error<E: PyTypeInfo>(message: impl std::fmt::Display) -> PyErr {
@@ -468,7 +468,7 @@ fn py_val_mask<'py>(
 // REMI base-token encoder
 // ---------------------------------------------------------------------------------------
 
-pyo3::import_exception!(varemi.errors, UnsupportedScore);
+pyo3::import_exception!(varemi._base.errors, UnsupportedScore);
 
 /// A nearest-value table given from Python: ``(values, ids)``.
 type ValueTableArg = (Vec<i32>, Vec<i32>);
@@ -813,7 +813,7 @@ fn py_fingerprint_notes<'py>(
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The exception classes are imported lazily on first use; importing them now makes a
     // broken installation fail here, at import, rather than on the first bad parameter.
-    m.py().import("varemi.errors")?;
+    m.py().import("varemi._base.errors")?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // A hash of rust/*.rs, Cargo.toml and Cargo.lock (build.rs): part of the token-cache key.
     m.add("source_hash", env!("VAREMI_SOURCE_HASH"))?;

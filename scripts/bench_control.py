@@ -85,8 +85,8 @@ def _subset(corpus: Path, n: int, folder: Path) -> Path:
 
 def _pretrain(a, data: Path, out: Path, torch, transformers) -> dict:
     """A GPT-2 from scratch on [BOS] + window (conditioning tokens removed), base vocabulary."""
-    from varemi import train
-    from varemi.vocab import builtin_tokenizer_path
+    from varemi.music.tokenizer import builtin_tokenizer_path
+    from varemi.training import train
 
     info = json.loads((data / "dataset_info.json").read_text())
     import datasets
@@ -159,8 +159,9 @@ def main(argv=None) -> int:
     import torch
     import transformers
 
-    from varemi import train
-    from varemi.build import BuildParams, build
+    from varemi.pipeline.build import build
+    from varemi.pipeline.params import BuildParams
+    from varemi.training import train
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()

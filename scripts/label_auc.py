@@ -85,7 +85,7 @@ def bin_spread(values, bins: int = 9) -> dict:
         ``counts`` (a list, bin -h first), ``extremes`` (the share in bins -h and +h,
         each), ``in_extremes`` (their total share) and ``largest`` (the largest bin's share).
     """
-    from varemi.conditioning import discretise_uniform
+    from varemi.core.conditioning import discretise_uniform
 
     v = np.asarray(values, dtype=np.float64)
     h = (bins - 1) // 2
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped {name}: {midi_dir} absent", file=sys.stderr)
             continue
         else:
-            from varemi.labels import label_folder, write_labels_csv
+            from varemi.labelling.heuristic import label_folder
+            from varemi.labelling.label_csv import write_labels_csv
 
             predicted, rejects = label_folder(midi_dir, workers=a.workers, progress=False)
             print(f"{name}: {len(predicted)} labelled, {len(rejects)} rejected", file=sys.stderr)

@@ -1,9 +1,9 @@
 """Regenerate varemi's built-in tokenizer, python/varemi/data/builtin_tokenizer.json.
 
 The built-in tokenizer (``--tokenizer builtin``) stands in for Natooz/Maestro-REMI-bpe20k
-where the hub cannot be reached: the same REMI configuration (varemi.vocab.
+where the hub cannot be reached: the same REMI configuration (varemi.music.tokenizer.
 maestro_config), BPE-trained with MidiTok to a small vocabulary on the demo corpus
-(varemi.demo), which this script writes to a temporary folder first.
+(varemi.music.demo), which this script writes to a temporary folder first.
 
 Run from the repository root (the environment needs miditok and symusic):
 
@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 
-from varemi.demo import write_demo_corpus  # noqa: E402
-from varemi.vocab import maestro_config  # noqa: E402
+from varemi.music.demo import write_demo_corpus  # noqa: E402
+from varemi.music.tokenizer import maestro_config  # noqa: E402
 
 PACKAGED = ROOT / "python" / "varemi" / "data" / "builtin_tokenizer.json"
 VOCAB_SIZE = 1000

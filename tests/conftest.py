@@ -44,7 +44,7 @@ def load_impl(name: str) -> ModuleType:
         from varemi import _native
 
         return _native
-    from varemi import reference
+    from varemi.core import reference
 
     return reference
 

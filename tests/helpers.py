@@ -181,7 +181,7 @@ def write_tiny_corpus(folder: Path, names, notes: int = 24) -> list[str]:
 
 # --------------------------------------------------------------------------- tokenizer
 def builtin_tokenizer_path() -> Path:
-    from varemi.vocab import builtin_tokenizer_path as path
+    from varemi.music.tokenizer import builtin_tokenizer_path as path
 
     return path()
 
@@ -293,7 +293,7 @@ def write_labels(path: Path, labels: dict[str, tuple], header=("filename", "vale
 
 def params(midi_dir: Path, out: Path, **kw):
     """BuildParams for a quick offline in-process build (builtin tokenizer, no cache)."""
-    from varemi.build import BuildParams
+    from varemi.pipeline.params import BuildParams
 
     defaults = dict(tokenizer="builtin", workers=1, cache=False, quiet=True)
     defaults.update(kw)
@@ -301,6 +301,6 @@ def params(midi_dir: Path, out: Path, **kw):
 
 
 def build(midi_dir: Path, out: Path, **kw):
-    from varemi.build import build as run_build
+    from varemi.pipeline.build import build as run_build
 
     return run_build(params(midi_dir, out, **kw))

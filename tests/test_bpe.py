@@ -1,4 +1,4 @@
-"""varemi.encoder.bpe.NativeBPE: MidiTok's BPE step, native, equal to MidiTok id for id.
+"""varemi.music.encoder.bpe.NativeBPE: MidiTok's BPE step, native, equal to MidiTok id for id.
 
 Three levels:
 - hypothesis: random base-id sequences (rich in learned tokens, special tokens and
@@ -17,17 +17,16 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+import miditok
 import numpy as np
 import pytest
+import symusic
 from hypothesis import given
 from hypothesis import strategies as st
 
-from varemi.encoder.bpe import NativeBPE, split_offsets
-from varemi.errors import OffsetsError, UnknownTokenIdError, UnsupportedConfig, VaremiError
-from varemi.vocab import add_conditioning_tokens, builtin_tokenizer_path, maestro_config
-
-miditok = pytest.importorskip("miditok")
-symusic = pytest.importorskip("symusic")
+from varemi._base.errors import OffsetsError, UnknownTokenIdError, UnsupportedConfig, VaremiError
+from varemi.music.encoder.bpe import NativeBPE, split_offsets
+from varemi.music.tokenizer import add_conditioning_tokens, builtin_tokenizer_path, maestro_config
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
 CORPUS_DIRS = ("pop909", "vgmidi/phrases", "miditok_tests")

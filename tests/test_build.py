@@ -12,21 +12,18 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import helpers as h  # noqa: E402
 import numpy as np
 import pytest
-
-pytest.importorskip("symusic")
-pytest.importorskip("miditok")
-pytest.importorskip("datasets")
-
-import helpers as h  # noqa: E402
 from symusic import Note, Track  # noqa: E402
 
 import varemi  # noqa: E402
-from varemi.build import OutputFolderError  # noqa: E402
-from varemi.demo import write_demo_corpus  # noqa: E402
-from varemi.errors import VaremiError  # noqa: E402
-from varemi.verify import verify  # noqa: E402
+import varemi.core.windows as vw
+import varemi.corpus.job as vt
+import varemi.pipeline.build as vb
+from varemi._base.errors import OutputFolderError, VaremiError
+from varemi.dataset.verify import verify
+from varemi.music.demo import write_demo_corpus
 
 needs_checker = pytest.mark.skipif(not h.CHECKER.is_file(), reason="../shared/tools absent")
 
@@ -374,8 +371,6 @@ def test_empty_existing_folder_and_file_as_out(tmp_path):
 
 @pytest.mark.parametrize("where", ["tokenise", "rejects"])
 def test_interrupted_build_leaves_previous_output_intact(tmp_path, monkeypatch, where):
-    import varemi.build as vb
-    import varemi.corpus as vt
 
     midi, out = small_corpus(tmp_path), tmp_path / "out"
     h.build(midi, out, window_size=16, stride=8, min_window_tokens=4)
@@ -823,7 +818,6 @@ def test_build_result_and_cwd_independence(tmp_path, monkeypatch):
 
 def test_windows_in_small_batches_give_the_same_dataset(tmp_path, monkeypatch):
     """The windows stage hands export one batch per shard; batch size changes no row."""
-    import varemi.windows as vw
 
     midi = small_corpus(tmp_path)
     one, many = tmp_path / "one", tmp_path / "many"
@@ -838,8 +832,9 @@ def test_windows_in_small_batches_give_the_same_dataset(tmp_path, monkeypatch):
 
 
 def test_label_row_spool_writes_the_bytes_of_write_label_rows(tmp_path):
-    from varemi.build import LabelRowSpool
-    from varemi.labels import LABEL_COLUMNS, write_label_rows
+    from varemi.labelling.heuristic import LABEL_COLUMNS
+    from varemi.labelling.label_csv import write_label_rows
+    from varemi.pipeline.stages import LabelRowSpool
 
     names = ["a.mid", 'odd, "quoted".mid', "line\nbreak.mid", "é/ü.mid", "b.mid"]
     values = [0.1, np.float32(0.1), np.float64(-1e-300), 3, float("nan"), 2.0 / 3]

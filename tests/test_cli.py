@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
 from pathlib import Path
 
+import helpers as h  # noqa: E402
 import pytest
 
-pytest.importorskip("symusic")
-pytest.importorskip("datasets")
-
-import helpers as h  # noqa: E402
-
 import varemi  # noqa: E402
-from varemi.demo import write_demo_corpus  # noqa: E402
+import varemi.pipeline.build as vb
+from varemi.music.demo import write_demo_corpus
 
 QUICK = ("--tokenizer", "builtin", "--no-cache", "--quiet", "--workers", "1")
 SMALL = ("--window-size", "16", "--stride", "8", "--min-window-tokens", "4")
@@ -109,7 +105,7 @@ def test_demo_build_then_verify(tmp_path):
 
 # --------------------------------------------------------------------------- labels
 def test_labels_command_and_api_agree(tmp_path):
-    from varemi.labels import label_folder
+    from varemi.labelling.heuristic import label_folder
 
     midi = tmp_path / "midi"
     write_demo_corpus(midi)
@@ -276,7 +272,6 @@ def test_overwrite_refuses_a_folder_that_is_not_a_dataset(tmp_path, midi):
 
 
 def test_interrupt_exits_130_and_keeps_the_previous_output(tmp_path, midi, monkeypatch, capsys):
-    import varemi.build as vb
     from varemi.cli import main
 
     out = tmp_path / "out"
@@ -305,8 +300,6 @@ def build_in_subprocess(midi: Path, out: Path, *args: str, **env: str) -> None:
 
 
 def test_pure_python_and_native_builds_are_identical(tmp_path):
-    if importlib.util.find_spec("varemi._native") is None:
-        pytest.skip("the native extension is not built")
     midi = tmp_path / "midi"
     write_demo_corpus(midi)
     h.write_midi(midi / "wide.mid", h.track([10, 60, 115, 64, 20, 109, 108, 21] * 8))

@@ -17,9 +17,6 @@ pytestmark = [
     pytest.mark.skipif(not h.CHECKER.is_file(), reason="../shared/tools/check_dataset.py absent"),
 ]
 
-pytest.importorskip("symusic")
-pytest.importorskip("datasets")
-
 BUILD = ("--tokenizer", "builtin", "--workers", "2", "--no-cache", "--quiet")
 
 

@@ -2,12 +2,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("symusic")
-
 from symusic import Score  # noqa: E402
 
-from varemi.demo import DEMO_PIECES, write_demo_corpus  # noqa: E402
+from varemi.music.demo import DEMO_PIECES, write_demo_corpus
 
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 MINOR_HARMONIC = (0, 2, 3, 5, 7, 8, 10, 11)  # natural minor plus the raised leading tone
@@ -150,10 +147,9 @@ def test_measured_features_follow_descriptions(scores):
 
 
 def test_pieces_give_several_windows(scores):
-    pytest.importorskip("miditok")
     from miditok.utils import merge_tracks
 
-    from varemi.vocab import load_base_tokenizer
+    from varemi.music.tokenizer import load_base_tokenizer
 
     tok = load_base_tokenizer("builtin").tokenizer
     total = 0

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from varemi import duplicates as d
+from varemi.corpus import grouping
+from varemi.labelling import heuristic
+from varemi.music import fingerprint
 
 # --------------------------------------------------------------------------- fingerprints
 notes = st.lists(
@@ -22,7 +24,9 @@ notes = st.lists(
 
 def fp_of(triples, tpq=480, shift=0, scale=1):
     a = np.array(triples, dtype=np.int64).reshape(-1, 3)
-    return d.fingerprint_notes(a[:, 0] * scale, a[:, 1] + shift, a[:, 2] * scale, tpq * scale)
+    return fingerprint.fingerprint_notes(
+        a[:, 0] * scale, a[:, 1] + shift, a[:, 2] * scale, tpq * scale
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -58,17 +62,19 @@ def test_a_changed_note_changes_the_exact_hashes():
     st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)), max_size=8),
 )
 def test_native_minhash_equals_its_python_twin(pitches, n, perms):
-    native = pytest.importorskip("varemi._native")
+    from varemi import _native as native
+
     p = np.array(pitches, dtype=np.int64)
     a = np.array([x for x, _ in perms], dtype=np.uint64)
     b = np.array([y for _, y in perms], dtype=np.uint64)
-    want = d._pitch_minhash_py(p, n, a, b)
+    want = fingerprint._pitch_minhash_py(p, n, a, b)
     got = native.pitch_minhash(p, n, a, b)
     assert got.dtype == np.uint32 and np.array_equal(got, want)
 
 
 def test_native_minhash_refuses_wrong_dtypes():
-    native = pytest.importorskip("varemi._native")
+    from varemi import _native as native
+
     a = np.ones(4, dtype=np.uint64)
     with pytest.raises(TypeError):
         native.pitch_minhash(np.zeros(5, dtype=np.int32), 4, a, a)
@@ -76,7 +82,7 @@ def test_native_minhash_refuses_wrong_dtypes():
         native.pitch_minhash(np.zeros(5, dtype=np.int64), 4, a.astype(np.int64), a)
 
 
-def _same_fingerprint(a: d.Fingerprint, b: d.Fingerprint) -> bool:
+def _same_fingerprint(a: fingerprint.Fingerprint, b: fingerprint.Fingerprint) -> bool:
     return (a.exact, a.transposed, a.notes) == (b.exact, b.transposed, b.notes) and (
         a.minhash.dtype == b.minhash.dtype and np.array_equal(a.minhash, b.minhash)
     )
@@ -92,13 +98,13 @@ def _same_fingerprint(a: d.Fingerprint, b: d.Fingerprint) -> bool:
 )
 def test_native_fingerprint_equals_its_python_twin(triples, tpq):
     """Any notes (ties in every key, negative ticks, ticks that round half to even)."""
-    pytest.importorskip("varemi._native")
-    if d._NATIVE is None:
+    if fingerprint._NATIVE is None:
         pytest.skip("VAREMI_PURE_PYTHON=1: the native kernel is not used")
     a = np.array(triples, dtype=np.int64).reshape(-1, 3)
     t, p, du = a[:, 0].astype(np.int32), a[:, 1].astype(np.int8), a[:, 2].astype(np.int32)
     assert _same_fingerprint(
-        d.fingerprint_notes(t, p, du, tpq), d._fingerprint_notes_py(t, p, du, tpq)
+        fingerprint.fingerprint_notes(t, p, du, tpq),
+        fingerprint._fingerprint_notes_py(t, p, du, tpq),
     )
 
 
@@ -107,7 +113,7 @@ def test_native_fingerprint_equals_its_twin_on_the_shared_corpora():
     from miditok.utils import merge_tracks
     from symusic import Score
 
-    if d._NATIVE is None:
+    if fingerprint._NATIVE is None:
         pytest.skip("VAREMI_PURE_PYTHON=1: the native kernel is not used")
     corpora = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
     files = sorted(p for p in corpora.rglob("*") if p.suffix.lower() in (".mid", ".midi"))
@@ -126,16 +132,28 @@ def test_native_fingerprint_equals_its_twin_on_the_shared_corpora():
             continue
         n = score.tracks[0].notes.numpy()
         args = (n["time"], n["pitch"], n["duration"], score.ticks_per_quarter)
-        assert _same_fingerprint(d.fingerprint_notes(*args), d._fingerprint_notes_py(*args)), path
+        assert _same_fingerprint(
+            fingerprint.fingerprint_notes(*args), fingerprint._fingerprint_notes_py(*args)
+        ), path
         checked += 1
     assert checked > 1000
 
 
 def test_native_fingerprint_refuses_arrays_of_different_lengths():
-    native = pytest.importorskip("varemi._native")
+    from varemi import _native as native
+
     x = np.zeros(3, dtype=np.int64)
     with pytest.raises(ValueError, match="one value per note"):
-        native.fingerprint_notes(x, x[:2], x, 480, d.RESOLUTION, d.NGRAM, d._PERM_A, d._PERM_B)
+        native.fingerprint_notes(
+            x,
+            x[:2],
+            x,
+            480,
+            fingerprint.RESOLUTION,
+            fingerprint.NGRAM,
+            fingerprint._PERM_A,
+            fingerprint._PERM_B,
+        )
 
 
 def test_minhash_estimates_jaccard():
@@ -143,19 +161,19 @@ def test_minhash_estimates_jaccard():
     common = rng.integers(0, 2**63, size=600, dtype=np.uint64)
     a = np.concatenate([common, rng.integers(0, 2**63, size=200, dtype=np.uint64)])
     b = np.concatenate([common, rng.integers(0, 2**63, size=200, dtype=np.uint64)])
-    s = d.similarity(d.minhash(a), d.minhash(b))
+    s = fingerprint.similarity(fingerprint.minhash(a), fingerprint.minhash(b))
     assert abs(s - 600 / 1000) < 0.15  # 128 permutations: standard error ~0.04
-    assert d.similarity(d.minhash(a), d.minhash(a[::-1])) == 1.0
-    assert (d.minhash(np.zeros(0, np.uint64)) == 2**32 - 1).all()
+    assert fingerprint.similarity(fingerprint.minhash(a), fingerprint.minhash(a[::-1])) == 1.0
+    assert (fingerprint.minhash(np.zeros(0, np.uint64)) == 2**32 - 1).all()
 
 
 def test_fingerprint_json_round_trip_and_version():
     fp = fp_of([(0, 60, 10), (10, 62, 10)])
-    back = d.Fingerprint.from_json(fp.to_json())
+    back = fingerprint.Fingerprint.from_json(fp.to_json())
     assert back.exact == fp.exact and back.notes == 2
     assert np.array_equal(back.minhash, fp.minhash)
-    assert d.Fingerprint.from_json({**fp.to_json(), "version": -1}) is None
-    assert d.Fingerprint.from_json({"version": d.FINGERPRINT_VERSION}) is None
+    assert fingerprint.Fingerprint.from_json({**fp.to_json(), "version": -1}) is None
+    assert fingerprint.Fingerprint.from_json({"version": fingerprint.FINGERPRINT_VERSION}) is None
 
 
 # --------------------------------------------------------------------------- grouping
@@ -164,8 +182,8 @@ def melody(seed, n=120):
     return [(i * 240, int(p), 240) for i, p in enumerate(rng.integers(40, 90, size=n))]
 
 
-def index_of(files: dict[str, list]) -> d.DuplicateIndex:
-    idx = d.DuplicateIndex()
+def index_of(files: dict[str, list]) -> grouping.DuplicateIndex:
+    idx = grouping.DuplicateIndex()
     for name in sorted(files):
         idx.add(name, fp_of(files[name]))
     return idx
@@ -178,8 +196,10 @@ def _brute_force_near(sigs, banded, threshold):
         for j in range(i):
             if not (banded[i] and banded[j]):
                 continue
-            bands = sigs[i].reshape(d.BANDS, d.ROWS) == sigs[j].reshape(d.BANDS, d.ROWS)
-            sim = d.similarity(sigs[i], sigs[j])
+            bands = sigs[i].reshape(grouping.BANDS, grouping.ROWS) == sigs[j].reshape(
+                grouping.BANDS, grouping.ROWS
+            )
+            sim = fingerprint.similarity(sigs[i], sigs[j])
             if bands.all(axis=1).any() and sim >= threshold:
                 out.append((j, i, "near", sim))
     return out
@@ -189,17 +209,19 @@ def _brute_force_near(sigs, banded, threshold):
 @given(st.integers(2, 40), st.integers(0, 2**32 - 1), st.sampled_from([0.3, 0.5, 0.9]))
 def test_near_matches_are_every_pair_sharing_a_band(n, seed, threshold):
     rng = np.random.default_rng(seed)
-    base = rng.integers(0, 8, size=(4, d.NUM_PERM), dtype=np.uint32)  # few values: shared bands
-    idx = d.DuplicateIndex(threshold)
+    base = rng.integers(
+        0, 8, size=(4, fingerprint.NUM_PERM), dtype=np.uint32
+    )  # few values: shared bands
+    idx = grouping.DuplicateIndex(threshold)
     sigs, banded = [], []
     for k in range(n):
         sig = base[k % 4].copy()
-        flip = rng.random(d.NUM_PERM) < rng.random()
+        flip = rng.random(fingerprint.NUM_PERM) < rng.random()
         sig[flip] = rng.integers(0, 2**32, size=int(flip.sum()), dtype=np.uint32)
         notes = int(rng.choice([0, 5, 100]))
-        idx.add(f"f{k:03d}.mid", d.Fingerprint(f"e{k}", f"t{k}", sig, notes))
+        idx.add(f"f{k:03d}.mid", fingerprint.Fingerprint(f"e{k}", f"t{k}", sig, notes))
         sigs.append(sig)
-        banded.append(notes >= d.MIN_NOTES)
+        banded.append(notes >= fingerprint.MIN_NOTES)
     assert idx.near_edges() == _brute_force_near(sigs, banded, threshold)
 
 
@@ -209,13 +231,15 @@ def test_the_index_holds_under_a_kilobyte_and_a_half_per_file():
 
     rng = np.random.default_rng(7)
     fps = [
-        d.Fingerprint(f"{k:016x}", f"{k + 1:016x}", rng.integers(0, 2**32, 128, np.uint32), 500)
+        fingerprint.Fingerprint(
+            f"{k:016x}", f"{k + 1:016x}", rng.integers(0, 2**32, 128, np.uint32), 500
+        )
         for k in range(4000)
     ]
     names = [f"folder/piece-{k:06d}.mid" for k in range(4000)]
     tracemalloc.start()
     try:
-        idx = d.DuplicateIndex()
+        idx = grouping.DuplicateIndex()
         for name, fp in zip(names, fps, strict=True):
             idx.add(name, fp)
         held, _ = tracemalloc.get_traced_memory()
@@ -251,7 +275,7 @@ def test_groups_of_exact_transposed_and_near_duplicates():
         "d/edited.mid": "near",
     }
     near = next(r for r in g.rows if r[0] == "d/edited.mid")
-    assert d.NEAR_THRESHOLD <= near[3] < 1.0
+    assert grouping.NEAR_THRESHOLD <= near[3] < 1.0
     assert g.summary["groups"] == 1 and g.summary["files_in_groups"] == 4
     assert g.drop == {}
 
@@ -279,7 +303,7 @@ def test_distinct_music_forms_no_group():
 def test_read_groups_csv(tmp_path):
     path = tmp_path / "g.csv"
     path.write_text("filename,group\na.mid,x\nsub\\b.mid,x\nmissing.mid,y\n", encoding="utf-8")
-    assert d.read_groups_csv(path, ["a.mid", "sub/b.mid", "c.mid"]) == {
+    assert grouping.read_groups_csv(path, ["a.mid", "sub/b.mid", "c.mid"]) == {
         "a.mid": "x",
         "sub/b.mid": "x",
     }
@@ -289,26 +313,26 @@ def test_read_groups_csv(tmp_path):
         ("filename,group\na.mid,x\na.mid,y\n", "line 3: a.mid listed twice"),
     ]:
         path.write_text(text, encoding="utf-8")
-        with pytest.raises(d.GroupsError, match=message):
-            d.read_groups_csv(path, ["a.mid"])
+        with pytest.raises(grouping.GroupsError, match=message):
+            grouping.read_groups_csv(path, ["a.mid"])
 
 
 def test_parent_groups():
-    assert d.parent_groups(["a.mid", "x/b.mid", "x/y/c.mid"]) == {
+    assert grouping.parent_groups(["a.mid", "x/b.mid", "x/y/c.mid"]) == {
         "x/b.mid": "x/",
         "x/y/c.mid": "x/y/",
     }
 
 
 def test_check_options(tmp_path):
-    with pytest.raises(d.GroupsError, match="--dedup must be one of"):
-        d.check_options("maybe", None, None)
-    with pytest.raises(d.GroupsError, match="--group-by must be one of"):
-        d.check_options("group", None, "grandparent")
-    with pytest.raises(d.GroupsError, match="cannot be used together"):
-        d.check_options("group", tmp_path, "parent")
-    with pytest.raises(d.GroupsError, match="is not a file"):
-        d.check_options("group", tmp_path / "none.csv", None)
+    with pytest.raises(grouping.GroupsError, match="--dedup must be one of"):
+        grouping.check_options("maybe", None, None)
+    with pytest.raises(grouping.GroupsError, match="--group-by must be one of"):
+        grouping.check_options("group", None, "grandparent")
+    with pytest.raises(grouping.GroupsError, match="cannot be used together"):
+        grouping.check_options("group", tmp_path, "parent")
+    with pytest.raises(grouping.GroupsError, match="is not a file"):
+        grouping.check_options("group", tmp_path / "none.csv", None)
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -317,12 +341,10 @@ def read_csv(path: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- builds
-pytest.importorskip("symusic")
-pytest.importorskip("datasets")
 
 import helpers as h  # noqa: E402
 
-from varemi.verify import verify  # noqa: E402
+from varemi.dataset.verify import verify  # noqa: E402
 
 WINDOWS = dict(window_size=32, stride=16, min_window_tokens=8)
 MEMBERS = ["a/copy.mid", "b/song.mid", "c/up.mid", "d/edited.mid"]
@@ -436,7 +458,7 @@ def test_drop_rejects_the_copies_naming_the_kept_file(planted_midi, tmp_path):
 def test_label_rows_stream_to_disk_and_drop_leaves_out_the_dropped_rows(
     planted_midi, tmp_path, monkeypatch
 ):
-    from varemi.export import SplitWriter
+    from varemi.dataset.export import SplitWriter
 
     off = h.build(planted_midi, tmp_path / "off", dedup="off", **WINDOWS).out
     spooled = []
@@ -533,7 +555,7 @@ def test_bad_group_options_are_refused_before_any_work(planted_midi, tmp_path, a
 
 # --------------------------------------------------------------------------- augmentation
 def test_parse_offsets():
-    from varemi.augment import AugmentError, names, parse_offsets
+    from varemi.music.augment import AugmentError, names, parse_offsets
 
     assert parse_offsets("-3..3", "--augment-transpose", 24) == (-3, -2, -1, 1, 2, 3)
     assert parse_offsets("2,-2,2,0", "--augment-transpose", 24) == (-2, 2)
@@ -549,7 +571,7 @@ def test_parse_offsets():
 
 
 def test_augmented_copies_stay_with_their_source(planted_midi, tmp_path):
-    from varemi.augment import apply
+    from varemi.music.augment import apply
 
     seed = spanning_seed(MEMBERS)
     kw = dict(WINDOWS, seed=seed, train_split=0.5, cache=True, cache_dir=tmp_path / "cache")
@@ -584,7 +606,7 @@ def test_augmented_copies_stay_with_their_source(planted_midi, tmp_path):
         if r["source_file"] == "other/0.mid" and r["augmentation"] == "t+2"
     )
     assert first["input_ids"][2:] == ids[: WINDOWS["window_size"]]
-    from varemi.labels import label_score
+    from varemi.labelling.heuristic import label_score
 
     original = label_score(Score(str(planted_midi / "other/0.mid")), "other/0.mid")
     assert label_score(score, "other/0.mid").valence != original.valence  # t+2: higher
@@ -616,8 +638,7 @@ def test_augmented_copies_stay_with_their_source(planted_midi, tmp_path):
 def test_tempo_copies_keep_the_tokens_and_move_arousal(planted_midi, tmp_path):
     from symusic import Score
 
-    from varemi import labels as labelling
-    from varemi.augment import apply
+    from varemi.music.augment import apply
 
     res = h.build(planted_midi, tmp_path / "q", augment_tempo="-20,20", dedup="off", **WINDOWS)
     rows = [r for s in ("train", "val") for r in h.rows(res.out)[s]]
@@ -632,7 +653,7 @@ def test_tempo_copies_keep_the_tokens_and_move_arousal(planted_midi, tmp_path):
     assert [t.qpm for t in score.tempos] == pytest.approx(
         [t.qpm * 1.2 for t in Score(str(planted_midi / name)).tempos] or [144.0]
     )
-    want = labelling.label_score(score, name)
+    want = heuristic.label_score(score, name)
     assert fast["arousal"] == pytest.approx(want.arousal, abs=1e-6)
     assert {r["augmentation"] for r in rows} == {"", "q+20", "q-20"}
     assert verify(res.out).ok

@@ -14,12 +14,8 @@ import subprocess
 import warnings
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("symusic")
-pytest.importorskip("datasets")
-
 import helpers as h  # noqa: E402
+import pytest
 
 QUICK = ("--tokenizer", "builtin", "--no-cache", "--workers", "1")
 SMALL = ("--window-size", "16", "--stride", "8", "--min-window-tokens", "4")
@@ -117,8 +113,9 @@ def test_empty_path_options_are_refused(tmp_path, midi):
 
 
 def test_build_api_refuses_an_empty_midi_dir(tmp_path):
-    from varemi.build import BuildParams, build
-    from varemi.errors import VaremiError
+    from varemi._base.errors import VaremiError
+    from varemi.pipeline.build import build
+    from varemi.pipeline.params import BuildParams
 
     with pytest.raises(VaremiError, match="--midi-dir is empty"):
         build(BuildParams(midi_dir="", out=tmp_path / "d", tokenizer="builtin"))
@@ -153,8 +150,8 @@ def test_bins_1_and_stride_beyond_the_window_warn(tmp_path, midi):
 
 
 def test_bins_above_255_are_refused(tmp_path, midi):
-    from varemi.conditioning import check_bins
-    from varemi.errors import BinsError
+    from varemi._base.errors import BinsError
+    from varemi.core.conditioning import check_bins
 
     assert check_bins(255) == 127
     for bins in (257, 301):
@@ -167,7 +164,7 @@ def test_bins_above_255_are_refused(tmp_path, midi):
 
 
 def test_a_row_that_labels_two_files_by_basename_warns(tmp_path):
-    from varemi.labels import LabelsCSVWarning, read_labels_csv
+    from varemi.labelling.label_csv import LabelsCSVWarning, read_labels_csv
 
     path = h.write_labels(tmp_path / "l.csv", {"x.mid": (0.5, -0.5), "b/y.mid": (0.1, 0.1)})
     with pytest.warns(LabelsCSVWarning, match=r"'x.mid'.*2 different files.*a/x.mid, b/x.mid"):
@@ -188,7 +185,7 @@ def test_a_row_that_labels_two_files_by_basename_warns(tmp_path):
 
 # --------------------------------------------------------------------------- files
 def test_dangling_symlinks_are_listed_and_rejected_as_unreadable(tmp_path):
-    from varemi.files import list_midi_files
+    from varemi.music.files import list_midi_files
 
     midi = tmp_path / "midi"
     h.write_tiny_corpus(midi, ["a.mid", "b.mid"], notes=30)

@@ -6,9 +6,9 @@ import helpers as h
 import pytest
 from miditok import REMI
 
-from varemi.encoder import TokenEncoder
-from varemi.errors import UnsupportedConfig
-from varemi.vocab import maestro_config
+from varemi._base.errors import UnsupportedConfig
+from varemi.music.encoder import TokenEncoder
+from varemi.music.tokenizer import maestro_config
 
 
 def tempo_tokenizer(tmp_path):
@@ -71,7 +71,7 @@ def test_build_says_it_fell_back_and_records_it(tmp_path):
 
 
 def test_native_and_miditok_builds_are_identical_on_the_demo(tmp_path):
-    from varemi.demo import write_demo_corpus
+    from varemi.music.demo import write_demo_corpus
 
     midi = tmp_path / "midi"
     write_demo_corpus(midi)

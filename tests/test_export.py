@@ -6,7 +6,8 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from varemi import export, windows
+from varemi.core import windows
+from varemi.dataset import export
 
 
 def expected_features() -> datasets.Features:

@@ -7,8 +7,6 @@ from pathlib import Path
 import helpers as h
 import pytest
 
-pytest.importorskip("datasets")
-
 KW = dict(window_size=16, stride=8, min_window_tokens=4)
 
 
@@ -81,7 +79,7 @@ def test_verify_accepts_both_formats_and_catches_a_bad_parquet_row(built, tmp_pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from varemi.verify import verify
+    from varemi.dataset.verify import verify
 
     for out in built.values():
         assert verify(out).ok
@@ -100,7 +98,7 @@ def test_parquet_with_an_empty_val_split(tmp_path):
     import datasets
     import pyarrow.parquet as pq
 
-    from varemi.verify import verify
+    from varemi.dataset.verify import verify
 
     midi = tmp_path / "midi"
     h.write_tiny_corpus(midi, ["a.mid", "b.mid"], notes=40)
@@ -114,7 +112,7 @@ def test_parquet_with_an_empty_val_split(tmp_path):
 
 
 def test_bad_format_is_refused(tmp_path):
-    from varemi.errors import VaremiError
+    from varemi._base.errors import VaremiError
 
     midi = tmp_path / "midi"
     h.write_tiny_corpus(midi, ["a.mid"])

@@ -2,7 +2,7 @@
 
 Hand-computed cases and every refused input run on both implementations through the
 ``impl`` fixture; property tests compare the two on random inputs and on the edges;
-a few tests go through the public API, ``varemi.kernels``.
+a few tests go through the public API, ``varemi.core.kernels``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from varemi import _native as native
-from varemi import kernels, reference
-from varemi.errors import (
+from varemi._base.errors import (
     ConditioningError,
     OffsetsError,
     PitchRangeError,
@@ -35,6 +34,7 @@ from varemi.errors import (
     VaremiError,
     WindowParameterError,
 )
+from varemi.core import kernels, reference
 
 PITCH_DTYPES = [np.int8, np.uint8, np.int16, np.int32, np.int64]
 KERNELS = ["normalize_pitches", "window_spans", "prepend_conditioning", "split_hashes", "val_mask"]
@@ -723,10 +723,10 @@ def test_split_not_iterable(impl: ModuleType) -> None:
         impl.split_hashes(None, 42)
 
 
-# --- through varemi.kernels: views, copies, zero copy --------------------------------------
+# --- through varemi.core.kernels: views, copies, zero copy --------------------------------------
 
 needs_native_kernels = pytest.mark.skipif(
-    kernels.IMPLEMENTATION != "native", reason="varemi.kernels runs the reference"
+    kernels.IMPLEMENTATION != "native", reason="varemi.core.kernels runs the reference"
 )
 
 
@@ -738,7 +738,7 @@ def test_native_refuses_views(impl: ModuleType) -> None:
             impl.window_spans(tokens, offsets, 4, 2, 1)
         with pytest.raises(TypeError, match="contiguous"):
             impl.normalize_pitches(np.arange(10, dtype=np.int16)[::3])
-    else:  # the reference reads views; varemi.kernels makes both behave the same
+    else:  # the reference reads views; varemi.core.kernels makes both behave the same
         impl.window_spans(tokens, offsets, 4, 2, 1)
 
 
@@ -820,7 +820,7 @@ def test_zero_copy_window_spans_tracemalloc(
     entry: str, ten_million_tokens: tuple[np.ndarray, np.ndarray]
 ) -> None:
     if entry == "kernels" and kernels.IMPLEMENTATION != "native":
-        pytest.skip("varemi.kernels runs the reference")
+        pytest.skip("varemi.core.kernels runs the reference")
     tokens, offsets = ten_million_tokens
     fn = native.window_spans if entry == "native" else kernels.window_spans
     tracemalloc.start()
@@ -838,7 +838,7 @@ def test_zero_copy_prepend_tracemalloc(
     entry: str, ten_million_tokens: tuple[np.ndarray, np.ndarray]
 ) -> None:
     if entry == "kernels" and kernels.IMPLEMENTATION != "native":
-        pytest.skip("varemi.kernels runs the reference")
+        pytest.skip("varemi.core.kernels runs the reference")
     tokens, offsets = ten_million_tokens
     file_index, _, start, stop = native.window_spans(tokens, offsets)
     ids = np.zeros(len(offsets) - 1, np.int32)

@@ -14,9 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from symusic import Note, Pedal, Score, Tempo, Track
 
-from varemi import _native, reference
-from varemi.errors import LabelInputError, VaremiError
-from varemi.labels import FEATURE_NAMES, NoteArrays, note_arrays
+from varemi import _native
+from varemi._base.errors import LabelInputError, VaremiError
+from varemi.core import reference
+from varemi.core.label_features import FEATURE_NAMES, NoteArrays
+from varemi.labelling.heuristic import note_arrays
 
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = REPO.parent / "shared" / "corpora"
@@ -99,7 +101,7 @@ def real_files() -> list[Path]:
 
 @pytest.mark.skipif(not (CORPORA / "vgmidi").is_dir(), reason="../shared absent")
 def test_native_equals_twin_on_the_real_corpora():
-    from varemi.labels import LabelError
+    from varemi.labelling.heuristic import LabelError
 
     checked = 0
     for path in real_files():
@@ -162,7 +164,8 @@ def test_wrong_dtype_is_a_type_error(name):
 def test_pure_python_switch_uses_the_twin(switch, expected):
     code = (
         "import numpy as np, symusic\n"
-        "from varemi import kernels, labels, reference\n"
+        "from varemi.core import kernels, reference\n"
+        "from varemi.labelling import heuristic as labels\n"
         "calls = []\n"
         "twin = reference.label_features\n"
         "reference.label_features = lambda *a: calls.append(1) or twin(*a)\n"

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from symusic import Note, Track
 
-from varemi import conditioning
-from varemi.build import check_params
-from varemi.errors import VaremiError
-from varemi.labels import label_score
-from varemi.verify import verify
-from varemi.vocab import decode_music
+import varemi.corpus.job
+from varemi._base.errors import VaremiError
+from varemi.core import conditioning
+from varemi.dataset.verify import verify
+from varemi.labelling.heuristic import label_score
+from varemi.music.tokenizer import decode_music
+from varemi.pipeline.params import check_params
 
 WINDOWS = dict(window_size=256, stride=256, min_window_tokens=64)
 
@@ -202,7 +203,6 @@ def test_verify_reports_the_scope_and_checks_file_scope_rows(tmp_path):
 
 
 def test_a_resumed_build_reads_window_labels_from_the_cache(tmp_path, monkeypatch):
-    from varemi import corpus
 
     midi = tmp_path / "midi"
     write_mood_change(midi / "mood.mid")
@@ -213,7 +213,7 @@ def test_a_resumed_build_reads_window_labels_from_the_cache(tmp_path, monkeypatc
     def no_decoding(*args, **kwargs):
         raise AssertionError("window labels were computed again despite the cache")
 
-    monkeypatch.setattr(corpus, "window_labels", no_decoding)
+    monkeypatch.setattr(varemi.corpus.job, "window_labels", no_decoding)
     h.build(midi, tmp_path / "two", **kw)
     h.same_data(tmp_path / "one", tmp_path / "two")
     assert h.info(tmp_path / "two")["cache"].get("hit") == 3

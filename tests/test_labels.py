@@ -14,23 +14,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from symusic import Note, Pedal, Score, Tempo, Track
 
-from varemi import labels as labels_module
-from varemi.errors import VaremiError
-from varemi.files import list_midi_files
-from varemi.labels import (
-    FEATURE_NAMES,
+import varemi.labelling.heuristic
+from varemi._base.errors import VaremiError
+from varemi.core.label_features import FEATURE_NAMES
+from varemi.labelling.heuristic import (
     LABEL_COLUMNS,
     LabelError,
     LabelParameterError,
-    LabelsCSVError,
     _label_one,
     extract_features,
     label_features,
     label_file,
     label_folder,
-    read_labels_csv,
-    write_labels_csv,
 )
+from varemi.labelling.label_csv import LabelsCSVError, read_labels_csv, write_labels_csv
+from varemi.music.files import list_midi_files
 
 REPO = Path(__file__).resolve().parents[1]
 VGMIDI = REPO.parent / "shared" / "corpora" / "vgmidi"
@@ -354,9 +352,9 @@ def _crash_on_fast(root, name, *rest):
 
 def test_label_folder_survives_a_dying_worker(corpus: Path, monkeypatch):
     expected, _ = label_folder(corpus, workers=1, progress=False)
-    monkeypatch.setattr(labels_module, "_label_one", _crash_on_fast)
+    monkeypatch.setattr(varemi.labelling.heuristic, "_label_one", _crash_on_fast)
     df, rejects = label_folder(corpus, workers=2, progress=False)
-    from varemi.corpus import CRASHED_DETAIL
+    from varemi._base.workers import CRASHED_DETAIL
 
     assert ("fast.mid", "crashed", CRASHED_DETAIL) in rejects
     pd.testing.assert_frame_equal(
@@ -588,7 +586,7 @@ def test_vgmidi_auc_floors():
 
 # --------------------------------------------------------------------------- label range
 def test_read_labels_csv_maps_a_label_range_linearly(tmp_path: Path):
-    from varemi.labels import read_labels_csv
+    from varemi.labelling.label_csv import read_labels_csv
 
     csv_path = tmp_path / "l.csv"
     csv_path.write_text(
@@ -610,7 +608,7 @@ def test_read_labels_csv_maps_a_label_range_linearly(tmp_path: Path):
     "bad", [(1, 1), (9, 1), (float("nan"), 1), (0, float("inf")), ("a", 1), (1,)]
 )
 def test_bad_label_ranges_are_refused(tmp_path: Path, bad):
-    from varemi.labels import LabelRangeError, check_label_range, read_labels_csv
+    from varemi.labelling.label_csv import LabelRangeError, check_label_range, read_labels_csv
 
     with pytest.raises(LabelRangeError, match="--label-range"):
         check_label_range(bad)

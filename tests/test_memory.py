@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from varemi.build import _Spool
-from varemi.integrity import batches_checksum, split_checksum
+from varemi.dataset.integrity import batches_checksum, split_checksum
+from varemi.pipeline.stages import TokenSpool
 
 MB = 1 << 20
 
@@ -70,7 +70,7 @@ def test_split_checksum_reads_without_mapping_the_split(tmp_path):
 
 
 def test_spool_reads_back_without_mapping_the_spool(tmp_path):
-    spool = _Spool(tmp_path / "spool.bin")
+    spool = TokenSpool(tmp_path / "spool.bin")
     rng = np.random.default_rng(1)
     parts = [rng.integers(0, 20000, 1 << 20, dtype=np.int32) for _ in range(16)]  # 64 MB
     refs = [spool.put(p) for p in parts]

@@ -3,7 +3,7 @@
 Every option of the local engine (duplicate groups and drop, augmentation, quantile
 bins, user groups) against ``--engine local`` on one corpus. One local Ray session
 with 2 CPUs serves the whole module (Ray takes seconds to start); builds run in this
-process and find it already initialised (varemi.cluster uses it).
+process and find it already initialised (varemi.pipeline.ray_engine uses it).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import pytest
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from varemi.cluster import ClusterError, blocks  # noqa: E402
-from varemi.errors import VaremiError  # noqa: E402
+import varemi.pipeline.ray_engine as vc  # noqa: E402
+from varemi._base.errors import VaremiError  # noqa: E402
+from varemi.pipeline.ray_engine import ClusterError, blocks  # noqa: E402
 
 KW = dict(window_size=16, stride=8, min_window_tokens=4, workers=2)
 
@@ -86,7 +87,7 @@ def test_ray_gives_the_rows_and_rejects_of_local(ray_session, corpus, tmp_path):
     assert groups["sub/zz_up.mid"] == groups["a02.mid"] == "a02.mid"
     assert info["counts"]["examples"]["val"] > 0  # both splits hold rows
     assert sorted(p.name for p in remote.iterdir()) == sorted(p.name for p in local.iterdir())
-    from varemi.verify import verify
+    from varemi.dataset.verify import verify
 
     assert verify(remote).ok
 
@@ -114,7 +115,7 @@ def test_ray_with_csv_labels_and_the_token_cache(ray_session, corpus, tmp_path):
 def test_interrupted_ray_build_leaves_previous_output_intact(
     ray_session, corpus, tmp_path, monkeypatch
 ):
-    from varemi.export import SplitWriter
+    from varemi.dataset.export import SplitWriter
 
     out = tmp_path / "out"
     h.build(corpus, out, **KW)
@@ -137,7 +138,6 @@ def test_engine_parameters_are_refused_before_any_work(corpus, tmp_path, monkeyp
         h.build(corpus, out, ray_address="auto", **KW)
     with pytest.raises(VaremiError, match="--engine must be one of local, ray"):
         h.build(corpus, out, engine="spark", **KW)
-    import varemi.cluster as vc
 
     monkeypatch.setattr(vc.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ClusterError, match=r"pip install 'varemi\[ray\]'"):
@@ -240,8 +240,6 @@ def test_token_ids_reach_the_driver_only_through_the_block_spools(
     import pickle
 
     import numpy as np
-
-    import varemi.cluster as vc
 
     seen: dict[str, list] = {}
     run_pass = vc._run_pass

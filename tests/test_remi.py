@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from miditok import REMI, MIDILike, TokenizerConfig
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
-from varemi.encoder import EncodeOptions, _normalise_track_pitches
-from varemi.encoder.remi import NativeREMI
-from varemi.errors import UnsupportedConfig, VaremiError
-from varemi.vocab import MAESTRO_CONFIG, load_base_tokenizer, vocab_pitch_range
+from varemi._base.errors import UnsupportedConfig, VaremiError
+from varemi.music.encoder import EncodeOptions, _normalise_track_pitches
+from varemi.music.encoder.remi import NativeREMI
+from varemi.music.tokenizer import MAESTRO_CONFIG, load_base_tokenizer, vocab_pitch_range
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
 CORPUS_DIRS = ("pop909", "vgmidi/phrases", "miditok_tests")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import helpers as h
-import pytest
-
-pytest.importorskip("miditok")
 
 KW = dict(window_size=16, stride=8, min_window_tokens=4, cache=True)
 

@@ -9,15 +9,18 @@ import os
 import signal
 from pathlib import Path
 
+import helpers as h  # noqa: E402
 import pytest
 
-pytest.importorskip("symusic")
-pytest.importorskip("miditok")
-pytest.importorskip("datasets")
-
-import helpers as h  # noqa: E402
-
-from varemi.verify import verify  # noqa: E402
+import varemi.corpus.cache as cache
+import varemi.corpus.job as vc
+import varemi.dataset.export as ve
+import varemi.dataset.staging as vo
+import varemi.music.encoder as enc
+import varemi.music.files as files
+import varemi.pipeline.build as vb
+from varemi._base import native
+from varemi.dataset.verify import verify
 
 SMALL = dict(window_size=16, stride=8, min_window_tokens=4)
 
@@ -36,8 +39,6 @@ def crash_in_workers_on(monkeypatch, marker: bytes) -> None:
 
     Workers are forked, so they inherit the patched parser; the main process never dies.
     """
-    import varemi.encoder as enc
-    import varemi.files as files
 
     main = os.getpid()
     real = files.parse_midi
@@ -79,7 +80,7 @@ def test_a_worker_that_dies_costs_one_file_in_build(tmp_path, monkeypatch, label
 
 
 def test_a_worker_that_dies_costs_one_file_in_labels(tmp_path, monkeypatch):
-    from varemi.labels import label_folder
+    from varemi.labelling.heuristic import label_folder
 
     midi = tmp_path / "midi"
     names = corpus(midi)
@@ -96,10 +97,7 @@ def test_a_worker_that_dies_costs_one_file_in_labels(tmp_path, monkeypatch):
 def test_token_key_names_the_native_build_and_the_dependency_versions(monkeypatch):
     from importlib.metadata import version
 
-    import varemi.cache as cache
-    from varemi import kernels
-
-    if kernels.PURE_PYTHON:
+    if native.PURE_PYTHON:
         pytest.skip("pure-Python kernels: the native build is not loaded")
     from varemi import _native
 
@@ -162,7 +160,7 @@ def built(tmp_path: Path) -> tuple[Path, Path, dict]:
 
 
 def test_overwrite_refuses_inputs_inside_the_old_output(tmp_path):
-    from varemi.errors import OutputFolderError
+    from varemi._base.errors import OutputFolderError
 
     midi, out, _ = built(tmp_path)
     inner = out / "midi"
@@ -260,8 +258,6 @@ def cli_build(midi: Path, out, *extra: str) -> int:
 def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch, capsys, workers):
     import time
 
-    import varemi.corpus as vc
-
     midi, out, before = built(tmp_path)
     main, pids = os.getpid(), tmp_path / "pids"
     real = vc.encode_midi
@@ -305,7 +301,7 @@ def test_staging_folders_of_dead_builds_are_removed(tmp_path):
 
 
 def test_a_dataset_set_aside_by_a_killed_swap_is_restored(tmp_path):
-    from varemi.errors import OutputFolderError
+    from varemi._base.errors import OutputFolderError
 
     midi, out, before = built(tmp_path)
     aside = tmp_path / f".out.varemi-old-{DEAD_PID}"
@@ -336,7 +332,6 @@ def test_out_dot_builds_into_the_current_folder(tmp_path, monkeypatch):
 
 
 def test_a_mount_point_is_written_into(tmp_path, monkeypatch):
-    import varemi.output as vo
 
     midi, mnt = tmp_path / "midi", tmp_path / "mnt"
     corpus(midi)
@@ -360,7 +355,6 @@ def test_a_mount_point_is_written_into(tmp_path, monkeypatch):
 
 
 def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeypatch):
-    import varemi.build as vb
 
     midi = tmp_path / "midi"
     corpus(midi)
@@ -371,7 +365,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, m
         raise AssertionError("work started")
 
     monkeypatch.setattr(vb, "_load_tokenizer", no_work)
-    from varemi.errors import OutputFolderError
+    from varemi._base.errors import OutputFolderError
 
     with pytest.raises(OutputFolderError, match=f"--out {afile / 'out'}: cannot write into"):
         h.build(midi, afile / "out", **SMALL)
@@ -379,8 +373,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, m
 
 
 def test_a_failed_swap_restores_the_previous_output(tmp_path, monkeypatch):
-    import varemi.output as vo
-    from varemi.errors import OutputFolderError
+    from varemi._base.errors import OutputFolderError
 
     midi, out, before = built(tmp_path)
     real = os.replace
@@ -399,8 +392,6 @@ def test_a_failed_swap_restores_the_previous_output(tmp_path, monkeypatch):
 
 def test_a_full_disk_is_one_error_line(tmp_path, monkeypatch, capsys):
     import errno
-
-    import varemi.export as ve
 
     midi, out, before = built(tmp_path)
 
@@ -423,7 +414,7 @@ def test_a_full_disk_is_one_error_line(tmp_path, monkeypatch, capsys):
 def test_quantile_edges_share_one_bin_per_tie_by_mid_rank():
     import numpy as np
 
-    from varemi.conditioning import discretise_quantile, quantile_edges
+    from varemi.core.conditioning import discretise_quantile, quantile_edges
 
     def bins(v, b=9):
         v = np.asarray(v, dtype=np.float64)
@@ -465,7 +456,7 @@ def test_quantile_build_with_tied_labels(tmp_path, capsys):
 
 
 def test_two_dying_files_among_many_cost_two_files(tmp_path, monkeypatch):
-    from varemi.labels import label_folder
+    from varemi.labelling.heuristic import label_folder
 
     midi = tmp_path / "midi"
     names = corpus(midi, 14)

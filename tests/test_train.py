@@ -19,9 +19,9 @@ transformers = pytest.importorskip("transformers")
 import helpers as h  # noqa: E402
 
 import varemi  # noqa: E402
-from varemi import train  # noqa: E402
-from varemi.demo import write_demo_corpus  # noqa: E402
-from varemi.models import window_warning  # noqa: E402
+from varemi.music.demo import write_demo_corpus  # noqa: E402
+from varemi.music.models import window_warning  # noqa: E402
+from varemi.training import train  # noqa: E402
 
 WINDOW, STRIDE, MIN = 64, 48, 16
 STEPS, EVAL = 20, 10
@@ -88,7 +88,7 @@ def test_bos_examples_are_bos_then_the_plain_examples(corpus, data, tmp_path):
 
 
 def test_verify_understands_bos(data, tmp_path):
-    from varemi.verify import verify
+    from varemi.dataset.verify import verify
 
     assert verify(data, num_examples=1).ok
     broken = tmp_path / "broken"
@@ -390,7 +390,7 @@ def test_without_torch_one_line_names_the_extra(data, tmp_path):
 
     code = (
         "import sys; sys.modules['torch'] = None\n"  # what an environment without torch sees
-        "import varemi.train, varemi.cli\n"
+        "import varemi.training.train, varemi.cli\n"
         f"sys.exit(varemi.cli.main(['finetune', {str(data)!r}, '--model', 'tiny', "
         f"'--out', {str(tmp_path / 'r')!r}]))"
     )
@@ -409,7 +409,8 @@ def test_importing_varemi_and_its_build_does_not_import_torch():
     import sys
 
     code = (
-        "import sys, varemi, varemi.build, varemi.cli, varemi.train; print('torch' in sys.modules)"
+        "import sys, varemi, varemi.pipeline.build, varemi.cli, varemi.training.train; "
+        "print('torch' in sys.modules)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], env=h.subprocess_env(), capture_output=True, text=True

@@ -6,16 +6,12 @@ import json
 import shutil
 from pathlib import Path
 
+import helpers as h  # noqa: E402
 import numpy as np
+import pyarrow as pa  # noqa: E402
 import pytest
 
-pytest.importorskip("symusic")
-pytest.importorskip("datasets")
-
-import helpers as h  # noqa: E402
-import pyarrow as pa  # noqa: E402
-
-from varemi.verify import verify  # noqa: E402
+from varemi.dataset.verify import verify
 
 NAMES = [f"p{k:02d}.mid" for k in range(10)]
 WINDOW = 16
@@ -60,7 +56,7 @@ def rewrite_split(out: Path, split: str, change, rechecksum: bool = True) -> Non
     with pa.ipc.new_stream(path, new.schema) as writer:
         writer.write_table(new)
     if rechecksum:
-        from varemi.integrity import dataset_checksums
+        from varemi.dataset.integrity import dataset_checksums
 
         info = h.info(out)
         info["checksums"] = dataset_checksums(out)
@@ -298,7 +294,7 @@ def write_info(out: Path, info: dict) -> None:
 
 
 def test_the_build_records_a_checksum_per_split(built):
-    from varemi.integrity import METHOD, table_checksum
+    from varemi.dataset.integrity import METHOD, table_checksum
 
     recorded = h.info(built)["checksums"]
     assert recorded["method"] == METHOD
@@ -439,12 +435,12 @@ def test_file_scope_rows_of_one_file_that_disagree_fail(copy):
 
 def test_split_checksum_reads_one_shard_at_a_time(tmp_path, monkeypatch):
     """Every shard kept open (memory-mapped) at once kept the whole dataset resident."""
-    import varemi.windows
-    from varemi import integrity
+    import varemi.core.windows
+    from varemi.dataset import integrity
 
     midi = tmp_path / "midi"
     h.write_tiny_corpus(midi, [f"f{k:02d}.mid" for k in range(12)], notes=40)
-    monkeypatch.setattr(varemi.windows, "BATCH_TOKENS", 1)  # one shard per file
+    monkeypatch.setattr(varemi.core.windows, "BATCH_TOKENS", 1)  # one shard per file
     out = h.build(midi, tmp_path / "out", window_size=16, stride=8, min_window_tokens=4).out
     state = json.loads((out / "train" / "state.json").read_text(encoding="utf-8"))
     assert len(state["_data_files"]) > 3

@@ -6,16 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("miditok")
-
 from miditok import REMI, TokSequence  # noqa: E402
 from miditok.utils import merge_tracks  # noqa: E402
 from symusic import Score  # noqa: E402
 
-from varemi import vocab as vt  # noqa: E402
-from varemi.demo import DEMO_PIECES, make_score  # noqa: E402
-from varemi.errors import BinsError, VaremiError  # noqa: E402
+from varemi._base.errors import BinsError, VaremiError
+from varemi.dataset import vocabulary
+from varemi.dataset.info import DatasetInfoError
+from varemi.music import tokenizer as vt
+from varemi.music.demo import DEMO_PIECES, make_score
 
 BINS9 = [f"[VAL={v:+d}]" for v in range(-4, 5)] + [f"[ARO={a:+d}]" for a in range(-4, 5)]
 ROOT = Path(__file__).resolve().parents[1]
@@ -394,22 +393,22 @@ def write_dataset(out: Path, bins: int = 9) -> dict[str, int]:
 
 def test_load_tokenizer_and_conditioning_ids(tmp_path):
     ids = write_dataset(tmp_path)
-    tok = vt.load_tokenizer(tmp_path)
+    tok = vocabulary.load_tokenizer(tmp_path)
     assert len(tok) == 1018
     assert {name: tok.vocab[name] for name in BINS9} == ids
-    assert vt.conditioning_ids(tmp_path, 0, 0) == (1004, 1013)
-    assert vt.conditioning_ids(str(tmp_path), -4, 4) == (1000, 1017)
-    assert vt.conditioning_ids(tmp_path, np.int8(2), np.int64(-3)) == (1006, 1010)
+    assert vocabulary.conditioning_ids(tmp_path, 0, 0) == (1004, 1013)
+    assert vocabulary.conditioning_ids(str(tmp_path), -4, 4) == (1000, 1017)
+    assert vocabulary.conditioning_ids(tmp_path, np.int8(2), np.int64(-3)) == (1006, 1010)
     for bad in ((5, 0), (0, -5), (True, 0), (0.0, 0), ("1", 0)):
         with pytest.raises(BinsError):
-            vt.conditioning_ids(tmp_path, *bad)
+            vocabulary.conditioning_ids(tmp_path, *bad)
 
 
 def test_conditioning_ids_bins3(tmp_path):
     write_dataset(tmp_path, bins=3)
-    assert vt.conditioning_ids(tmp_path, -1, 1) == (1000, 1005)
+    assert vocabulary.conditioning_ids(tmp_path, -1, 1) == (1000, 1005)
     with pytest.raises(BinsError, match=r"-1\.\.1"):
-        vt.conditioning_ids(tmp_path, 2, 0)
+        vocabulary.conditioning_ids(tmp_path, 2, 0)
 
 
 def test_load_tokenizer_mismatch(tmp_path):
@@ -420,23 +419,23 @@ def test_load_tokenizer_mismatch(tmp_path):
     info["conditioning_tokens"] = {name: i + 1 for name, i in ids.items()}
     info_path.write_text(json.dumps(info))
     with pytest.raises(vt.TokenizerMismatchError, match="does not belong"):
-        vt.load_tokenizer(tmp_path)
+        vocabulary.load_tokenizer(tmp_path)
 
     info["conditioning_tokens"] = dict(reversed(list(ids.items())))
     info_path.write_text(json.dumps(info))
     with pytest.raises(vt.TokenizerMismatchError, match="in that order"):
-        vt.load_tokenizer(tmp_path)
+        vocabulary.load_tokenizer(tmp_path)
 
     info["conditioning_tokens"] = ["[VAL=-4]"]
     info_path.write_text(json.dumps(info))
-    with pytest.raises(vt.TokenizerMismatchError, match="object from token string"):
-        vt.load_tokenizer(tmp_path)
+    with pytest.raises(DatasetInfoError, match="object from token string"):
+        vocabulary.load_tokenizer(tmp_path)
 
     info_path.unlink()
-    with pytest.raises(vt.TokenizerMismatchError, match="not a varemi dataset"):
-        vt.load_tokenizer(tmp_path)
-    with pytest.raises(vt.TokenizerMismatchError):
-        vt.conditioning_ids(tmp_path, 0, 0)
+    with pytest.raises(DatasetInfoError, match="not a varemi dataset"):
+        vocabulary.load_tokenizer(tmp_path)
+    with pytest.raises(DatasetInfoError):
+        vocabulary.conditioning_ids(tmp_path, 0, 0)
 
 
 def test_load_tokenizer_other_tokenizer(tmp_path):
@@ -444,10 +443,10 @@ def test_load_tokenizer_other_tokenizer(tmp_path):
     write_dataset(tmp_path)
     shutil.copyfile(vt.builtin_tokenizer_path(), tmp_path / "tokenizer.json")
     with pytest.raises(vt.TokenizerMismatchError, match="has id None"):
-        vt.load_tokenizer(tmp_path)
+        vocabulary.load_tokenizer(tmp_path)
     (tmp_path / "tokenizer.json").unlink()
     with pytest.raises(vt.TokenizerError, match="no tokenizer.json"):
-        vt.load_tokenizer(tmp_path)
+        vocabulary.load_tokenizer(tmp_path)
 
 
 def test_public_api_from_package(tmp_path):
@@ -460,7 +459,7 @@ def test_public_api_from_package(tmp_path):
 
 _NO_TORCH_PROBE = """
 import sys
-from varemi import vocab
+from varemi.music import tokenizer as vocab
 tok = vocab.load_base_tokenizer("builtin").tokenizer
 print("torch" in sys.modules, type(tok).__name__)
 import torch, miditok.pytorch_data  # both still import when asked for

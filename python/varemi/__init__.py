@@ -1,37 +1,39 @@
 """varemi: emotion-conditioned REMI+BPE datasets for symbolic-music language models.
 
 The pipeline is ``labels`` (valence/arousal per MIDI file), ``build`` (tokenise,
-window, prefix conditioning tokens, split by file, export a Hugging Face dataset) and
-``verify`` (statistics and invariants). Run it as ``python -m varemi``.
+window, prefix conditioning tokens, split by group, export a Hugging Face dataset) and
+``verify`` (statistics and invariants), then ``finetune``, ``generate`` and
+``evaluate``. Run it as ``python -m varemi``.
+
+The package is layered (:mod:`varemi._base` -> ``core`` -> ``music`` -> ``labelling`` ->
+``corpus`` -> ``dataset`` -> ``pipeline`` -> ``training`` -> ``cli``). The public
+functions below are resolved on first use (PEP 562), so ``import varemi`` stays cheap
+and imports neither MidiTok nor torch.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
 
-try:
-    __version__ = version("varemi")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+from varemi._base.version import __version__
 
-__all__ = [
-    "__version__",
-    "conditioning_ids",
-    "decode",
-    "evaluate",
-    "finetune",
-    "generate",
-    "load_tokenizer",
-]
+_PUBLIC = {
+    "load_tokenizer": "varemi.dataset.vocabulary",
+    "conditioning_ids": "varemi.dataset.vocabulary",
+    "finetune": "varemi.training.train",
+    "generate": "varemi.training.train",
+    "evaluate": "varemi.training.train",
+    "decode": "varemi.training.train",
+}
+
+__all__ = ["__version__", *_PUBLIC]
 
 
-def __getattr__(name: str):  # lazy: importing varemi must not import MidiTok or torch
-    if name in ("load_tokenizer", "conditioning_ids"):
-        from varemi import vocab
-
-        return getattr(vocab, name)
-    if name in ("finetune", "generate", "evaluate", "decode"):
-        from varemi import train
-
-        return getattr(train, name)
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'varemi' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

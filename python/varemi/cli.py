@@ -1,28 +1,50 @@
 """Command line: ``python -m varemi labels | build | verify | finetune | generate | evaluate``.
 
-This module only parses arguments and calls :mod:`varemi.labels`,
-:mod:`varemi.build`, :mod:`varemi.verify` and :mod:`varemi.train`.
+The parsers come from the option declarations (:mod:`varemi._base.options`); each
+command calls one entry point (:func:`varemi.labelling.heuristic.label_folder`,
+:func:`varemi.pipeline.build.build`, :func:`varemi.dataset.verify.verify`,
+:mod:`varemi.training.train`). This is the one place where errors become ``error:`` lines
+and exit statuses: a varemi error (a bad parameter or input) exits 2, a failing file
+system 1, anything else (a bug) 70 with one line that asks for a bug report.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
 
-from varemi import __version__
-from varemi.errors import VaremiError
+from varemi._base.errors import VaremiError
+from varemi._base.options import (
+    BUILD_OPTIONS,
+    BUILTIN_TOKENIZER,
+    DEFAULT_MODEL,
+    LABELS_OPTIONS,
+    VERIFY_OPTIONS,
+    add_options,
+    path_arg,
+    values,
+)
+from varemi._base.version import __version__
+from varemi.dataset.info import is_demo_dataset
+from varemi.dataset.verify import verify
+from varemi.labelling.heuristic import label_folder
+from varemi.labelling.label_csv import check_labels_out, write_labels_csv
+from varemi.music.demo import write_demo_corpus
+from varemi.pipeline.build import build
+from varemi.pipeline.params import BuildParams, check_params
+from varemi.training.train import (
+    FinetuneParams,
+    SamplingParams,
+    evaluate,
+    finetune,
+    format_evaluation,
+    generate,
+)
 
 DEMO_DIR = Path("varemi-demo")
-
-
-def _path(text: str) -> Path | str:
-    """A path option; an empty string stays ``""`` so :func:`main` can refuse it.
-
-    ``Path("")`` is ``Path(".")``: ``--midi-dir ""`` would silently mean the current folder.
-    """
-    return Path(text) if text else ""
 
 
 # Path options (by dest) as the user types them, for the empty-path refusal.
@@ -46,26 +68,12 @@ examples:
 """
 
 
-class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends ``(default: X)`` only where it says something the help text does not.
-
-    No default for flags (always off), for ``None`` (the help text says what happens)
-    or when the help text already names its default.
-    """
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.default is None or action.default is False or "default" in text:
-            return text
-        return super()._get_help_string(action)
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m varemi",
         description="Build valence/arousal-conditioned REMI+BPE datasets for fine-tuning "
         "Natooz/Maestro-REMI-bpe20k: label MIDI files, tokenise them, cut windows, prefix "
-        "[VAL=v] [ARO=a] tokens, split by file and export a Hugging Face dataset.",
+        "[VAL=v] [ARO=a] tokens, split by group and export a Hugging Face dataset.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
@@ -83,179 +91,19 @@ def _parser() -> argparse.ArgumentParser:
         "from musical features (mode, register, tempo, note density, velocity, articulation). "
         "A file's labels depend on that file alone.",
     )
-    lab.add_argument("--midi-dir", type=_path, required=True, help="folder of .mid/.midi files")
-    lab.add_argument("--out", type=_path, required=True, help="CSV to write")
-    lab.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    lab.add_argument("--jitter", type=float, default=0.0, help="label noise sigma (default: 0)")
-    lab.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
-    lab.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(lab, LABELS_OPTIONS)
+    lab.add_argument("--seed", dest="old_seed", type=int, default=None, help=argparse.SUPPRESS)
 
     b = sub.add_parser(
         "build",
         allow_abbrev=False,
         help="build the dataset (with no --midi-dir: the built-in offline demo)",
         description="Tokenise a MIDI folder, cut windows, prefix conditioning tokens, split by "
-        "file and save a Hugging Face DatasetDict (train, val). Without --midi-dir, builds the "
-        f"built-in demo corpus into {DEMO_DIR}/ with the built-in tokenizer.",
-        formatter_class=_DefaultsHelpFormatter,
+        "group (duplicates and --groups share a split) and save a Hugging Face DatasetDict "
+        f"(train, val). Without --midi-dir, builds the built-in demo corpus into {DEMO_DIR}/ "
+        "with the built-in tokenizer.",
     )
-    b.add_argument("--midi-dir", type=_path, default=None, help="folder of MIDI files (recursive)")
-    b.add_argument(
-        "--out", type=_path, default=None, help="output folder (required with --midi-dir)"
-    )
-    b.add_argument(
-        "--labels",
-        type=_path,
-        default=None,
-        help="CSV filename,valence,arousal; without it labels are computed "
-        "and written to OUT/labels.csv",
-    )
-    b.add_argument(
-        "--tokenizer",
-        default=None,
-        help="hub id, local folder or tokenizer.json, or 'builtin' "
-        "(default: Natooz/Maestro-REMI-bpe20k; the demo uses builtin)",
-    )
-    b.add_argument("--window-size", type=int, default=1024, help="tokens per window")
-    b.add_argument("--stride", type=int, default=512, help="distance between window starts")
-    b.add_argument("--min-window-tokens", type=int, default=256, help="shortest window kept")
-    b.add_argument("--bins", type=int, default=9, help="bins per axis (odd)")
-    b.add_argument(
-        "--binning",
-        choices=["uniform", "quantile"],
-        default="uniform",
-        help="uniform bins over [-1, 1], or equal-count bins over the corpus",
-    )
-    b.add_argument(
-        "--label-scope",
-        default="file",
-        metavar="{file,window}",
-        help="file: every window carries its file's labels; window: each window is "
-        "labelled from its own decoded music (computed labels only, not with --labels)",
-    )
-    b.add_argument("--train-split", type=float, default=0.9, help="fraction of files in train")
-    b.add_argument("--seed", type=int, default=42, help="split seed")
-    b.add_argument(
-        "--pitch-policy",
-        choices=["clamp", "fold", "drop"],
-        default="clamp",
-        help="what happens to notes outside --pitch-range",
-    )
-    b.add_argument(
-        "--label-range",
-        type=float,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        default=None,
-        help="scale of the --labels CSV (e.g. 1 9), mapped linearly to [-1, 1]; "
-        "values outside it are rejected as bad_label (default: -1 1)",
-    )
-    b.add_argument(
-        "--pitch-range",
-        type=int,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        default=None,
-        help="inclusive pitch range (default: the tokenizer's pitches, 21 108)",
-    )
-    b.add_argument(
-        "--tracks",
-        choices=["merge", "first"],
-        default="merge",
-        help="merge all non-drum tracks, or keep only the first",
-    )
-    b.add_argument(
-        "--encoder",
-        choices=["auto", "native", "miditok"],
-        default="auto",
-        help="token ids from the native REMI+BPE encoder (same ids, much faster) or "
-        "MidiTok's; auto uses native when it covers the tokenizer exactly",
-    )
-    b.add_argument(
-        "--bos",
-        action="store_true",
-        help="start every example with BOS: [BOS] [VAL] [ARO] window (as the model was "
-        "pre-trained)",
-    )
-    b.add_argument("--max-minutes", type=float, default=60.0, help="reject longer files")
-    b.add_argument("--max-file-mb", type=float, default=64.0, help="reject larger files")
-    b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    b.add_argument("--jitter", type=float, default=0.0, help="noise on computed labels")
-    b.add_argument("--jitter-seed", type=int, default=0, help="seed of that noise")
-    b.add_argument(
-        "--cache-dir",
-        type=_path,
-        default=None,
-        help="token cache folder (default: ~/.cache/varemi)",
-    )
-    b.add_argument("--no-cache", action="store_true", help="do not read or write the token cache")
-    b.add_argument(
-        "--overwrite", action="store_true", help="replace OUT if it holds a previous varemi dataset"
-    )
-    b.add_argument(
-        "--dedup",
-        choices=["group", "drop", "off"],
-        default="group",
-        help="put exact, transposed and near duplicates in one split "
-        "(group), keep only the first copy by path (drop), or split by file alone (off)",
-    )
-    b.add_argument(
-        "--groups",
-        type=Path,
-        default=None,
-        help="CSV filename,group: the files of one group share a split",
-    )
-    b.add_argument(
-        "--group-by",
-        choices=["parent"],
-        default=None,
-        help="parent: the files of one folder share a split (the folder is the piece)",
-    )
-    b.add_argument(
-        "--augment-transpose",
-        default=None,
-        metavar="OFFSETS",
-        help="add transposed copies, e.g. --augment-transpose=-3..3 or =-2,2 (semitones; "
-        "write = before a negative value)",
-    )
-    b.add_argument(
-        "--augment-velocity",
-        default=None,
-        metavar="OFFSETS",
-        help="add copies with velocities moved, e.g. --augment-velocity=-4,4",
-    )
-    b.add_argument(
-        "--augment-tempo",
-        default=None,
-        metavar="PERCENTS",
-        help="add copies with every tempo changed, e.g. --augment-tempo=-10,10 (percent, "
-        "within -50..50; same tokens, labels from the new timing)",
-    )
-    b.add_argument(
-        "--format",
-        choices=["arrow", "parquet"],
-        default="arrow",
-        help="arrow: the datasets.save_to_disk layout (load_from_disk); parquet: Parquet "
-        "shards OUT/train/*.parquet, OUT/val/*.parquet (load_dataset, streaming too)",
-    )
-    b.add_argument(
-        "--engine",
-        choices=["local", "ray"],
-        default="local",
-        help="local worker processes, or Ray Data (needs pip install 'varemi[ray]')",
-    )
-    b.add_argument(
-        "--ray-address",
-        default=None,
-        help="with --engine ray: 'auto' or a cluster address to connect to "
-        "(default: start a local Ray with --workers CPUs)",
-    )
-    b.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-    b.add_argument(
-        "--profile",
-        action="store_true",
-        help="print time per stage and peak memory (also in dataset_info.json)",
-    )
+    add_options(b, BUILD_OPTIONS, grouped=True)
 
     v = sub.add_parser(
         "verify",
@@ -264,9 +112,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Print statistics, decode a few examples and check every invariant. "
         "Exit 0 when all hold, 1 otherwise.",
     )
-    v.add_argument("out", type=_path, help="dataset folder written by build")
-    v.add_argument("--num-examples", type=int, default=3, help="examples to decode (default: 3)")
-    v.add_argument("--plot", type=_path, default=None, help="write a PNG heat map of the bins")
+    v.add_argument("out", type=path_arg, help="dataset folder written by build")
+    add_options(v, VERIFY_OPTIONS)
     _train_parsers(sub)
     return ap
 
@@ -306,7 +153,7 @@ def _train_parsers(sub) -> None:
     f.add_argument("data", type=Path, help="dataset folder written by build")
     f.add_argument(
         "--model",
-        default="Natooz/Maestro-REMI-bpe20k",
+        default=DEFAULT_MODEL,
         help="hub id, local model folder, or 'tiny' (a small random GPT-2, offline); "
         "default: %(default)s",
     )
@@ -392,14 +239,22 @@ def _train_parsers(sub) -> None:
 
 
 def _labels(a: argparse.Namespace) -> int:
-    from varemi.labels import label_folder, write_labels_csv
-    from varemi.paths import check_labels_out
 
     if not a.midi_dir.is_dir():
         raise VaremiError(f"--midi-dir {a.midi_dir} is not a folder")
     check_labels_out(a.out)  # before any work: never a folder, a MIDI or someone's file
+    if a.old_seed is not None:
+        print(
+            "warning: labels --seed is now --jitter-seed (the seed of the noise)", file=sys.stderr
+        )
+        a.jitter_seed = a.jitter_seed if a.jitter_seed is not None else a.old_seed
+    o = values(a, LABELS_OPTIONS)
     df, rejects = label_folder(
-        a.midi_dir, workers=a.workers, jitter=a.jitter, seed=a.seed, progress=not a.quiet
+        o["midi_dir"],
+        workers=o["workers"],
+        jitter=o["jitter"],
+        seed=o["jitter_seed"],
+        progress=not o["quiet"],
     )
     write_labels_csv(df, a.out)
     print(f"labels: {len(df)} files labelled into {a.out}", file=sys.stderr)
@@ -409,62 +264,21 @@ def _labels(a: argparse.Namespace) -> int:
 
 
 def _build(a: argparse.Namespace) -> int:
-    from varemi.build import BuildParams, build, check_params
 
     demo = a.midi_dir is None
     replace_demo = False
     if demo:
-        from varemi.demo import is_demo_dataset
-
         a.midi_dir = DEMO_DIR / "midi"
         # The demo may replace its own previous output; a user's --out never silently.
         replace_demo = a.out is None and is_demo_dataset(DEMO_DIR / "dataset", a.midi_dir)
         a.out = a.out or DEMO_DIR / "dataset"
-        a.tokenizer = a.tokenizer or "builtin"
+        a.tokenizer = a.tokenizer or BUILTIN_TOKENIZER
     elif a.out is None:
         raise VaremiError("--out is required with --midi-dir")
-    params = BuildParams(
-        midi_dir=a.midi_dir,
-        out=a.out,
-        labels=a.labels,
-        label_range=tuple(a.label_range) if a.label_range else None,
-        tokenizer=a.tokenizer or "Natooz/Maestro-REMI-bpe20k",
-        window_size=a.window_size,
-        stride=a.stride,
-        min_window_tokens=a.min_window_tokens,
-        bins=a.bins,
-        binning=a.binning,
-        train_split=a.train_split,
-        seed=a.seed,
-        pitch_policy=a.pitch_policy,
-        pitch_range=tuple(a.pitch_range) if a.pitch_range else None,
-        tracks=a.tracks,
-        bos=a.bos,
-        encoder=a.encoder,
-        max_minutes=a.max_minutes,
-        max_file_mb=a.max_file_mb,
-        workers=a.workers,
-        jitter=a.jitter,
-        jitter_seed=a.jitter_seed,
-        cache_dir=a.cache_dir,
-        cache=not a.no_cache,
-        overwrite=a.overwrite or replace_demo,
-        quiet=a.quiet,
-        profile=a.profile,
-        dedup=a.dedup,
-        groups=a.groups,
-        group_by=a.group_by,
-        augment_transpose=a.augment_transpose,
-        augment_velocity=a.augment_velocity,
-        augment_tempo=a.augment_tempo,
-        engine=a.engine,
-        ray_address=a.ray_address,
-        format=a.format,
-        label_scope=a.label_scope,
-    )
+    given = values(a, BUILD_OPTIONS)
+    given["overwrite"] = given["overwrite"] or replace_demo
+    params = BuildParams(**given)
     if demo:
-        from varemi.demo import write_demo_corpus
-
         check_params(params, midi_dir=False)  # refuse bad options before writing anything
         write_demo_corpus(a.midi_dir)
         print(f"demo: wrote the built-in corpus to {a.midi_dir}/", file=sys.stderr)
@@ -484,9 +298,9 @@ def _build(a: argparse.Namespace) -> int:
 
 
 def _verify(a: argparse.Namespace) -> int:
-    from varemi.verify import verify
 
-    report = verify(a.out, num_examples=a.num_examples, plot=a.plot)
+    o = values(a, VERIFY_OPTIONS)
+    report = verify(a.out, num_examples=o["num_examples"], plot=o["plot"])
     try:
         print("\n".join(report.lines))
         for line in report.failures:
@@ -500,15 +314,12 @@ def _verify(a: argparse.Namespace) -> int:
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null, so the flush at exit cannot raise BrokenPipeError again."""
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
 
 
 def _finetune(a: argparse.Namespace) -> int:
-    from varemi.train import FinetuneParams, finetune
 
     names = [k for k in vars(a) if k != "command"]
     finetune(FinetuneParams(**{k: getattr(a, k) for k in names}))
@@ -516,13 +327,11 @@ def _finetune(a: argparse.Namespace) -> int:
 
 
 def _sampling(a: argparse.Namespace):
-    from varemi.train import SamplingParams
 
     return SamplingParams(a.max_new_tokens, a.temperature, a.top_k, a.top_p, a.seed)
 
 
 def _generate(a: argparse.Namespace) -> int:
-    from varemi.train import generate
 
     paths = generate(a.run, a.valence, a.arousal, a.out, n=a.n, sampling=_sampling(a))
     for path in paths:
@@ -532,8 +341,6 @@ def _generate(a: argparse.Namespace) -> int:
 
 
 def _evaluate(a: argparse.Namespace) -> int:
-    from varemi.train import evaluate, format_evaluation
-
     result = evaluate(
         a.run, grid=a.grid, n_per_cell=a.n_per_cell, sampling=_sampling(a), out=a.out,
         quiet=a.quiet,
@@ -550,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         The exit status: 0 success, 1 verification failed (or the file system failed),
-        2 bad parameters or input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+        2 bad parameters or input, 70 an internal error (a bug, reported in one line),
+        130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
     parser = _parser()
     a = parser.parse_args(argv)
@@ -591,9 +399,24 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # the file system failed us (not a bad parameter)
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Exception as e:  # noqa: BLE001 - a bug: one line, not a traceback (unless asked)
+        if os.environ.get("VAREMI_TRACEBACK"):
+            raise
+        print(
+            f"error: internal error ({type(e).__name__}: {_first_line(e)}); this is a bug in "
+            f"varemi {__version__}: please report it with the command that caused it "
+            "(VAREMI_TRACEBACK=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 70
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no message"
 
 
 class Terminated(KeyboardInterrupt):

@@ -1,0 +1,1 @@
+"""The bottom layer: errors, version, file writes, the native/pure switch, the worker pool."""

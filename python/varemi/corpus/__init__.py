@@ -1,0 +1,1 @@
+"""A corpus in worker processes: the per-file job, the cache and its keys, duplicate groups."""

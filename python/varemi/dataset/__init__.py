@@ -1,0 +1,1 @@
+"""The output dataset: dataset_info.json, export, staging, checksums, verify."""

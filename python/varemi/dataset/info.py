@@ -1,0 +1,165 @@
+"""``dataset_info.json``: the format version, and reading it in one place.
+
+Every reader of a dataset's ``dataset_info.json`` (``verify``, the tokenizer loader,
+``finetune``, ``generate``, ``evaluate``, the demo, the output-folder guard) goes
+through :func:`read_dataset_info`, and every derived fact (the number of bins, the half
+width, the prefix length) comes from the accessors here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from varemi._base.errors import VaremiError
+from varemi._base.fileio import read_json
+
+FORMAT_VERSION = 2
+"""The dataset format ``build`` writes (docs/contracts.md, "Format versions")."""
+
+INFO_FILE = "dataset_info.json"
+"""The name of a dataset's metadata file."""
+
+
+class DatasetInfoError(VaremiError):
+    """A folder is not a varemi dataset, or its ``dataset_info.json`` is malformed."""
+
+
+def read_dataset_info(folder: str | Path, what: str = "DATA") -> dict[str, Any]:
+    """A dataset's ``dataset_info.json``, checked, or one clear error.
+
+    Args:
+        folder: The dataset folder.
+        what: How the user named the folder (for the message: ``DATA``, ``--data``).
+
+    Returns:
+        The parsed object; ``conditioning_tokens`` is a non-empty mapping from token
+        string to int id, and ``params`` and ``tokenizer`` are objects when present.
+
+    Raises:
+        DatasetInfoError: no readable ``dataset_info.json``, or a malformed one.
+    """
+    path = Path(folder) / INFO_FILE
+    try:
+        info = read_json(path)
+    except FileNotFoundError:
+        raise DatasetInfoError(
+            f"{what} {folder} is not a varemi dataset (no {INFO_FILE}): "
+            "build one with python -m varemi build"
+        ) from None
+    except (OSError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DatasetInfoError(f"cannot read {path}: {reason}") from None
+    if not isinstance(info, dict):
+        raise DatasetInfoError(f"{path}: not a JSON object")
+    tokens = info.get("conditioning_tokens")
+    if (
+        not isinstance(tokens, dict)
+        or not tokens
+        or not all(isinstance(k, str) and type(v) is int for k, v in tokens.items())
+    ):
+        raise DatasetInfoError(
+            f"{path}: 'conditioning_tokens' must be an object from token string to id"
+        )
+    for key in ("params", "tokenizer"):
+        if key in info and not isinstance(info[key], dict):
+            raise DatasetInfoError(f"{path}: '{key}' must be an object")
+    return info
+
+
+def is_varemi_dataset(folder: Path) -> bool:
+    """Whether ``folder`` holds a dataset that varemi built (its ``dataset_info.json``).
+
+    Args:
+        folder: A folder.
+
+    Returns:
+        True when ``folder/dataset_info.json`` parses and names a varemi version and a
+        format version.
+    """
+    try:
+        info = read_json(Path(folder) / INFO_FILE)
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "varemi_version" in info and "format_version" in info
+
+
+def bins_of(info: dict[str, Any]) -> int:
+    """The number of bins per axis of a dataset (``--bins``).
+
+    Args:
+        info: A dataset's info (:func:`read_dataset_info`).
+
+    Returns:
+        ``params.bins``, or, for an info without it, half the conditioning tokens.
+    """
+    params = info.get("params") or {}
+    if "bins" in params:
+        return int(params["bins"])
+    return len(info["conditioning_tokens"]) // 2
+
+
+def half_width(info: dict[str, Any]) -> int:
+    """The largest bin ``h`` of a dataset: bins run ``-h..h``.
+
+    Args:
+        info: A dataset's info.
+
+    Returns:
+        ``(bins - 1) // 2``.
+    """
+    return (bins_of(info) - 1) // 2
+
+
+def prefix_length(info: dict[str, Any]) -> int:
+    """How many ids precede the music in every example: 3 with ``--bos``, else 2.
+
+    Args:
+        info: A dataset's info.
+
+    Returns:
+        The prefix length.
+    """
+    return 3 if (info.get("params") or {}).get("bos") else 2
+
+
+def tokenizer_sizes(info: dict[str, Any], folder: str | Path) -> tuple[int, int]:
+    """The base and full vocabulary sizes recorded for a dataset.
+
+    Args:
+        info: A dataset's info.
+        folder: The dataset folder (for the message).
+
+    Returns:
+        ``(base_vocab_size, vocab_size)``.
+
+    Raises:
+        DatasetInfoError: They are not recorded.
+    """
+    tok = info.get("tokenizer") or {}
+    if not {"base_vocab_size", "vocab_size"} <= set(tok):
+        raise DatasetInfoError(f"{Path(folder) / INFO_FILE} lacks tokenizer.base_vocab_size")
+    return int(tok["base_vocab_size"]), int(tok["vocab_size"])
+
+
+def is_demo_dataset(folder: Path, midi_dir: Path) -> bool:
+    """Whether ``folder`` holds the built-in demo's dataset (which the demo may replace).
+
+    Args:
+        folder: The demo's default output folder.
+        midi_dir: The demo corpus folder, as the demo passes it to ``build``.
+
+    Returns:
+        True when ``folder/dataset_info.json`` is a varemi dataset built with the builtin
+        tokenizer from ``midi_dir``; False for anything else (a user's dataset, any
+        other folder, nothing at all).
+    """
+    try:
+        info = read_json(Path(folder) / INFO_FILE)
+        return (
+            "varemi_version" in info
+            and info["params"]["midi_dir"] == str(midi_dir)
+            and info["tokenizer"]["source"] == "builtin"
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

@@ -1,0 +1,1 @@
+"""Valence and arousal: the features, the heuristic, label CSVs."""

@@ -1,0 +1,1 @@
+"""MIDI files, the tokenizer and its one decoder, the encoder, augmentation, fingerprints."""

@@ -1,0 +1,1 @@
+"""Fine-tuning, generation and evaluation: the only layer that imports torch."""

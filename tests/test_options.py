@@ -1,0 +1,106 @@
+"""One declaration per option (issue 17): the CLI, BuildParams and dataset_info derive from it."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+
+import helpers as h
+import pytest
+
+import varemi.cli as cli
+from varemi._base import options
+from varemi._base.workers import _Pool
+from varemi.pipeline.params import BuildParams
+
+
+def test_build_params_are_the_declared_options_in_order_with_their_defaults():
+    fields = dataclasses.fields(BuildParams)
+    assert [f.name for f in fields] == [o.dest for o in options.BUILD_OPTIONS]
+    for f, o in zip(fields, options.BUILD_OPTIONS, strict=True):
+        if f.default is not dataclasses.MISSING:
+            assert f.default == o.default, f.name
+
+
+def test_every_build_option_is_on_the_command_line_under_its_group(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["build", "--help"])
+    text = capsys.readouterr().out
+    for o in options.BUILD_OPTIONS:
+        assert o.name in text, o.name
+    positions = [text.index(f"\n{group}:\n") for group in options.GROUPS]
+    assert positions == sorted(positions)  # the sections come in the order of the stages
+
+
+def test_dataset_info_params_are_the_recorded_options(tmp_path):
+    midi = tmp_path / "midi"
+    h.write_tiny_corpus(midi, ["a.mid", "b.mid"], notes=40)
+    result = h.build(midi, tmp_path / "out", window_size=16, stride=8, min_window_tokens=4)
+    recorded = [o.dest for o in options.BUILD_OPTIONS if o.record]
+    assert list(result.info["params"]) == recorded
+    assert result.info["params"]["pitch_range"] == [21, 108]
+    assert result.info["params"]["midi_dir"] == str(midi)
+
+
+def test_build_leaves_the_callers_parameters_as_they_were(tmp_path):
+    midi = tmp_path / "midi"
+    h.write_tiny_corpus(midi, ["a.mid", "b.mid"], notes=40)
+    p = h.params(str(midi), str(tmp_path / "out"), window_size=16, stride=8, min_window_tokens=4)
+    before = copy.deepcopy(p)
+    from varemi.pipeline.build import build
+
+    build(p)
+    assert p == before  # midi_dir and out stay strings, pitch_range stays None
+
+
+def test_the_cli_fills_in_declared_defaults():
+    parser = cli._parser()
+    a = parser.parse_args(["build", "--midi-dir", "m", "--out", "o", "--no-cache"])
+    given = options.values(a, options.BUILD_OPTIONS)
+    assert given["window_size"] == 1024 and given["tokenizer"] == options.DEFAULT_MODEL
+    assert given["cache"] is False and given["bos"] is False
+    assert BuildParams(**given).stride == 512
+
+
+def test_labels_seed_is_now_jitter_seed(tmp_path, capsys):
+    midi = tmp_path / "midi"
+    h.write_tiny_corpus(midi, ["a.mid"], notes=40)
+    out_new, out_old = tmp_path / "new.csv", tmp_path / "old.csv"
+    args = ["labels", "--midi-dir", str(midi), "--jitter", "0.2", "--quiet", "--workers", "1"]
+    assert cli.main([*args, "--out", str(out_new), "--jitter-seed", "5"]) == 0
+    assert cli.main([*args, "--out", str(out_old), "--seed", "5"]) == 0
+    assert "--jitter-seed" in capsys.readouterr().err
+    assert out_new.read_bytes() == out_old.read_bytes()
+
+
+def test_an_internal_error_is_one_line_that_asks_for_a_bug_report(monkeypatch, capsys, tmp_path):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(cli, "verify", broken)
+    monkeypatch.delenv("VAREMI_TRACEBACK", raising=False)
+    assert cli.main(["verify", str(tmp_path)]) == 70
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: internal error (RuntimeError: boom)")
+    assert "bug" in err and "Traceback" not in err
+    monkeypatch.setenv("VAREMI_TRACEBACK", "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["verify", str(tmp_path)])
+
+
+def _sleep(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_the_pool_stops_its_workers_at_once_without_private_state():
+    pool = _Pool(2, None, ())
+    futures = [pool.get().submit(_sleep, 60) for _ in range(2)]
+    time.sleep(1.0)  # both workers started and announced themselves
+    started = time.monotonic()
+    pool.close(kill=True)
+    assert time.monotonic() - started < 10  # not the 60 s the tasks would take
+    for f in futures:
+        assert f.done()
