@@ -1,11 +1,11 @@
 //! `varemi._native`: the hot array kernels of varemi, over borrowed numpy arrays.
 //!
-//! This file holds only the Python boundary: argument extraction and validation, the
+//! This crate holds only the Python boundary: argument extraction and validation, the
 //! borrowing of numpy arrays (never copied: a non-contiguous or misaligned array is
 //! refused with `TypeError`), the release of the GIL around the work, and the mapping
 //! of Rust errors to the Python exception classes of `varemi.errors`. The kernels
-//! themselves are pure Rust on slices, in [`pitch`], [`window`], [`split`], [`remi`],
-//! [`bpe`], [`duplicates`] and [`labels`].
+//! themselves are pure Rust on slices, in the `varemi-core` crate (`crates/varemi-core`):
+//! [`pitch`], [`window`], [`split`], [`remi`], [`bpe`], [`duplicates`] and [`labels`].
 //!
 //! Every array kernel function (pitch normalisation, windowing, prepending, split
 //! hashing) has a pure-Python twin in `varemi.reference` (its specification): same
@@ -13,14 +13,6 @@
 //! the same checks in the same order. `RemiEncoder` and `BpeModel` have no Python twin:
 //! their specification is MidiTok itself (REMI's `encode` and its BPE step), and tests
 //! hold their ids equal to MidiTok's.
-
-pub mod bpe;
-pub mod duplicates;
-pub mod labels;
-pub mod pitch;
-pub mod remi;
-pub mod split;
-pub mod window;
 
 use numpy::{
     Element, IntoPyArray, PyArray1, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1,
@@ -31,7 +23,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use pyo3::{Borrowed, PyTypeInfo};
 
-use crate::pitch::{Pitch, PitchRange, Policy};
+use varemi_core::pitch::{Pitch, PitchRange, Policy};
+use varemi_core::{bpe, duplicates, labels, pitch, remi, split, window};
 
 pyo3::import_exception!(varemi.errors, WindowParameterError);
 pyo3::import_exception!(varemi.errors, OffsetsError);
@@ -815,7 +808,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // broken installation fail here, at import, rather than on the first bad parameter.
     m.py().import("varemi.errors")?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    // A hash of rust/*.rs, Cargo.toml and Cargo.lock (build.rs): part of the token-cache key.
+    // A hash of both crates' sources and manifests and of Cargo.lock (build.rs): part of the
+    // token-cache key.
     m.add("source_hash", env!("VAREMI_SOURCE_HASH"))?;
     m.add(
         "build_profile",
