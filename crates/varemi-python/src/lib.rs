@@ -3,7 +3,7 @@
 //! This crate holds only the Python boundary: argument extraction and validation, the
 //! borrowing of numpy arrays (never copied: a non-contiguous or misaligned array is
 //! refused with `TypeError`), the release of the GIL around the work, and the mapping
-//! of Rust errors to the Python exception classes of `varemi.errors`. The kernels
+//! of Rust errors to Python exception classes (in one place: `src/errors.rs`). The kernels
 //! themselves are pure Rust on slices, in the `varemi-core` crate (`crates/varemi-core`):
 //! [`pitch`], [`window`], [`split`], [`remi`], [`bpe`], [`duplicates`] and [`labels`].
 //!
@@ -14,31 +14,23 @@
 //! their specification is MidiTok itself (REMI's `encode` and its BPE step), and tests
 //! hold their ids equal to MidiTok's.
 
+mod errors;
+
 use numpy::{
     Element, IntoPyArray, PyArray1, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1,
     PyUntypedArray, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
-use pyo3::{Borrowed, PyTypeInfo};
+use pyo3::Borrowed;
 
 use varemi_core::pitch::{Pitch, PitchRange, Policy};
 use varemi_core::{bpe, duplicates, labels, pitch, remi, split, window};
 
-pyo3::import_exception!(varemi.errors, WindowParameterError);
-pyo3::import_exception!(varemi.errors, OffsetsError);
-pyo3::import_exception!(varemi.errors, PitchRangeError);
-pyo3::import_exception!(varemi.errors, SplitParameterError);
-pyo3::import_exception!(varemi.errors, ConditioningError);
-pyo3::import_exception!(varemi.errors, UnknownTokenIdError);
-pyo3::import_exception!(varemi.errors, UnsupportedConfig);
-pyo3::import_exception!(varemi.errors, LabelInputError);
-
-/// A new exception of class `E` whose message is `message`'s `Display`.
-fn error<E: PyTypeInfo>(message: impl std::fmt::Display) -> PyErr {
-    PyErr::new::<E, _>(message.to_string())
-}
+use crate::errors::{
+    error, py_err, SplitParameterError, UnsupportedConfig, MODULE as ERRORS_MODULE,
+};
 
 // ---------------------------------------------------------------------------------------
 // Arguments
@@ -292,7 +284,7 @@ fn py_normalize_pitches<'py>(
     check_layout(array, "pitches")?;
     let (policy, range) =
         pitch::check_params(policy.name.as_deref(), &policy.repr, low.value, high.value)
-            .map_err(error::<PitchRangeError>)?;
+            .map_err(py_err)?;
     match kind {
         0 => normalize_as::<i8>(array, policy, range),
         1 => normalize_as::<u8>(array, policy, range),
@@ -339,17 +331,12 @@ fn py_window_spans<'py>(
         min_window_tokens.value,
         min_above_window,
     )
-    .map_err(error::<WindowParameterError>)?;
+    .map_err(py_err)?;
     let n_tokens = tokens.len();
     let offsets = slice(&offsets, "offsets")?;
     let spans = py
         .detach(|| window::window_spans(n_tokens, offsets, &params))
-        .map_err(|e| match e {
-            window::WindowError::Param(e) => error::<WindowParameterError>(e),
-            window::WindowError::Offsets(e) => error::<OffsetsError>(e),
-            e @ window::WindowError::TooManyWindows { .. } => error::<PyOverflowError>(e),
-            e @ window::WindowError::Memory(_) => error::<PyMemoryError>(e),
-        })?;
+        .map_err(py_err)?;
     Ok((
         spans.file_index.into_pyarray(py),
         spans.window_index.into_pyarray(py),
@@ -386,10 +373,7 @@ fn py_prepend_conditioning<'py>(
     );
     let (values, offsets) = py
         .detach(|| window::prepend_conditioning(t, f, a, b, v, r))
-        .map_err(|e| match e {
-            e @ window::ConditioningError::Memory(_) => error::<PyMemoryError>(e),
-            e => error::<ConditioningError>(e),
-        })?;
+        .map_err(py_err)?;
     Ok((values.into_pyarray(py), offsets.into_pyarray(py)))
 }
 
@@ -445,7 +429,7 @@ fn py_val_mask<'py>(
     train_split: TrainSplitArg,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
     let py = keys.py();
-    split::check_train_split(train_split.0).map_err(error::<SplitParameterError>)?;
+    split::check_train_split(train_split.0).map_err(py_err)?;
     let strings = key_strings(keys)?;
     let keys = strings
         .iter()
@@ -453,15 +437,13 @@ fn py_val_mask<'py>(
         .collect::<PyResult<Vec<&str>>>()?;
     let mask = py
         .detach(|| split::val_mask(&keys, seed.0, train_split.0))
-        .map_err(error::<SplitParameterError>)?;
+        .map_err(py_err)?;
     Ok(mask.into_pyarray(py))
 }
 
 // ---------------------------------------------------------------------------------------
 // REMI base-token encoder
 // ---------------------------------------------------------------------------------------
-
-pyo3::import_exception!(varemi.errors, UnsupportedScore);
 
 /// A nearest-value table given from Python: ``(values, ids)``.
 type ValueTableArg = (Vec<i32>, Vec<i32>);
@@ -513,7 +495,7 @@ impl PyRemiEncoder {
             durations: value_table(durations),
             remove_duplicated_notes,
         };
-        tables.check().map_err(error::<PyValueError>)?;
+        tables.check().map_err(py_err)?;
         Ok(PyRemiEncoder { tables })
     }
 
@@ -555,7 +537,7 @@ impl PyRemiEncoder {
         let tables = &self.tables;
         let ids = py
             .detach(|| remi::encode_track(notes, options, tables))
-            .map_err(error::<UnsupportedScore>)?;
+            .map_err(py_err)?;
         Ok(ids.map(|ids| ids.into_pyarray(py)))
     }
 }
@@ -663,10 +645,7 @@ impl PyBpeModel {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 self.bpe.encode_chunks(base, offsets, &mut cache)
             })
-            .map_err(|e| match e {
-                e @ bpe::BpeError::UnknownId { .. } => error::<UnknownTokenIdError>(e),
-                e @ bpe::BpeError::Offsets(_) => error::<OffsetsError>(e),
-            })?;
+            .map_err(py_err)?;
         // Every id was checked to fit in int32 when the model was built.
         let out: Vec<i32> = out.into_iter().map(|v| v as i32).collect();
         Ok(out.into_pyarray(py))
@@ -741,9 +720,7 @@ fn py_label_features<'py>(
         tempo_time: slice(&tempo_time, "tempo_time")?,
         tempo_qpm: slice(&tempo_qpm, "tempo_qpm")?,
     };
-    let values = py
-        .detach(|| labels::features(&arrays))
-        .map_err(error::<LabelInputError>)?;
+    let values = py.detach(|| labels::features(&arrays)).map_err(py_err)?;
     Ok(values.to_vec().into_pyarray(py))
 }
 
@@ -806,7 +783,7 @@ fn py_fingerprint_notes<'py>(
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The exception classes are imported lazily on first use; importing them now makes a
     // broken installation fail here, at import, rather than on the first bad parameter.
-    m.py().import("varemi.errors")?;
+    m.py().import(ERRORS_MODULE)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // A hash of both crates' sources and manifests and of Cargo.lock (build.rs): part of the
     // token-cache key.
