@@ -31,7 +31,7 @@ impl Policy {
     }
 }
 
-/// A refused pitch range or policy (raised as `varemi.errors.PitchRangeError`).
+/// A refused pitch range or policy (raised as `varemi._base.errors.PitchRangeError`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PitchError {
     /// The policy is not one of [`POLICY_NAMES`]; holds the name as given.

@@ -7,7 +7,7 @@ use std::fmt;
 /// 2**64 as a float64 (exactly representable).
 const TWO_64: f64 = 18_446_744_073_709_551_616.0;
 
-/// A refused `train_split` (raised as `varemi.errors.SplitParameterError`).
+/// A refused `train_split` (raised as `varemi._base.errors.SplitParameterError`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainSplitError(pub f64);
 

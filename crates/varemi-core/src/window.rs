@@ -8,7 +8,7 @@
 use std::collections::TryReserveError;
 use std::fmt;
 
-/// A refused window parameter (raised as `varemi.errors.WindowParameterError`).
+/// A refused window parameter (raised as `varemi._base.errors.WindowParameterError`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ParamError {
     WindowSize(i64),
@@ -36,7 +36,7 @@ impl fmt::Display for ParamError {
     }
 }
 
-/// Refused offsets (raised as `varemi.errors.OffsetsError`).
+/// Refused offsets (raised as `varemi._base.errors.OffsetsError`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OffsetsError {
     Empty,
@@ -236,7 +236,7 @@ pub fn window_spans(
     Ok(spans)
 }
 
-/// Why [`prepend_conditioning`] failed (raised as `varemi.errors.ConditioningError`,
+/// Why [`prepend_conditioning`] failed (raised as `varemi._base.errors.ConditioningError`,
 /// except `Memory`, raised as `MemoryError`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConditioningError {

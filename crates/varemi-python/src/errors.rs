@@ -1,7 +1,7 @@
 //! The one place where errors become Python exceptions.
 //!
-//! It names the Python exception classes of `varemi.errors` (imported lazily, on first
-//! use) and maps every error enum of `varemi-core` to its class; the message is the
+//! It names the Python exception classes of `varemi._base.errors` (imported lazily, on
+//! first use) and maps every error enum of `varemi-core` to its class; the message is the
 //! error's `Display`. Argument checks made by the bindings themselves (a wrong dtype, a
 //! seed out of range) raise these classes through [`error`].
 
@@ -14,17 +14,17 @@ use varemi_core::{bpe, labels, pitch, remi, split, window};
 /// The Python module that defines the classes below (imported when `_native` is, so that
 /// a broken installation fails at import rather than on the first bad parameter). Keep it
 /// equal to the module path of the `import_exception!` lines.
-pub const MODULE: &str = "varemi.errors";
+pub const MODULE: &str = "varemi._base.errors";
 
-pyo3::import_exception!(varemi.errors, WindowParameterError);
-pyo3::import_exception!(varemi.errors, OffsetsError);
-pyo3::import_exception!(varemi.errors, PitchRangeError);
-pyo3::import_exception!(varemi.errors, SplitParameterError);
-pyo3::import_exception!(varemi.errors, ConditioningError);
-pyo3::import_exception!(varemi.errors, UnknownTokenIdError);
-pyo3::import_exception!(varemi.errors, UnsupportedConfig);
-pyo3::import_exception!(varemi.errors, UnsupportedScore);
-pyo3::import_exception!(varemi.errors, LabelInputError);
+pyo3::import_exception!(varemi._base.errors, WindowParameterError);
+pyo3::import_exception!(varemi._base.errors, OffsetsError);
+pyo3::import_exception!(varemi._base.errors, PitchRangeError);
+pyo3::import_exception!(varemi._base.errors, SplitParameterError);
+pyo3::import_exception!(varemi._base.errors, ConditioningError);
+pyo3::import_exception!(varemi._base.errors, UnknownTokenIdError);
+pyo3::import_exception!(varemi._base.errors, UnsupportedConfig);
+pyo3::import_exception!(varemi._base.errors, UnsupportedScore);
+pyo3::import_exception!(varemi._base.errors, LabelInputError);
 
 /// A new exception of class `E` whose message is `message`'s `Display`.
 pub fn error<E: PyTypeInfo>(message: impl Display) -> PyErr {
