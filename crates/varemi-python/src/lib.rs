@@ -724,7 +724,6 @@ fn py_label_features<'py>(
     Ok(values.to_vec().into_pyarray(py))
 }
 
-/// The native kernels of varemi (see varemi.kernels for the public API).
 /// MinHash of pitch-interval n-grams: see varemi.duplicates._pitch_minhash_py.
 #[pyfunction]
 #[pyo3(name = "pitch_minhash")]
@@ -779,6 +778,7 @@ fn py_fingerprint_notes<'py>(
     ))
 }
 
+/// The native kernels of varemi (see varemi.kernels for the public API).
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The exception classes are imported lazily on first use; importing them now makes a
