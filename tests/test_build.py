@@ -1,4 +1,4 @@
-"""The build pipeline through the Python API (DESIGN.md contracts 1-9).
+"""The build pipeline through the Python API (docs/contracts.md contracts 1-9).
 
 Every build here is offline: the built-in tokenizer, small generated MIDI files or the
 demo corpus, and no user cache (``cache=False`` or a temporary ``cache_dir``).

@@ -278,7 +278,7 @@ def spans(*windows: tuple[int, int, int, int]) -> tuple[np.ndarray, ...]:
 @pytest.mark.parametrize(
     ("n", "params", "expected"),
     [
-        # The DESIGN.md example: n=1500, W=1024, S=512, min=256.
+        # The docs/contracts.md example: n=1500, W=1024, S=512, min=256.
         (1500, (1024, 512, 256), [(0, 1024), (512, 1500)]),
         # Exactly one window: iteration stops at once when i + W >= n.
         (1024, (1024, 512, 256), [(0, 1024)]),

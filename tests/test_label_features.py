@@ -1,4 +1,4 @@
-"""The native label features (rust/labels.rs) against their numpy twin, and their checks."""
+"""The native label features (crates/varemi-core/src/labels.rs) against their numpy twin."""
 
 from __future__ import annotations
 

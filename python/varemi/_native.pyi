@@ -1,12 +1,14 @@
-"""Type stubs for ``varemi._native``, the Rust kernels (built by maturin from ``rust/``).
+"""Type stubs for ``varemi._native``, the Rust kernels.
 
-Every array kernel function has a pure-Python twin in :mod:`varemi.reference`, its
+Built by maturin from ``crates/varemi-python``, over the kernels of ``crates/varemi-core``.
+
+Every array kernel function has a pure-Python twin in :mod:`varemi.core.reference`, its
 executable specification: same arguments, same results, and the same exception class
 for the same bad input. ``RemiEncoder`` and ``BpeModel`` have no Python twin: their
 specification is MidiTok itself, and tests hold their ids equal to MidiTok's. Arrays
 are borrowed without copying, so they must be 1-D, C-contiguous and aligned, of
 exactly the documented dtype; anything else raises :class:`TypeError`
-(:mod:`varemi.kernels` copies non-contiguous views first). The work runs with the GIL
+(:mod:`varemi.core.kernels` copies non-contiguous views first). The work runs with the GIL
 released.
 """
 
@@ -18,7 +20,7 @@ import numpy.typing as npt
 
 __version__: Final[str]
 source_hash: Final[str]
-"""A hash of the native sources (rust/*.rs, Cargo.toml, Cargo.lock), baked in at build time."""
+"""A hash of the native sources (both crates' .rs and Cargo.toml, Cargo.lock), baked in at build."""
 build_profile: Final[Literal["release", "debug"]]
 
 _PitchArray = (
@@ -35,7 +37,7 @@ def normalize_pitches(
     high: int = 108,
     policy: str = "clamp",
 ) -> tuple[_PitchArray, npt.NDArray[np.bool_]]:
-    """Move pitches into the inclusive range ``[low, high]`` (DESIGN.md contract 3).
+    """Move pitches into the inclusive range ``[low, high]`` (docs/contracts.md contract 3).
 
     Args:
         pitches: 1-D array of MIDI pitches: int8, uint8, int16, int32 or int64.
@@ -64,7 +66,7 @@ def window_spans(
 ) -> tuple[
     npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.int64]
 ]:
-    """Cut every file of a batch into windows (DESIGN.md contract 5).
+    """Cut every file of a batch into windows (docs/contracts.md contract 5).
 
     File ``f`` holds ``tokens[offsets[f]:offsets[f+1]]``. Windows of a file of length
     ``n`` start at ``i = 0, stride, 2*stride, ...``; the window is ``t[i:i+window_size]``,
@@ -120,7 +122,7 @@ def prepend_conditioning(
     """
 
 def split_hashes(keys: Iterable[str], seed: int = 42) -> npt.NDArray[np.uint64]:
-    """Keyed BLAKE2b of each key (DESIGN.md contract 6), as unsigned 64-bit integers.
+    """Keyed BLAKE2b of each key (docs/contracts.md contract 6), as unsigned 64-bit integers.
 
     Args:
         keys: File paths relative to the MIDI root, POSIX separators.
@@ -138,7 +140,7 @@ def split_hashes(keys: Iterable[str], seed: int = 42) -> npt.NDArray[np.uint64]:
 def val_mask(
     keys: Iterable[str], seed: int = 42, train_split: float = 0.9
 ) -> npt.NDArray[np.bool_]:
-    """Which files go to the validation split (DESIGN.md contract 6).
+    """Which files go to the validation split (docs/contracts.md contract 6).
 
     Args:
         keys: File paths relative to the MIDI root, POSIX separators.
@@ -167,10 +169,12 @@ def label_features(
     tempo_time: npt.NDArray[np.float64],
     tempo_qpm: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
-    """The label features of a score's note arrays, in ``varemi.labels.FEATURE_NAMES`` order.
+    """The label features of a score's note arrays, in ``FEATURE_NAMES`` order.
 
-    The twin is :func:`varemi.labels.features_reference` (the fields of
-    :class:`varemi.labels.NoteArrays`, in order).
+    (:data:`varemi.core.label_features.FEATURE_NAMES`)
+
+    The twin is :func:`varemi.core.label_features.features_reference` (the fields of
+    :class:`varemi.core.label_features.NoteArrays`, in order).
 
     Raises:
         TypeError: an array of the wrong dtype, not 1-D, or not contiguous.
@@ -181,7 +185,7 @@ def label_features(
 class RemiEncoder:
     """MidiTok 3.1 REMI base-token encoding over fixed vocabulary tables.
 
-    Built by :meth:`varemi.encoder.remi.NativeREMI.from_tokenizer` from the tokenizer's own
+    Built by :meth:`varemi.music.encoder.remi.NativeREMI.from_tokenizer` from the tokenizer's own
     tables; use that class rather than this one.
     """
 
@@ -248,9 +252,10 @@ class RemiEncoder:
         """
 
 class BpeModel:
-    """MidiTok's BPE step over base ids, built once per tokenizer (:mod:`varemi.encoder.bpe`).
+    """MidiTok's BPE step over base ids, built once per tokenizer (:mod:`varemi.music.encoder.bpe`).
 
-    Use :meth:`varemi.encoder.bpe.NativeBPE.from_tokenizer`, which computes the arguments from a
+    Use :meth:`varemi.music.encoder.bpe.NativeBPE.from_tokenizer`, which computes the arguments
+    from a
     MidiTok tokenizer and refuses the models this class does not reproduce exactly. The
     results of distinct chunks are cached across calls (a mutex guards the cache, so one
     model may serve several threads); encoding runs with the GIL released.
@@ -321,7 +326,7 @@ def pitch_minhash(
 ) -> npt.NDArray[np.uint32]:
     """MinHash of the pitch-interval n-grams (tag 1) of ``pitches`` (transposition-invariant).
 
-    Twin: ``varemi.duplicates._pitch_minhash_py``. Permutation k maps a shingle x to
+    Twin: ``varemi.music.fingerprint._pitch_minhash_py``. Permutation k maps a shingle x to
     the high 32 bits of ``a[k] * x + b[k]`` (mod 2**64); the signature has
     ``min(len(a), len(b))`` values, ``2**32 - 1`` each when there is no shingle.
 
@@ -341,7 +346,7 @@ def fingerprint_notes(
 ) -> tuple[bytes, bytes, npt.NDArray[np.uint32]]:
     """A file's fingerprint: exact digest, transposed digest, MinHash signature.
 
-    Twin: ``varemi.duplicates._fingerprint_notes_py``. Onsets and durations (ticks,
+    Twin: ``varemi.music.fingerprint._fingerprint_notes_py``. Onsets and durations (ticks,
     ``tpq`` per quarter) are rounded half to even to ``resolution`` steps per quarter;
     the notes sorted by (onset, pitch, duration) are hashed with BLAKE2b-64 as
     little-endian int64 triples, then again with onsets from the first note and pitches

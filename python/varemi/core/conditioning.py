@@ -1,4 +1,4 @@
-"""Conditioning vocabulary and label discretisation (DESIGN.md contracts 1 and 2).
+"""Conditioning vocabulary and label discretisation (docs/contracts.md contracts 1 and 2).
 
 Owns the bins (``--bins``, ``--binning``), the conditioning token strings, the one
 predicate telling them from music tokens (:func:`is_conditioning_token`) and the one

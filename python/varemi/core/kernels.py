@@ -79,7 +79,8 @@ def window_spans(
 ) -> WindowSpans:
     """Cut every file of a batch (flat int32 tokens + int64 offsets) into windows.
 
-    See :func:`varemi.core.reference.window_spans` for the exact rule (DESIGN.md contract 5).
+    See :func:`varemi.core.reference.window_spans` for the exact rule (docs/contracts.md,
+    contract 5).
 
     Args:
         tokens: Flat int32 token ids of all files.
@@ -156,7 +157,7 @@ def make_examples(
 
 
 def split_hashes(keys: Sequence[str], seed: int = 42) -> np.ndarray:
-    """Keyed 8-byte BLAKE2b of each key as uint64 (DESIGN.md contract 6).
+    """Keyed 8-byte BLAKE2b of each key as uint64 (docs/contracts.md contract 6).
 
     Args:
         keys: Relative POSIX paths.
@@ -169,7 +170,7 @@ def split_hashes(keys: Sequence[str], seed: int = 42) -> np.ndarray:
 
 
 def val_mask(keys: Sequence[str], seed: int = 42, train_split: float = 0.9) -> np.ndarray:
-    """True for each file that belongs to the ``val`` split (DESIGN.md contract 6).
+    """True for each file that belongs to the ``val`` split (docs/contracts.md contract 6).
 
     Args:
         keys: Relative POSIX paths.

@@ -1,4 +1,4 @@
-"""Pitch normalisation parameters (DESIGN.md contract 3): ``--pitch-policy``, ``--pitch-range``.
+"""Pitch normalisation parameters: ``--pitch-policy``, ``--pitch-range`` (contract 3).
 
 The validator here is the one the build runs before any work and the pure-Python
 reference of :func:`varemi.core.kernels.normalize_pitches` runs on every call. The

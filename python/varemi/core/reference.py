@@ -2,7 +2,7 @@
 
 Each function here is what the matching function of ``varemi._native`` must
 compute, written as plainly as possible (loops over Python ints, no numpy
-vectorisation) so that it can be read against DESIGN.md. Tests hold the two
+vectorisation) so that it can be read against docs/contracts.md. Tests hold the two
 implementations equal; benchmarks race them. Inputs are validated as the native side
 validates them and raise the same exception classes; the parameter validators are
 those of the modules that own the parameters (:mod:`varemi.core.windows`,
@@ -57,7 +57,7 @@ def _require_dtype(name: str, array: np.ndarray, dtype: type) -> None:
 def normalize_pitches(
     pitches: np.ndarray, low: int = 21, high: int = 108, policy: str = "clamp"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Move pitches into the inclusive range ``[low, high]`` (DESIGN.md contract 3).
+    """Move pitches into the inclusive range ``[low, high]`` (docs/contracts.md contract 3).
 
     Args:
         pitches: 1-D array of MIDI pitches, one of int8, uint8, int16, int32, int64.
@@ -123,7 +123,7 @@ def window_spans(
     stride: int = 512,
     min_window_tokens: int = 256,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Cut every file of a batch into windows (DESIGN.md contract 5).
+    """Cut every file of a batch into windows (docs/contracts.md contract 5).
 
     File ``f`` holds ``tokens[offsets[f]:offsets[f+1]]``. Windows of a file of length
     ``n`` start at ``i = 0, stride, 2*stride, ...``; the window is ``t[i:i+window_size]``,
@@ -232,7 +232,7 @@ def prepend_conditioning(
 
 
 def split_hashes(keys: Sequence[str], seed: int = 42) -> np.ndarray:
-    """Keyed BLAKE2b of each key (DESIGN.md contract 6), as unsigned 64-bit integers.
+    """Keyed BLAKE2b of each key (docs/contracts.md contract 6), as unsigned 64-bit integers.
 
     Args:
         keys: File paths relative to the MIDI root, POSIX separators.
@@ -257,7 +257,7 @@ def split_hashes(keys: Sequence[str], seed: int = 42) -> np.ndarray:
 
 
 def val_mask(keys: Sequence[str], seed: int = 42, train_split: float = 0.9) -> np.ndarray:
-    """Which files go to the validation split (DESIGN.md contract 6).
+    """Which files go to the validation split (docs/contracts.md contract 6).
 
     Args:
         keys: File paths relative to the MIDI root, POSIX separators.

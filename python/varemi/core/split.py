@@ -1,4 +1,4 @@
-"""The split by file or group (DESIGN.md contract 6): which files go to ``val``.
+"""The split by file or group (docs/contracts.md contract 6): which files go to ``val``.
 
 Owns the split parameters (``--seed``, ``--train-split``) and their validator; the
 hashing itself is the native kernel :func:`varemi.core.kernels.val_mask`. In format 2 a

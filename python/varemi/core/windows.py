@@ -1,4 +1,4 @@
-"""Windows + prefix: files' token ids to conditioned examples (DESIGN.md contract 5).
+"""Windows + prefix: files' token ids to conditioned examples (docs/contracts.md contract 5).
 
 The stage between tokenising and export. A :class:`Windower` gathers one split's files
 until about :data:`BATCH_TOKENS` music tokens are waiting, then cuts them all into

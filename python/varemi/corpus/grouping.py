@@ -1,4 +1,4 @@
-"""Duplicate detection and file groups: leakage-proof splits (DESIGN.md contract 6, v2).
+"""Duplicate detection and file groups: leakage-proof splits (docs/contracts.md contract 6, v2).
 
 Each file's *fingerprint* is computed in the worker that tokenises it, on the notes
 varemi tokenises (drums dropped, tracks merged, pitches normalised), so it costs one

@@ -3,7 +3,7 @@
 The entry point is :func:`tokenise_corpus`. Each file is read and parsed once: when
 ``build`` computes the labels itself, the worker labels the parsed score before
 tokenising it. Results come back in the order of the files, whatever the number of
-workers (DESIGN.md contract 8). With one worker, cache hits are served in this
+workers (docs/contracts.md contract 8). With one worker, cache hits are served in this
 process; with several, each worker looks its files up in the cache itself
 (:func:`process_file`), so hits are served in parallel and a build resumed half way
 costs the remaining files.

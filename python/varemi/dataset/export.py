@@ -25,7 +25,7 @@ from varemi._base.fileio import write_json
 from varemi._base.options import FORMATS
 from varemi.core.windows import ExampleBatch
 
-# The output columns (DESIGN.md contract 7) as `datasets` (>= 4) serialises them.
+# The output columns (docs/contracts.md contract 7) as `datasets` (>= 4) serialises them.
 FEATURES = {
     "input_ids": {"feature": {"dtype": "int32", "_type": "Value"}, "_type": "List"},
     "valence": {"dtype": "float32", "_type": "Value"},

@@ -1,7 +1,7 @@
 """The output folder of ``build``: where the new dataset is staged and how it is swapped in.
 
 A build writes into a temporary folder and swaps it into place only when complete
-(DESIGN.md contract 9). :class:`Staging` owns that folder:
+(docs/contracts.md contract 9). :class:`Staging` owns that folder:
 
 - it is created before any work, so an output that cannot be written (a read-only
   parent, ``--out`` under a file) is refused at once, not after the whole build;
@@ -252,7 +252,7 @@ class Staging:
 
 
 def check_output_folder(out: Path, overwrite: bool) -> None:
-    """Refuse an output folder that would lose someone's work (DESIGN.md contract 9).
+    """Refuse an output folder that would lose someone's work (docs/contracts.md contract 9).
 
     Args:
         out: The output folder.

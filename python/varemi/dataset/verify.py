@@ -299,7 +299,7 @@ def _bin_bounds(values: np.ndarray, derive) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_bins_match_labels(rep, arrays, info) -> None:
-    """Re-derive every bin from its stored float label (DESIGN.md contract 2)."""
+    """Re-derive every bin from its stored float label (docs/contracts.md contract 2)."""
     params = info["params"]
     bins, binning = bins_of(info), params.get("binning", "uniform")
     edges = (info.get("labels") or {}).get("binning_edges") or {}

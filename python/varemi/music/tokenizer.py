@@ -1,4 +1,4 @@
-"""The base tokenizer (MidiTok REMI + BPE) and its conditioning tokens (DESIGN.md contract 1).
+"""The base tokenizer (MidiTok REMI + BPE) and its conditioning tokens (contract 1).
 
 A *base* tokenizer is loaded from the Hugging Face hub (``Natooz/Maestro-REMI-bpe20k`` by
 default), from a local ``tokenizer.json`` or folder, or from the small tokenizer shipped

@@ -21,7 +21,7 @@ Stages 2-6 stream, so memory does not grow with the corpus: duplicate grouping a
 ``--binning quantile`` park the token ids in a spool file of the temporary output until
 the groups or the bins are known. Everything is written into a temporary folder
 (:class:`varemi.dataset.staging.Staging`) that is swapped into place only when complete
-(DESIGN.md contracts 5-9).
+(docs/contracts.md contracts 5-9).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The entry point is :func:`ray_stages`, which ``build`` calls in place of its local
 stages 2-6. It supports every option of the local engine and gives the same rows, in
 the same order, and the same ``rejects.csv``, ``labels.csv``, ``duplicates.csv`` and
-``dataset_info.json`` counts, histograms and groups (DESIGN.md contract 8); only the
+``dataset_info.json`` counts, histograms and groups (docs/contracts.md contract 8); only the
 shard boundaries differ. The driver cuts the usable files (sorted) into contiguous
 blocks; a block holds each of its files' items (the file, then its augmented copies,
 as ``build._items`` orders them). Both passes run one ``ray.data.from_items`` row per

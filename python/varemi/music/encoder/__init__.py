@@ -1,4 +1,4 @@
-"""The encoder: one MIDI file to one sequence of music token ids (DESIGN.md contracts 3, 4, 9).
+"""The encoder: one MIDI file to one sequence of music token ids (contracts 3, 4, 9).
 
 This is the per-file work that ``build`` runs in worker processes (through
 :mod:`varemi.corpus.job`): parse, reject what cannot be used, drop drum tracks, merge (or

@@ -19,7 +19,7 @@ trained model in three steps, all reproduced here:
    pre-tokenizer (when trained with a split) puts ``▁`` before every remaining piece;
    its BPE model maps each character to its vocabulary id (dropping unknown ones) and
    merges pairs lowest rank first, leftmost first. The native ``BpeModel``
-   (``rust/bpe.rs``) does this on ids, caching each distinct chunk.
+   (``crates/varemi-core/src/bpe.rs``) does this on ids, caching each distinct chunk.
 
 :meth:`NativeBPE.from_tokenizer` refuses, with :class:`~varemi._base.errors.UnsupportedConfig`,
 every tokenizer whose pipeline holds anything else (dropout, an unknown token, a

@@ -1,8 +1,8 @@
-//! Windowing with stride (DESIGN.md contract 5) and conditioning-token prepending,
+//! Windowing with stride (docs/contracts.md contract 5) and conditioning-token prepending,
 //! pure Rust on slices.
 //!
-//! The Python twins are `varemi.reference.window_spans` and
-//! `varemi.reference.prepend_conditioning`; both must agree on every input, including
+//! The Python twins are `varemi.core.reference.window_spans` and
+//! `varemi.core.reference.prepend_conditioning`; both must agree on every input, including
 //! which inputs are refused and in which order the checks run.
 
 use std::collections::TryReserveError;

@@ -1,7 +1,7 @@
 //! The musical features behind varemi's valence/arousal labels, over note arrays.
 //!
-//! The specification is `varemi.labels.features_reference` (numpy); this module
-//! computes the same 19 features, in the order of `varemi.labels.FEATURE_NAMES`, in one
+//! The specification is `varemi.core.label_features.features_reference` (numpy); this module
+//! computes the same 19 features, in the order of `varemi.core.label_features.FEATURE_NAMES`, in one
 //! pass over slices. Every discrete decision (onset grouping, the notes sounding at an
 //! onset, the segment of a note, the pedal that holds a note) is made with the same
 //! float64 operations as the twin, so the two agree exactly on those; sums may differ
@@ -62,7 +62,7 @@ impl fmt::Display for LabelInputError {
     }
 }
 
-/// A score's notes, pedals and tempos, in seconds (see `varemi.labels.NoteArrays`).
+/// A score's notes, pedals and tempos, in seconds (see `varemi.core.label_features.NoteArrays`).
 pub struct NoteArrays<'a> {
     pub time: &'a [f64],
     pub duration: &'a [f64],
@@ -389,7 +389,7 @@ fn bounds(offsets: &[i64]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The 19 features of `varemi.labels.FEATURE_NAMES`, in that order.
+/// The 19 features of `varemi.core.label_features.FEATURE_NAMES`, in that order.
 ///
 /// # Errors
 ///

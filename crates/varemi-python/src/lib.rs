@@ -1,51 +1,36 @@
 //! `varemi._native`: the hot array kernels of varemi, over borrowed numpy arrays.
 //!
-//! This file holds only the Python boundary: argument extraction and validation, the
+//! This crate holds only the Python boundary: argument extraction and validation, the
 //! borrowing of numpy arrays (never copied: a non-contiguous or misaligned array is
 //! refused with `TypeError`), the release of the GIL around the work, and the mapping
-//! of Rust errors to the Python exception classes of `varemi._base.errors`. The kernels
-//! themselves are pure Rust on slices, in [`pitch`], [`window`], [`split`], [`remi`],
-//! [`bpe`], [`duplicates`] and [`labels`].
+//! of Rust errors to Python exception classes (in one place: `src/errors.rs`). The kernels
+//! themselves are pure Rust on slices, in the `varemi-core` crate (`crates/varemi-core`):
+//! [`pitch`], [`window`], [`split`], [`remi`], [`bpe`], [`duplicates`] and [`labels`].
 //!
 //! Every array kernel function (pitch normalisation, windowing, prepending, split
-//! hashing) has a pure-Python twin in `varemi.reference` (its specification): same
+//! hashing) has a pure-Python twin in `varemi.core.reference` (its specification): same
 //! arguments, same results, same exception class for the same bad input, raised after
 //! the same checks in the same order. `RemiEncoder` and `BpeModel` have no Python twin:
 //! their specification is MidiTok itself (REMI's `encode` and its BPE step), and tests
 //! hold their ids equal to MidiTok's.
 
-pub mod bpe;
-pub mod duplicates;
-pub mod labels;
-pub mod pitch;
-pub mod remi;
-pub mod split;
-pub mod window;
+mod errors;
 
 use numpy::{
     Element, IntoPyArray, PyArray1, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1,
     PyUntypedArray, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
-use pyo3::{Borrowed, PyTypeInfo};
+use pyo3::Borrowed;
 
-use crate::pitch::{Pitch, PitchRange, Policy};
+use varemi_core::pitch::{Pitch, PitchRange, Policy};
+use varemi_core::{bpe, duplicates, labels, pitch, remi, split, window};
 
-pyo3::import_exception!(varemi._base.errors, WindowParameterError);
-pyo3::import_exception!(varemi._base.errors, OffsetsError);
-pyo3::import_exception!(varemi._base.errors, PitchRangeError);
-pyo3::import_exception!(varemi._base.errors, SplitParameterError);
-pyo3::import_exception!(varemi._base.errors, ConditioningError);
-pyo3::import_exception!(varemi._base.errors, UnknownTokenIdError);
-pyo3::import_exception!(varemi._base.errors, UnsupportedConfig);
-pyo3::import_exception!(varemi._base.errors, LabelInputError);
-
-/// A new exception of class `E` whose message is `message`'s `Display`.
-fn error<E: PyTypeInfo>(message: impl std::fmt::Display) -> PyErr {
-    PyErr::new::<E, _>(message.to_string())
-}
+use crate::errors::{
+    error, py_err, SplitParameterError, UnsupportedConfig, MODULE as ERRORS_MODULE,
+};
 
 // ---------------------------------------------------------------------------------------
 // Arguments
@@ -198,7 +183,7 @@ fn check_layout(array: &Bound<'_, PyUntypedArray>, name: &str) -> PyResult<()> {
     if array.len() > 0 && !array.is_contiguous() {
         return Err(error::<PyTypeError>(format_args!(
             "{name} must be C-contiguous: varemi._native borrows arrays without copying; \
-             pass np.ascontiguousarray({name}) or call varemi.kernels, which copies views"
+             pass np.ascontiguousarray({name}) or call varemi.core.kernels, which copies views"
         )));
     }
     if array.len() > 0 && !array.is_aligned() {
@@ -265,7 +250,7 @@ fn normalize_as<'py, T: Pitch + Element>(
     ))
 }
 
-/// Move pitches into ``[low, high]`` (clamp, fold or drop): see varemi.reference.
+/// Move pitches into ``[low, high]`` (clamp, fold or drop): see varemi.core.reference.
 #[pyfunction]
 #[pyo3(name = "normalize_pitches")]
 #[pyo3(
@@ -299,7 +284,7 @@ fn py_normalize_pitches<'py>(
     check_layout(array, "pitches")?;
     let (policy, range) =
         pitch::check_params(policy.name.as_deref(), &policy.repr, low.value, high.value)
-            .map_err(error::<PitchRangeError>)?;
+            .map_err(py_err)?;
     match kind {
         0 => normalize_as::<i8>(array, policy, range),
         1 => normalize_as::<u8>(array, policy, range),
@@ -316,7 +301,7 @@ type SpansOut<'py> = (
     Bound<'py, PyArray1<i64>>,
 );
 
-/// Cut every file of a batch into windows: see varemi.reference.window_spans.
+/// Cut every file of a batch into windows: see varemi.core.reference.window_spans.
 #[pyfunction]
 #[pyo3(name = "window_spans")]
 #[pyo3(
@@ -346,17 +331,12 @@ fn py_window_spans<'py>(
         min_window_tokens.value,
         min_above_window,
     )
-    .map_err(error::<WindowParameterError>)?;
+    .map_err(py_err)?;
     let n_tokens = tokens.len();
     let offsets = slice(&offsets, "offsets")?;
     let spans = py
         .detach(|| window::window_spans(n_tokens, offsets, &params))
-        .map_err(|e| match e {
-            window::WindowError::Param(e) => error::<WindowParameterError>(e),
-            window::WindowError::Offsets(e) => error::<OffsetsError>(e),
-            e @ window::WindowError::TooManyWindows { .. } => error::<PyOverflowError>(e),
-            e @ window::WindowError::Memory(_) => error::<PyMemoryError>(e),
-        })?;
+        .map_err(py_err)?;
     Ok((
         spans.file_index.into_pyarray(py),
         spans.window_index.into_pyarray(py),
@@ -367,7 +347,7 @@ fn py_window_spans<'py>(
 
 type ExamplesOut<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>);
 
-/// Write ``[VAL id, ARO id] + window`` for every window: see varemi.reference.
+/// Write ``[VAL id, ARO id] + window`` for every window: see varemi.core.reference.
 #[pyfunction]
 #[pyo3(name = "prepend_conditioning")]
 fn py_prepend_conditioning<'py>(
@@ -393,10 +373,7 @@ fn py_prepend_conditioning<'py>(
     );
     let (values, offsets) = py
         .detach(|| window::prepend_conditioning(t, f, a, b, v, r))
-        .map_err(|e| match e {
-            e @ window::ConditioningError::Memory(_) => error::<PyMemoryError>(e),
-            e => error::<ConditioningError>(e),
-        })?;
+        .map_err(py_err)?;
     Ok((values.into_pyarray(py), offsets.into_pyarray(py)))
 }
 
@@ -421,7 +398,7 @@ fn key_strings<'py>(keys: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyStrin
     Ok(out)
 }
 
-/// Keyed 8-byte BLAKE2b of each key as uint64: see varemi.reference.split_hashes.
+/// Keyed 8-byte BLAKE2b of each key as uint64: see varemi.core.reference.split_hashes.
 #[pyfunction]
 #[pyo3(name = "split_hashes")]
 #[pyo3(signature = (keys, seed = SeedArg(42)), text_signature = "(keys, seed=42)")]
@@ -439,7 +416,7 @@ fn py_split_hashes<'py>(
     Ok(hashes.into_pyarray(py))
 }
 
-/// True for each file that belongs to ``val``: see varemi.reference.val_mask.
+/// True for each file that belongs to ``val``: see varemi.core.reference.val_mask.
 #[pyfunction]
 #[pyo3(name = "val_mask")]
 #[pyo3(
@@ -452,7 +429,7 @@ fn py_val_mask<'py>(
     train_split: TrainSplitArg,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
     let py = keys.py();
-    split::check_train_split(train_split.0).map_err(error::<SplitParameterError>)?;
+    split::check_train_split(train_split.0).map_err(py_err)?;
     let strings = key_strings(keys)?;
     let keys = strings
         .iter()
@@ -460,7 +437,7 @@ fn py_val_mask<'py>(
         .collect::<PyResult<Vec<&str>>>()?;
     let mask = py
         .detach(|| split::val_mask(&keys, seed.0, train_split.0))
-        .map_err(error::<SplitParameterError>)?;
+        .map_err(py_err)?;
     Ok(mask.into_pyarray(py))
 }
 
@@ -468,12 +445,10 @@ fn py_val_mask<'py>(
 // REMI base-token encoder
 // ---------------------------------------------------------------------------------------
 
-pyo3::import_exception!(varemi._base.errors, UnsupportedScore);
-
 /// A nearest-value table given from Python: ``(values, ids)``.
 type ValueTableArg = (Vec<i32>, Vec<i32>);
 
-/// MidiTok REMI base-token encoder over fixed vocabulary tables: see varemi.encoder.remi.
+/// MidiTok REMI base-token encoder over fixed vocabulary tables: see varemi.music.encoder.remi.
 #[pyclass(frozen, name = "RemiEncoder", module = "varemi._native")]
 struct PyRemiEncoder {
     tables: remi::RemiTables,
@@ -520,7 +495,7 @@ impl PyRemiEncoder {
             durations: value_table(durations),
             remove_duplicated_notes,
         };
-        tables.check().map_err(error::<PyValueError>)?;
+        tables.check().map_err(py_err)?;
         Ok(PyRemiEncoder { tables })
     }
 
@@ -562,7 +537,7 @@ impl PyRemiEncoder {
         let tables = &self.tables;
         let ids = py
             .detach(|| remi::encode_track(notes, options, tables))
-            .map_err(error::<UnsupportedScore>)?;
+            .map_err(py_err)?;
         Ok(ids.map(|ids| ids.into_pyarray(py)))
     }
 }
@@ -571,7 +546,7 @@ impl PyRemiEncoder {
 // BPE
 // ---------------------------------------------------------------------------------------
 
-/// MidiTok's BPE step over base ids, built once per tokenizer: see varemi.encoder.bpe.NativeBPE.
+/// MidiTok's BPE step over base ids, built once per tokenizer: see varemi.music.encoder.bpe.NativeBPE.
 ///
 /// The chunk cache is shared by every call and guarded by a mutex (taken with the GIL
 /// released), so one model can serve several threads.
@@ -592,7 +567,7 @@ fn model_id(value: i64, what: &str) -> PyResult<u32> {
 
 #[pymethods]
 impl PyBpeModel {
-    /// Build the model from arrays (varemi.encoder.bpe.NativeBPE.from_tokenizer computes them).
+    /// Build the model from arrays (varemi.music.encoder.bpe.NativeBPE.from_tokenizer computes them).
     #[new]
     #[pyo3(signature = (symbols, added, prefix, merges_left, merges_right, merges_new))]
     fn new(
@@ -670,10 +645,7 @@ impl PyBpeModel {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 self.bpe.encode_chunks(base, offsets, &mut cache)
             })
-            .map_err(|e| match e {
-                e @ bpe::BpeError::UnknownId { .. } => error::<UnknownTokenIdError>(e),
-                e @ bpe::BpeError::Offsets(_) => error::<OffsetsError>(e),
-            })?;
+            .map_err(py_err)?;
         // Every id was checked to fit in int32 when the model was built.
         let out: Vec<i32> = out.into_iter().map(|v| v as i32).collect();
         Ok(out.into_pyarray(py))
@@ -703,7 +675,7 @@ impl PyBpeModel {
     }
 }
 
-/// The label features of a score's note arrays (see `varemi.labels.features_reference`).
+/// The label features of a score's note arrays (see `varemi.core.label_features.features_reference`).
 #[pyfunction]
 #[pyo3(
     name = "label_features",
@@ -748,14 +720,11 @@ fn py_label_features<'py>(
         tempo_time: slice(&tempo_time, "tempo_time")?,
         tempo_qpm: slice(&tempo_qpm, "tempo_qpm")?,
     };
-    let values = py
-        .detach(|| labels::features(&arrays))
-        .map_err(error::<LabelInputError>)?;
+    let values = py.detach(|| labels::features(&arrays)).map_err(py_err)?;
     Ok(values.to_vec().into_pyarray(py))
 }
 
-/// The native kernels of varemi (see varemi.kernels for the public API).
-/// MinHash of pitch-interval n-grams: see varemi.duplicates._pitch_minhash_py.
+/// MinHash of pitch-interval n-grams: see varemi.music.fingerprint._pitch_minhash_py.
 #[pyfunction]
 #[pyo3(name = "pitch_minhash")]
 fn py_pitch_minhash<'py>(
@@ -770,7 +739,7 @@ fn py_pitch_minhash<'py>(
     Ok(sig.into_pyarray(py))
 }
 
-/// A file's fingerprint: see varemi.duplicates._fingerprint_notes_py.
+/// A file's fingerprint: see varemi.music.fingerprint._fingerprint_notes_py.
 /// Returns (exact digest bytes, transposed digest bytes, MinHash signature).
 #[pyfunction]
 #[pyo3(name = "fingerprint_notes")]
@@ -809,13 +778,15 @@ fn py_fingerprint_notes<'py>(
     ))
 }
 
+/// The native kernels of varemi (see varemi.core.kernels for the public API).
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The exception classes are imported lazily on first use; importing them now makes a
     // broken installation fail here, at import, rather than on the first bad parameter.
-    m.py().import("varemi._base.errors")?;
+    m.py().import(ERRORS_MODULE)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    // A hash of rust/*.rs, Cargo.toml and Cargo.lock (build.rs): part of the token-cache key.
+    // A hash of both crates' sources and manifests and of Cargo.lock (build.rs): part of the
+    // token-cache key.
     m.add("source_hash", env!("VAREMI_SOURCE_HASH"))?;
     m.add(
         "build_profile",

@@ -15,7 +15,7 @@
 //!    `unk_token`), then merges are applied lowest rank first, leftmost first among
 //!    equal ranks, exactly as `tokenizers`' `Word::merge_all` does.
 //!
-//! [`Bpe`] does the same on ids: the Python side (`varemi.encoder.bpe`) resolves every base id
+//! [`Bpe`] does the same on ids: the Python side (`varemi.music.encoder.bpe`) resolves every base id
 //! to what its character becomes (a vocabulary id, an added token, or nothing) and
 //! computes the chunk boundaries; this module does steps 1 to 3, caching the result of
 //! each distinct chunk (bars repeat a lot within and across pieces).

@@ -3,7 +3,7 @@
 //!
 //! One call encodes one track of a `symusic.Score` (its note arrays) into the base ids
 //! (before BPE) that MidiTok gives for that track, for the REMI configurations that
-//! `varemi.encoder.remi.NativeREMI` accepts: no time signatures (every bar is 4/4), no tempo,
+//! `varemi.music.encoder.remi.NativeREMI` accepts: no time signatures (every bar is 4/4), no tempo,
 //! chord, rest, program, pedal, pitch-bend, control-change or pitch-interval tokens.
 //! The vocabulary tables (token ids per position, pitch, velocity and duration) are
 //! prepared in Python from the tokenizer itself, so the ids are the tokenizer's own.

@@ -1,6 +1,6 @@
-//! Pitch normalisation (DESIGN.md contract 3), pure Rust on slices.
+//! Pitch normalisation (docs/contracts.md contract 3), pure Rust on slices.
 //!
-//! The Python twin is `varemi.reference.normalize_pitches`; both must agree on every
+//! The Python twin is `varemi.core.reference.normalize_pitches`; both must agree on every
 //! input, including which parameters are refused.
 
 use std::fmt;

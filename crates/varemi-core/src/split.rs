@@ -1,6 +1,6 @@
-//! Split hashing (DESIGN.md contract 6), pure Rust.
+//! Split hashing (docs/contracts.md contract 6), pure Rust.
 //!
-//! The Python twins are `varemi.reference.split_hashes` and `varemi.reference.val_mask`.
+//! The Python twins are `varemi.core.reference.split_hashes` and `varemi.core.reference.val_mask`.
 
 use std::fmt;
 

@@ -1,6 +1,6 @@
 //! Duplicate detection: a file's fingerprint (exact and transposition-invariant hashes
 //! of its sorted notes, MinHash signature of its pitch-interval n-grams). The pure-Python
-//! twins are `varemi.duplicates._fingerprint_notes_py` and `_pitch_minhash_py`.
+//! twins are `varemi.music.fingerprint._fingerprint_notes_py` and `_pitch_minhash_py`.
 
 const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -53,7 +53,7 @@ pub fn pitch_minhash(pitches: &[i64], n: usize, a: &[u64], b: &[u64]) -> Vec<u32
     sig
 }
 
-/// What [`fingerprint_notes`] returns: see `varemi.duplicates.Fingerprint`.
+/// What [`fingerprint_notes`] returns: see `varemi.music.fingerprint.Fingerprint`.
 pub struct NoteFingerprint {
     /// BLAKE2b-64 of the sorted (onset, pitch, duration) triples, as little-endian i64s.
     pub exact: [u8; 8],
