@@ -44,7 +44,7 @@ def one_error(res, *words: str) -> str:
     "command,options",
     [
         ((), ["labels", "build", "verify", "--version"]),
-        (("labels",), ["--midi-dir", "--out", "--workers", "--jitter", "--seed"]),
+        (("labels",), ["--midi-dir", "--out", "--workers", "--jitter", "--jitter-seed"]),
         (
             ("build",),
             ["--midi-dir", "--out", "--labels", "--tokenizer", "--window-size", "--stride",

@@ -16,6 +16,7 @@ import varemi.corpus.cache as cache
 import varemi.corpus.job as vc
 import varemi.dataset.export as ve
 import varemi.dataset.staging as vo
+import varemi.labelling.heuristic as heuristic
 import varemi.music.encoder as enc
 import varemi.music.files as files
 import varemi.pipeline.build as vb
@@ -50,6 +51,7 @@ def crash_in_workers_on(monkeypatch, marker: bytes) -> None:
 
     monkeypatch.setattr(files, "parse_midi", parse)
     monkeypatch.setattr(enc, "parse_midi", parse)
+    monkeypatch.setattr(heuristic, "parse_midi", parse)
 
 
 def write_crasher(midi: Path) -> None:

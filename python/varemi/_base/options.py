@@ -86,6 +86,9 @@ class Option:
             every option is offered today).
         shown_default: What ``--help`` says the default is, when it is not ``default``
             itself (``all cores`` for ``workers=None``).
+        checked_by_owner: The allowed values are checked by the owning module, not by
+            argparse (its message, ``--label-scope must be one of ...``, is the one shown).
+        required: The command line refuses to run without it.
     """
 
     dest: str
@@ -101,6 +104,8 @@ class Option:
     record: bool = True
     cli: bool = True
     shown_default: str | None = None
+    checked_by_owner: bool = False
+    required: bool = False
 
     @property
     def name(self) -> str:
@@ -129,10 +134,12 @@ class Option:
             self.name,
             dest=self.dest,
             type=self.type,
-            choices=self.choices,
+            choices=None if self.checked_by_owner else self.choices,
             nargs=self.nargs,
-            metavar=self.metavar,
+            metavar=self.metavar
+            or ("{" + ",".join(self.choices) + "}" if self.checked_by_owner else None),
             default=None,
+            required=self.required,
             help=text,
         )
 
@@ -286,13 +293,14 @@ BUILD_OPTIONS: tuple[Option, ...] = (
            "streaming too)", "output", choices=FORMATS),
     Option("label_scope", "file", "file: every window carries its file's labels; window: each "
            "window is labelled from its own decoded music (computed labels only)", "labels",
-           choices=LABEL_SCOPES),
+           choices=LABEL_SCOPES, checked_by_owner=True),
 )  # fmt: skip
 """The options of ``build``, in the order of ``BuildParams`` and ``dataset_info.params``."""
 
 LABELS_OPTIONS: tuple[Option, ...] = (
-    Option("midi_dir", None, "folder of .mid/.midi files", "input", type=path_arg),
-    Option("out", None, "CSV to write", "output", type=path_arg),
+    Option("midi_dir", None, "folder of .mid/.midi files", "input", type=path_arg,
+           required=True),
+    Option("out", None, "CSV to write", "output", type=path_arg, required=True),
     Option("workers", None, "worker processes", "engine", type=int, shown_default="all cores"),
     Option("jitter", 0.0, "label noise (standard deviation)", "labels", type=float),
     Option("jitter_seed", 0, "seed of the noise", "labels", type=int),
