@@ -16,7 +16,8 @@ the tracks left empty), nearest velocity and duration of the vocabulary, optiona
 duplicate removal, a stable sort by onset, then ``Bar``/``Position`` tokens and
 ``Pitch``/``Velocity``/``Duration`` per note (see ``crates/varemi-core/src/remi.rs``).
 A score that MidiTok would refuse or treat in a way the kernel does not (a negative onset,
-ticks that overflow int32 when resampled) is handed to MidiTok itself: the result is always MidiTok's.
+ticks that overflow int32 when resampled) is handed to MidiTok itself: the result is always
+MidiTok's.
 """
 
 from __future__ import annotations
