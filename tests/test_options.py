@@ -104,3 +104,14 @@ def test_the_pool_stops_its_workers_at_once_without_private_state():
     assert time.monotonic() - started < 10  # not the 60 s the tasks would take
     for f in futures:
         assert f.done()
+
+
+@pytest.mark.parametrize("count", [0, 4, 16, 2 * 257])
+def test_conditioning_tokens_of_an_even_or_huge_bin_count_are_refused_in_one_error(count):
+    # an even number of bins per axis used to end in an IndexError while formatting
+    from varemi._base.errors import ConditioningError
+    from varemi.core.conditioning import bin_token_ids
+
+    tokens = {f"[VAL={k}]": 1000 + k for k in range(count)}
+    with pytest.raises(ConditioningError, match="not those of contract 1"):
+        bin_token_ids(tokens, 0, 0)

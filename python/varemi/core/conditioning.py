@@ -96,12 +96,12 @@ def bin_token_ids(
         ConditioningError: ``tokens`` lacks a token of contract 1.
     """
     bins = len(tokens) // 2
-    names = conditioning_token_strings(bins) if bins % 2 == 1 else []
-    h = bins // 2
+    names = conditioning_token_strings(bins) if bins % 2 == 1 and bins <= MAX_BINS else []
+    h = (bins - 1) // 2  # check_bins(bins) when names is not empty
     if not names or len(tokens) != len(names) or any(n not in tokens for n in names):
+        expected = f"{names[0]}..{names[-1]}" if names else "an odd number of bins per axis"
         raise ConditioningError(
-            f"conditioning tokens {list(tokens)[:4]}... are not those of contract 1 "
-            f"({names[0]}..{names[-1]})"
+            f"conditioning tokens {list(tokens)[:4]}... are not those of contract 1 ({expected})"
         )
     table = np.array([tokens[n] for n in names], dtype=np.int32).reshape(2, 2 * h + 1)
     out = []

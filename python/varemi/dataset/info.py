@@ -13,6 +13,7 @@ from typing import Any
 
 from varemi._base.errors import VaremiError
 from varemi._base.fileio import read_json
+from varemi.core.conditioning import check_bins
 
 FORMAT_VERSION = 2
 """The dataset format ``build`` writes (docs/contracts.md, "Format versions")."""
@@ -108,7 +109,7 @@ def half_width(info: dict[str, Any]) -> int:
     Returns:
         ``(bins - 1) // 2``.
     """
-    return (bins_of(info) - 1) // 2
+    return check_bins(bins_of(info))
 
 
 def prefix_length(info: dict[str, Any]) -> int:

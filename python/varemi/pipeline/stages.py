@@ -372,6 +372,6 @@ class TokenSpool:
 
 def histogram(bins: np.ndarray, n: int) -> dict[str, int]:
     """Examples (or files) per bin, every one of the ``n`` bins named (``-4`` .. ``+4``)."""
-    h = n // 2
+    h = conditioning.check_bins(n)
     counts = Counter(bins.tolist())
     return {f"{b:+d}": counts.get(b, 0) for b in range(-h, h + 1)}
