@@ -115,3 +115,20 @@ def test_conditioning_tokens_of_an_even_or_huge_bin_count_are_refused_in_one_err
     tokens = {f"[VAL={k}]": 1000 + k for k in range(count)}
     with pytest.raises(ConditioningError, match="not those of contract 1"):
         bin_token_ids(tokens, 0, 0)
+
+
+def test_workers_are_not_forked_while_other_threads_run():
+    # a forked child inherits locks other threads hold (Ray's, a server's): it could hang
+    import threading
+
+    from varemi._base.workers import _mp_context
+
+    assert threading.active_count() == 1 or _mp_context().get_start_method() != "fork"
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert _mp_context().get_start_method() in ("forkserver", "spawn")
+    finally:
+        stop.set()
+        thread.join()

@@ -9,6 +9,7 @@ process and find it already initialised (varemi.pipeline.ray_engine uses it).
 from __future__ import annotations
 
 import csv
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def test_engine_parameters_are_refused_before_any_work(corpus, tmp_path, monkeyp
     with pytest.raises(VaremiError, match="--engine must be one of local, ray"):
         h.build(corpus, out, engine="spark", **KW)
 
-    monkeypatch.setattr(vc.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # no Ray installed
     with pytest.raises(ClusterError, match=r"pip install 'varemi\[ray\]'"):
         h.build(corpus, out, engine="ray", **KW)
     assert not out.exists()

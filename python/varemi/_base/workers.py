@@ -11,6 +11,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -53,13 +54,15 @@ CRASHED_DETAIL = "its worker process died twice on it (a native crash or the OOM
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
         # fork: workers start at once with every module loaded (a forkserver costs ~0.7 s
         # per build here). The pool starts before this process starts any thread of its
         # own: build turns tqdm's monitor thread off, and nothing has used pyarrow's or
         # the tokenizers' thread pools yet. The executor forks every worker before it
         # starts its own manager thread.
         return multiprocessing.get_context("fork")
+    # Threads are running (Ray or a web server in this process, an embedding
+    # application): a forked child could inherit a lock another thread holds and hang.
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["varemi.corpus.job", "varemi.labelling.heuristic", "miditok"])
