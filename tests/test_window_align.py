@@ -92,3 +92,114 @@ def test_the_numpy_form_equals_the_twin(lengths, seed, w, s, m, density):
     for f, st_, sp in zip(fast.file_index, fast.start, fast.stop, strict=True):
         assert 0 <= ids[st_] < vocab and bars[ids[st_]]
         assert m <= sp - st_ <= w and sp <= offsets[f + 1]
+
+
+# --------------------------------------------------------------------------- builds
+import helpers as h  # noqa: E402
+
+from varemi.dataset.verify import verify  # noqa: E402
+from varemi.labelling.heuristic import label_score  # noqa: E402
+from varemi.music.demo import write_demo_corpus  # noqa: E402
+from varemi.music.tokenizer import bar_start_table, decode_music, ids_to_tokens  # noqa: E402
+
+WINDOWS = dict(window_size=96, stride=48, min_window_tokens=24)
+
+
+@pytest.fixture(scope="module")
+def demo_midi(tmp_path_factory):
+    midi = tmp_path_factory.mktemp("demo") / "midi"
+    write_demo_corpus(midi)
+    return midi
+
+
+def music_ids(row, prefix):
+    return row["input_ids"][prefix:]
+
+
+@pytest.mark.parametrize("bos", [False, True])
+def test_every_example_starts_with_a_bar_and_verify_holds(demo_midi, tmp_path, bos):
+    out = tmp_path / "out"
+    result = h.build(demo_midi, out, window_align="bar", bos=bos, **WINDOWS)
+    assert result.info["format_version"] == 3
+    assert result.info["params"]["window_align"] == "bar"
+    assert result.info["tokenizer"]["encode_ids_split"] == "bar"
+    assert result.info["tokenizer"]["encode_ids_split_stated"] is True
+    base = h.base_tokenizer()
+    rows = h.rows(out)["train"] + h.rows(out)["val"]
+    assert rows
+    prefix = 3 if bos else 2
+    for row in rows:
+        body = music_ids(row, prefix)
+        assert ids_to_tokens(base, body[:1])[:1] == ["Bar_None"], row["source_file"]
+        assert WINDOWS["min_window_tokens"] <= len(body) <= WINDOWS["window_size"]
+    report = verify(out)
+    assert report.ok, report.failures
+
+
+def test_token_windows_mostly_do_not_start_at_a_bar(demo_midi, tmp_path):
+    # what the option changes: with token windows most examples start mid-bar
+    out = tmp_path / "out"
+    h.build(demo_midi, out, **WINDOWS)
+    table = bar_start_table(h.base_tokenizer())
+    rows = h.rows(out)["train"] + h.rows(out)["val"]
+    at_bar = sum(bool(table[r["input_ids"][2]]) for r in rows)
+    assert at_bar < len(rows) / 2
+
+
+def test_the_windows_are_the_rule_applied_to_each_files_ids(demo_midi, tmp_path):
+    out, whole = tmp_path / "out", tmp_path / "whole"
+    h.build(demo_midi, out, window_align="bar", **WINDOWS)
+    # one window per file holding all its ids: what the windows are cut from
+    h.build(demo_midi, whole, window_size=10**6, stride=10**6, min_window_tokens=1)
+    file_ids = {r["source_file"]: r["input_ids"][2:] for s, rs in h.rows(whole).items() for r in rs}
+    table = bar_start_table(h.base_tokenizer())
+    by_file: dict[str, list] = {}
+    for row in h.rows(out)["train"] + h.rows(out)["val"]:
+        by_file.setdefault(row["source_file"], []).append(row)
+    assert set(by_file) == set(file_ids)
+    for name, rows in by_file.items():
+        ids = np.asarray(file_ids[name], dtype=np.int32)
+        spans = reference.bar_window_spans(
+            ids, np.array([0, len(ids)], np.int64), table, *WINDOWS.values()
+        )
+        rows.sort(key=lambda r: r["window_idx"])
+        assert [r["input_ids"][2:] for r in rows] == [
+            ids[a:b].tolist() for a, b in zip(spans[2], spans[3], strict=True)
+        ], name
+
+
+def test_window_labels_follow_the_bar_windows(demo_midi, tmp_path):
+    out = tmp_path / "out"
+    h.build(demo_midi, out, window_align="bar", label_scope="window", **WINDOWS)
+    base = h.base_tokenizer()
+    rows = h.rows(out)["train"] + h.rows(out)["val"]
+    for row in rows[:12]:
+        label = label_score(decode_music(base, row["input_ids"][2:]), row["source_file"])
+        assert row["valence"] == np.float32(label.valence)
+        assert row["arousal"] == np.float32(label.arousal)
+    assert verify(out).ok
+
+
+def test_verify_catches_an_example_that_does_not_start_at_a_bar(demo_midi, tmp_path):
+    import json
+
+    out = tmp_path / "out"
+    h.build(demo_midi, out, **WINDOWS)  # token windows ...
+    info_path = out / "dataset_info.json"
+    info = json.loads(info_path.read_text())
+    info["params"]["window_align"] = "bar"  # ... claimed to be bar windows
+    info_path.write_text(json.dumps(info))
+    report = verify(out)
+    assert not report.ok
+    assert any(
+        line.startswith("window_align") or "window_align" in line for line in report.failures
+    )
+
+
+def test_a_bad_window_align_is_refused_naming_the_option(demo_midi, tmp_path):
+    res = h.run_cli(
+        "build", "--midi-dir", demo_midi, "--out", tmp_path / "o", "--tokenizer", "builtin",
+        "--window-align", "beat",
+    )  # fmt: skip
+    assert res.returncode == 2
+    assert "--window-align" in res.stderr and "Traceback" not in res.stderr
