@@ -146,7 +146,7 @@ def test_dataset_info_has_every_required_key(demo_out, demo_midi, base_vocab):
     info = h.info(demo_out)
     for key in h.REQUIRED_INFO_KEYS:
         assert key in info, key
-    assert info["format_version"] == 2
+    assert info["format_version"] == 3
     assert info["varemi_version"] == varemi.__version__
     tok = info["tokenizer"]
     assert tok["source"] == "builtin"

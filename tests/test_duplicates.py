@@ -403,7 +403,7 @@ def test_planted_duplicates_split_as_one_group(planted_midi, tmp_path):
     groups = res.info["groups"]
     assert groups["dedup"] == "group" and groups["groups"] == 1
     assert groups["files_in_groups"] == 4 and groups["largest_group"] == 4
-    assert res.info["format_version"] == 2
+    assert res.info["format_version"] == 3
     rep = verify(res.out)
     assert rep.ok, rep.failures
     assert verify(tmp_path / "off").ok

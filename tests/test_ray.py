@@ -169,6 +169,7 @@ def test_ray_parquet_shards_match_local_parquet(ray_session, corpus, tmp_path):
         dict(binning="quantile", dedup="off", augment_transpose="2"),
         dict(label_scope="window", augment_transpose="1"),
         dict(label_scope="window", binning="quantile"),
+        dict(window_align="bar", label_scope="window"),
     ],
     ids=[
         "drop",
@@ -178,6 +179,7 @@ def test_ray_parquet_shards_match_local_parquet(ray_session, corpus, tmp_path):
         "quantile+augment",
         "window-labels+augment",
         "window-labels+quantile",
+        "bar-windows+window-labels",
     ],
 )
 def test_ray_gives_the_build_of_local_with_every_option(ray_session, corpus, tmp_path, kw):

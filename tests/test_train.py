@@ -72,7 +72,7 @@ def test_bos_examples_are_bos_then_the_plain_examples(corpus, data, tmp_path):
     h.build(corpus, plain, window_size=WINDOW, stride=STRIDE, min_window_tokens=MIN)
     info = h.info(data)
     assert info["params"]["bos"] is True and h.info(plain)["params"]["bos"] is False
-    assert info["format_version"] == 2
+    assert info["format_version"] == 3
     bos = info["special_tokens"]["BOS"]
     assert bos == varemi.load_tokenizer(data).vocab["BOS_None"]
     with_bos, without = h.rows(data), h.rows(plain)

@@ -39,6 +39,8 @@ FORMATS = ("arrow", "parquet")
 """The values of ``--format``: ``save_to_disk``'s Arrow layout, or Parquet shards."""
 ENGINES = ("local", "ray")
 """The values of ``--engine``."""
+WINDOW_ALIGNS = ("token", "bar")
+"""The values of ``--window-align``: windows start every stride tokens, or at bars."""
 
 GROUPS = (
     "input",
@@ -294,6 +296,9 @@ BUILD_OPTIONS: tuple[Option, ...] = (
     Option("label_scope", "file", "file: every window carries its file's labels; window: each "
            "window is labelled from its own decoded music (computed labels only)", "labels",
            choices=LABEL_SCOPES, checked_by_owner=True),
+    Option("window_align", "token", "token: windows start every --stride tokens; bar: each "
+           "window starts at the first bar at or after each stride point (format 3)",
+           "tokens and windows", choices=WINDOW_ALIGNS),
 )  # fmt: skip
 """The options of ``build``, in the order of ``BuildParams`` and ``dataset_info.params``."""
 

@@ -20,6 +20,7 @@ import numpy as np
 from varemi import _native
 from varemi._base.native import PURE_PYTHON
 from varemi.core import reference
+from varemi.core.params import check_window_params
 
 _impl = reference if PURE_PYTHON else _native
 IMPLEMENTATION = "python" if PURE_PYTHON else "native"
@@ -126,6 +127,72 @@ def prepend_conditioning(
     return _impl.prepend_conditioning(*(_contiguous(a) for a in args))
 
 
+def bar_window_spans(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    bar_starts: np.ndarray,
+    window_size: int = 1024,
+    stride: int = 512,
+    min_window_tokens: int = 256,
+) -> WindowSpans:
+    """Windows that start at a bar (``--window-align bar``), for a batch of files.
+
+    The rule is :func:`varemi.core.reference.bar_window_spans` (docs/contracts.md,
+    contract 5); this is its vectorised numpy form (one ``searchsorted`` per file), held
+    equal to it by property tests. It runs in Python with numpy, not in Rust: its cost is
+    a few array operations per file, small beside tokenising.
+
+    Args:
+        tokens: Flat int32 token ids of all files.
+        offsets: int64 array of ``n_files + 1`` positions into ``tokens``.
+        bar_starts: bool per token id: the id's first base token is ``Bar``.
+        window_size: Tokens per window.
+        stride: Distance between the points whose next bar starts a window.
+        min_window_tokens: Shortest window kept.
+
+    Returns:
+        :class:`WindowSpans`, as :func:`window_spans` returns them.
+    """
+    if tokens.dtype != np.int32 or offsets.dtype != np.int64 or bar_starts.dtype != np.bool_:
+        return WindowSpans(
+            *reference.bar_window_spans(  # the twin raises the TypeError
+                tokens, offsets, bar_starts, window_size, stride, min_window_tokens
+            )
+        )
+    check_window_params(window_size, stride, min_window_tokens)
+    reference.check_offsets(offsets.tolist(), len(tokens))
+    inside = (tokens >= 0) & (tokens < len(bar_starts))
+    is_bar = np.zeros(len(tokens), dtype=bool)
+    is_bar[inside] = bar_starts[tokens[inside]]
+    parts: list[tuple[np.ndarray, ...]] = []
+    for f in range(len(offsets) - 1):
+        begin, end = int(offsets[f]), int(offsets[f + 1])
+        n = end - begin
+        bars = np.flatnonzero(is_bar[begin:end])
+        if n == 0 or len(bars) == 0:
+            continue
+        at = np.searchsorted(bars, np.arange(0, n, stride, dtype=np.int64), side="left")
+        b = bars[at[at < len(bars)]]
+        b = b[np.r_[True, b[1:] != b[:-1]]]  # a bar reached from two points: one window
+        last = np.flatnonzero(b + window_size >= n)
+        if len(last):
+            b = b[: last[0] + 1]
+        length = np.minimum(window_size, n - b)
+        b, length = b[length >= min_window_tokens], length[length >= min_window_tokens]
+        parts.append(
+            (
+                np.full(len(b), f, dtype=np.int64),
+                np.arange(len(b), dtype=np.int32),
+                begin + b.astype(np.int64),
+                begin + b.astype(np.int64) + length,
+            )
+        )
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return WindowSpans(empty, np.zeros(0, dtype=np.int32), empty, empty.copy())
+    return WindowSpans(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+
+
 def make_examples(
     tokens: np.ndarray,
     offsets: np.ndarray,
@@ -134,6 +201,7 @@ def make_examples(
     window_size: int = 1024,
     stride: int = 512,
     min_window_tokens: int = 256,
+    bar_starts: np.ndarray | None = None,
 ) -> Examples:
     """Window a batch of files and prefix every window with its file's conditioning ids.
 
@@ -145,11 +213,18 @@ def make_examples(
         window_size: Tokens per window.
         stride: Distance between window starts.
         min_window_tokens: Shortest window kept.
+        bar_starts: With ``--window-align bar``: bool per token id (the id starts a bar);
+            windows then start at bars (:func:`bar_window_spans`).
 
     Returns:
         :class:`Examples` ready for ``pyarrow.ListArray.from_arrays(offsets, values)``.
     """
-    spans = window_spans(tokens, offsets, window_size, stride, min_window_tokens)
+    if bar_starts is None:
+        spans = window_spans(tokens, offsets, window_size, stride, min_window_tokens)
+    else:
+        spans = bar_window_spans(
+            tokens, offsets, bar_starts, window_size, stride, min_window_tokens
+        )
     values, example_offsets = prepend_conditioning(
         tokens, spans.file_index, spans.start, spans.stop, valence_ids, arousal_ids
     )

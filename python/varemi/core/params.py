@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 
 from varemi._base.errors import SplitParameterError, WindowParameterError
+from varemi._base.options import WINDOW_ALIGNS
 
 _TWO_64 = 2**64
 
@@ -58,3 +59,18 @@ def check_split_params(seed: int, train_split: float) -> None:
         raise SplitParameterError(f"--seed must be in 0..2**64-1, got {seed}")
     if not 0.0 < train_split <= 1.0:  # also refuses NaN
         raise SplitParameterError(f"--train-split must be in (0, 1], got {train_split}")
+
+
+def check_window_align(align: str) -> None:
+    """Refuse a ``--window-align`` that is not one of :data:`WINDOW_ALIGNS`.
+
+    Args:
+        align: ``token`` or ``bar``.
+
+    Raises:
+        WindowParameterError: another value.
+    """
+    if align not in WINDOW_ALIGNS:
+        raise WindowParameterError(
+            f"--window-align must be one of {', '.join(WINDOW_ALIGNS)}, got {align!r}"
+        )

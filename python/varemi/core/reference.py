@@ -32,6 +32,7 @@ from varemi.core.params import check_split_params, check_window_params
 from varemi.core.pitch import PITCH_POLICIES, check_pitch_params
 
 __all__ = [
+    "bar_window_spans",
     "PITCH_POLICIES",
     "PitchRangeError",
     "SplitParameterError",
@@ -104,7 +105,7 @@ def normalize_pitches(
     return np.array(out, dtype=pitches.dtype), np.array(keep, dtype=bool)
 
 
-def _check_offsets(offsets: list[int], n_tokens: int) -> None:
+def check_offsets(offsets: list[int], n_tokens: int) -> None:
     if len(offsets) == 0:
         raise OffsetsError("offsets must hold at least one entry (n_files + 1 entries)")
     if offsets[0] < 0:
@@ -151,7 +152,7 @@ def window_spans(
     _require_dtype("offsets", offsets, np.int64)
     check_window_params(window_size, stride, min_window_tokens)
     offs = offsets.tolist()
-    _check_offsets(offs, len(tokens))
+    check_offsets(offs, len(tokens))
     files: list[int] = []
     windows: list[int] = []
     starts: list[int] = []
@@ -171,6 +172,82 @@ def window_spans(
             if i + window_size >= n:
                 break
             i += stride
+    return (
+        np.array(files, dtype=np.int64),
+        np.array(windows, dtype=np.int32),
+        np.array(starts, dtype=np.int64),
+        np.array(stops, dtype=np.int64),
+    )
+
+
+def bar_window_spans(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    bar_starts: np.ndarray,
+    window_size: int = 1024,
+    stride: int = 512,
+    min_window_tokens: int = 256,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut every file of a batch into windows that start at a bar (``--window-align bar``).
+
+    Position ``j`` of a file starts a bar when ``bar_starts[t[j]]`` (the id's first base
+    token is ``Bar``). For ``k = 0, 1, ...`` while ``k * stride < n``: ``b`` is the first
+    bar start at or after ``k * stride`` (none: stop); a ``b`` equal to the previous
+    window's start is skipped; the window is ``t[b:b+window_size]``, kept iff its length is
+    at least ``min_window_tokens``; iteration stops after the first ``b`` with
+    ``b + window_size >= n``. A window is never longer than ``window_size``.
+
+    Args:
+        tokens: Flat int32 token ids of all files.
+        offsets: int64 array of ``n_files + 1`` non-decreasing positions into ``tokens``.
+        bar_starts: bool per token id of the vocabulary; ids past its end start no bar.
+        window_size: Tokens per window (W), at least 1.
+        stride: Distance between the points whose next bar starts a window (S).
+        min_window_tokens: Shortest window kept, in 1..window_size.
+
+    Returns:
+        ``file_index``, ``window_index``, ``start``, ``stop`` as :func:`window_spans`.
+
+    Raises:
+        TypeError: ``tokens`` is not int32, ``offsets`` not int64, ``bar_starts`` not bool.
+        WindowParameterError: a window parameter out of range.
+        OffsetsError: offsets empty, negative, decreasing or past the end.
+    """
+    _require_dtype("tokens", tokens, np.int32)
+    _require_dtype("offsets", offsets, np.int64)
+    _require_dtype("bar_starts", bar_starts, np.bool_)
+    check_window_params(window_size, stride, min_window_tokens)
+    offs = offsets.tolist()
+    check_offsets(offs, len(tokens))
+    table = bar_starts.tolist()
+    files: list[int] = []
+    windows: list[int] = []
+    starts: list[int] = []
+    stops: list[int] = []
+    for f in range(len(offs) - 1):
+        begin, n = offs[f], offs[f + 1] - offs[f]
+        ids = tokens[begin : begin + n].tolist()
+        bars = [j for j, i in enumerate(ids) if 0 <= i < len(table) and table[i]]
+        previous, k = None, 0
+        point = 0
+        while point < n:
+            later = [b for b in bars if b >= point]
+            if not later:
+                break
+            b = later[0]
+            point += stride
+            if b == previous:
+                continue
+            previous = b
+            length = min(window_size, n - b)
+            if length >= min_window_tokens:
+                files.append(f)
+                windows.append(k)
+                starts.append(begin + b)
+                stops.append(begin + b + length)
+                k += 1
+            if b + window_size >= n:
+                break
     return (
         np.array(files, dtype=np.int64),
         np.array(windows, dtype=np.int32),

@@ -75,6 +75,8 @@ class Windower:
         min_window_tokens: Shortest window kept.
         bos: The BOS id to put before the conditioning tokens (``build --bos``:
             ``[BOS, VAL, ARO] + window``), or None for ``[VAL, ARO] + window``.
+        bar_starts: With ``--window-align bar``: bool per token id (the id starts a bar);
+            windows then start at bars. None: windows start every ``stride`` tokens.
 
     Attributes:
         seconds: Wall seconds spent in the kernels so far.
@@ -87,9 +89,11 @@ class Windower:
         stride: int,
         min_window_tokens: int,
         bos: int | None = None,
+        bar_starts: np.ndarray | None = None,
     ) -> None:
         check_window_params(window_size, stride, min_window_tokens)
         self.bos = bos
+        self.bar_starts = bar_starts
         self.conditioning_tokens = dict(conditioning_tokens)
         self.windows = (window_size, stride, min_window_tokens)
         self.pending: list[tuple] = []  # (rel, ids, v, a, vbin, abin, augmentation, windows)
@@ -140,7 +144,9 @@ class Windower:
         vbin = np.array([x[4] for x in pending], dtype=np.int8)
         abin = np.array([x[5] for x in pending], dtype=np.int8)
         valence_ids, arousal_ids = bin_token_ids(self.conditioning_tokens, vbin, abin)
-        examples = kernels.make_examples(tokens, offsets, valence_ids, arousal_ids, *self.windows)
+        examples = kernels.make_examples(
+            tokens, offsets, valence_ids, arousal_ids, *self.windows, self.bar_starts
+        )
         example_labels = None
         if any(x[7] is not None for x in pending):  # --label-scope window
             example_labels = self._window_labels(pending, examples)

@@ -35,7 +35,7 @@ from varemi.music.augment import apply
 from varemi.music.encoder import EncodeOptions, TokenEncoder, encode_midi
 from varemi.music.files import RejectedFile, read_midi_bytes
 from varemi.music.fingerprint import Fingerprint, fingerprint_score
-from varemi.music.tokenizer import DecodeError, decode_music, import_miditok
+from varemi.music.tokenizer import DecodeError, bar_start_table, decode_music, import_miditok
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Job:
             here, None when they come from the user's CSV.
         fingerprint: Also compute each file's duplicate-detection fingerprint
             (:mod:`varemi.corpus.grouping`), cached beside its tokens.
-        window_labels: ``(window_size, stride, min_window_tokens)`` with ``build
+        window_labels: ``(window_size, stride, min_window_tokens, window_align)`` with ``build
             --label-scope window``: also label every window from its own decoded music
             (:func:`window_labels`), cached beside its tokens; None otherwise.
     """
@@ -66,7 +66,7 @@ class Job:
     cache_dir: str | None
     labels: tuple[float, int, str] | None
     fingerprint: bool = False
-    window_labels: tuple[int, int, int] | None = None
+    window_labels: tuple[int, int, int, str] | None = None
 
 
 @dataclass
@@ -162,11 +162,13 @@ def window_labels(
     windows: tuple[int, int, int],
     jitter: float = 0.0,
     seed: int = 0,
+    bar_starts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Each window's labels from its own music (``build --label-scope window``).
 
     The windows are the ones :func:`varemi.core.kernels.make_examples` cuts from ``ids``
-    (a pure function of ``len(ids)`` and the window parameters). Each window's music
+    (a pure function of ``len(ids)`` and the window parameters, and with
+    ``--window-align bar`` of where the bars start). Each window's music
     ids are decoded with ``tokenizer`` to a score and labelled by
     :func:`varemi.labelling.heuristic.label_score`, with the file's noise (``name``, ``jitter``,
     ``seed``): the label describes what the model sees after the conditioning tokens.
@@ -181,13 +183,19 @@ def window_labels(
         windows: ``(window_size, stride, min_window_tokens)``.
         jitter: ``--jitter``.
         seed: ``--jitter-seed``.
+        bar_starts: With ``--window-align bar``: which ids start a bar
+            (:func:`varemi.music.tokenizer.bar_start_table`); None for token windows.
 
     Returns:
         ``(valence, arousal, fallback)``: float64 arrays, one entry per window, and how
         many windows took the file's label.
     """
     ids = np.ascontiguousarray(ids, dtype=np.int32)
-    spans = kernels.window_spans(ids, np.array([0, len(ids)], dtype=np.int64), *windows)
+    offsets = np.array([0, len(ids)], dtype=np.int64)
+    if bar_starts is None:
+        spans = kernels.window_spans(ids, offsets, *windows)
+    else:
+        spans = kernels.bar_window_spans(ids, offsets, bar_starts, *windows)
     valence = np.empty(len(spans.start), dtype=np.float64)
     arousal = np.empty(len(spans.start), dtype=np.float64)
     fallback = 0
@@ -233,8 +241,16 @@ def _add_window_labels(
     jitter, seed, _ = job.labels
     file_label = (result.label["valence"], result.label["arousal"])
     t = time.perf_counter()
+    *windows, _ = job.window_labels
     v, a, fallback = window_labels(
-        _WORKER["encoder"].tokenizer, result.ids, rel, file_label, job.window_labels, jitter, seed
+        _WORKER["encoder"].tokenizer,
+        result.ids,
+        rel,
+        file_label,
+        tuple(windows),
+        jitter,
+        seed,
+        _WORKER["bar_starts"],
     )
     result.timings["window_labels"] = result.timings.get("window_labels", 0.0) + (
         time.perf_counter() - t
@@ -257,6 +273,8 @@ def _init_worker(job: Job) -> None:
     _WORKER["job"] = job
     _WORKER["encoder"] = TokenEncoder(import_miditok().REMI(params=job.tokenizer_path), job.encoder)
     _WORKER["cache"] = TokenCache(job.cache_dir) if job.cache_dir else None
+    aligned = job.window_labels is not None and job.window_labels[3] == "bar"
+    _WORKER["bar_starts"] = bar_start_table(_WORKER["encoder"].tokenizer) if aligned else None
 
 
 def _process(item) -> FileResult:

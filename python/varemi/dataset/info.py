@@ -15,7 +15,7 @@ from varemi._base.errors import VaremiError
 from varemi._base.fileio import read_json
 from varemi.core.conditioning import check_bins
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The dataset format ``build`` writes (docs/contracts.md, "Format versions")."""
 
 INFO_FILE = "dataset_info.json"

@@ -17,10 +17,16 @@ from varemi.core import conditioning, kernels
 from varemi.core.conditioning import bin_token_ids
 from varemi.corpus.grouping import read_duplicates_csv
 from varemi.dataset.export import features
-from varemi.dataset.info import DatasetInfoError, bins_of, half_width, read_dataset_info
+from varemi.dataset.info import (
+    DatasetInfoError,
+    bins_of,
+    half_width,
+    prefix_length,
+    read_dataset_info,
+)
 from varemi.dataset.integrity import METHOD, table_checksum
 from varemi.dataset.vocabulary import load_tokenizer
-from varemi.music.tokenizer import ids_to_tokens
+from varemi.music.tokenizer import bar_start_table, ids_to_tokens
 
 _INFO_KEYS = (
     "format_version",
@@ -161,6 +167,8 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
         rep.fail("empty_train", "the train split holds no example: nothing to fine-tune on")
     bos = _bos_id(rep, info) if params.get("bos") else None
     _check_examples(rep, arrays, vocab, val_ids, aro_ids, half, window, min_tokens, bos)
+    if params.get("window_align", "token") == "bar" and tokenizer is not None:
+        _check_bar_starts(rep, arrays, bar_start_table(tokenizer), prefix_length(info))
     _check_bins_match_labels(rep, arrays, info)
     scope_lines = _check_label_scope(rep, arrays, params)
     _check_splits(rep, arrays, files_of, params, _group_keys(rep, out, info))
@@ -284,6 +292,27 @@ def _check_examples(
         if stray.any():
             rows = np.unique(np.searchsorted(offs, np.nonzero(stray)[0], side="right") - 1)
             rep.fail("conditioning_in_body", f"{s}: {len(rows)} examples, e.g. row {rows[0]}")
+
+
+def _check_bar_starts(rep, arrays, bar_starts: np.ndarray, prefix: int) -> None:
+    """``--window-align bar`` (format 3): the first music id of every example starts a bar."""
+    for s, a in arrays.items():
+        vals, offs, lens = a["values"], a["offsets"], a["lengths"]
+        rows = np.nonzero(lens > prefix)[0]
+        if not len(rows):
+            continue
+        first = vals[offs[rows] + prefix]
+        known = (first >= 0) & (first < len(bar_starts))
+        ok = np.zeros(len(rows), dtype=bool)
+        ok[known] = bar_starts[first[known]]
+        if not ok.all():
+            r = int(rows[np.nonzero(~ok)[0][0]])
+            rep.fail(
+                "window_align",
+                f"{s}: {int((~ok).sum())} examples do not start at a bar, e.g. row {r} "
+                f"({a['source_file'][r]}#{int(a['window_idx'][r])}) starts with id "
+                f"{vals[offs[r] + prefix]}",
+            )
 
 
 def _bin_bounds(values: np.ndarray, derive) -> tuple[np.ndarray, np.ndarray]:

@@ -32,6 +32,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from varemi._base.errors import VaremiError
 from varemi._base.options import DEFAULT_MODEL
 from varemi.core.conditioning import (
@@ -436,24 +438,70 @@ def ids_to_tokens(tokenizer: REMI, ids: Iterable[int]) -> list[str]:
     Returns:
         The token strings.
     """
+    expand = _expander(tokenizer)
+    tokens: list[str] = []
+    for raw in ids:
+        tokens.extend(expand(int(raw)))
+    return tokens
+
+
+def _expander(tokenizer: REMI):
+    """A function from one id to the token strings it stands for (:func:`ids_to_tokens`)."""
     id_to_token = {i: token for token, i in tokenizer.vocab.items()}
     model = tokenizer._model  # noqa: SLF001 - MidiTok 3.1 keeps the BPE model private
     learned = tokenizer._vocab_learned_bytes_to_tokens  # noqa: SLF001
     byte_to_token = tokenizer._vocab_base_byte_to_token  # noqa: SLF001
-    tokens: list[str] = []
-    for raw in ids:
-        i = int(raw)
+
+    def expand(i: int) -> list[str]:
         if i in id_to_token:  # a base token or an added (conditioning) token
-            tokens.append(id_to_token[i])
-            continue
+            return [id_to_token[i]]
         key = model.id_to_token(i) if model is not None and i >= 0 else None
         if key is not None and key in learned:
-            tokens.extend(learned[key])
-        elif key is not None and key and all(ch in byte_to_token for ch in key):
-            tokens.extend(byte_to_token[ch] for ch in key)
-        else:
-            tokens.append(f"<unk:{i}>")
-    return tokens
+            return list(learned[key])
+        if key is not None and key and all(ch in byte_to_token for ch in key):
+            return [byte_to_token[ch] for ch in key]
+        return [f"<unk:{i}>"]
+
+    return expand
+
+
+def bar_start_table(tokenizer: REMI) -> np.ndarray:
+    """Which ids start a bar: the first base token they stand for is ``Bar_None``.
+
+    With BPE split per bar (``encode_ids_split`` ``bar``, MidiTok 3's default) every bar
+    begins a new id, so these ids are exactly the bar starts of an encoded piece; with
+    ``beat`` too. With ``no`` a merge may hold a bar in its middle: such a bar is not
+    found, and ``--window-align bar`` starts the window at the next id that begins one.
+
+    Args:
+        tokenizer: A REMI tokenizer (BPE-trained or not; conditioning tokens or not).
+
+    Returns:
+        bool array, one entry per id (``len(tokenizer)``, at least the base vocabulary).
+    """
+    expand = _expander(tokenizer)
+    size = max(len(tokenizer), len(tokenizer.vocab))
+    return np.array([expand(i)[:1] == ["Bar_None"] for i in range(size)], dtype=bool)
+
+
+def encode_ids_split(path: str | Path) -> str | None:
+    """The ``encode_ids_split`` a tokenizer file states, or None when it states none.
+
+    MidiTok 2.x files (the hub model's may be one) lack the key; MidiTok 3 then assumes
+    ``bar``.
+
+    Args:
+        path: A ``tokenizer.json``.
+
+    Returns:
+        ``"bar"``, ``"beat"``, ``"no"``, or None.
+    """
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8")).get("config", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    value = config.get("encode_ids_split") if isinstance(config, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def decode_music(tokenizer: REMI, ids: Iterable[int]) -> Score:

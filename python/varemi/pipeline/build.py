@@ -61,6 +61,8 @@ from varemi.music.files import list_midi_files, split_bad_names
 from varemi.music.models import window_warning
 from varemi.music.tokenizer import (
     add_conditioning_tokens,
+    bar_start_table,
+    encode_ids_split,
     load_base_tokenizer,
     save_tokenizer,
     vocab_pitch_range,
@@ -183,16 +185,15 @@ def _build_into(
     try:
         cond_tokens = add_conditioning_tokens(base.tokenizer, p.bins)
         bos = int(base.tokenizer.vocab["BOS_None"]) if p.bos else None
-        if (
-            p.engine == "ray"
-        ):  # tokenise to export on Ray Data, the same rows (varemi.pipeline.ray_engine)
+        bar_starts = bar_start_table(base.tokenizer) if p.window_align == "bar" else None
+        if p.engine == "ray":  # the same stages on Ray Data, the same rows
             job, items = _job(p, run, base, encoder), _items(p, run)
-            writers = ray_stages(p, run, job, items, cond_tokens, bos, tmp)
+            writers = ray_stages(p, run, job, items, cond_tokens, bos, bar_starts, tmp)
         else:
             tokenised = _tokenise_stage(p, run, base, encoder)
             split = _split_stage(p, run, tmp, tokenised)
             binned = _bins_stage(p, run, split)
-            batches = _windows_stage(p, run, cond_tokens, bos, binned)
+            batches = _windows_stage(p, run, cond_tokens, bos, bar_starts, binned)
             writers = _export_stage(run, tmp, batches, p.format)
         if p.format == "parquet":
             # datasets cannot load a Parquet split without rows: it stays out of the card
@@ -225,6 +226,21 @@ def _load_tokenizer(p: BuildParams):
         warning = window_warning(p.tokenizer, p.window_size)
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
+    split = base.tokenizer.config.encode_ids_split
+    if not p.quiet and base.tokenizer.is_trained and encode_ids_split(base.path) is None:
+        print(
+            f"warning: the tokenizer file {base.path} does not state encode_ids_split (a "
+            f"MidiTok 2.x file?); MidiTok assumes {split!r}, which is recorded in "
+            "dataset_info.json",
+            file=sys.stderr,
+        )
+    if not p.quiet and p.window_align == "bar" and split == "no":
+        print(
+            "warning: --window-align bar with a tokenizer whose BPE runs over whole "
+            "sequences (encode_ids_split 'no'): a bar merged into the middle of an id is "
+            "not found, and its window starts at the next id that begins a bar",
+            file=sys.stderr,
+        )
     encoder = TokenEncoder(base.tokenizer, p.encoder)  # refuses `native` before any work
     if encoder.reason and not p.quiet:
         print(f"note: using MidiTok's encoder: {encoder.reason}", file=sys.stderr)
@@ -280,7 +296,7 @@ def _job(p: BuildParams, run: Run, base, encoder):
         if run.label_table is not None
         else (p.jitter, p.jitter_seed, labeller_version()),
         fingerprint=p.dedup != "off",
-        window_labels=(p.window_size, p.stride, p.min_window_tokens)
+        window_labels=(p.window_size, p.stride, p.min_window_tokens, p.window_align)
         if p.label_scope == "window"
         else None,
     )
@@ -375,10 +391,10 @@ def _bins_stage(p: BuildParams, run: Run, tokenised):
         spool.close()
 
 
-def _windows_stage(p: BuildParams, run: Run, cond_tokens: dict[str, int], bos, binned):
+def _windows_stage(p: BuildParams, run: Run, cond_tokens: dict[str, int], bos, bar_starts, binned):
     """Each split's conditioned examples (contract 5), batch by batch: ``(split, batch)``."""
     windowers = {
-        s: Windower(cond_tokens, p.window_size, p.stride, p.min_window_tokens, bos)
+        s: Windower(cond_tokens, p.window_size, p.stride, p.min_window_tokens, bos, bar_starts)
         for s in ("train", "val")
     }
     for i, aug, ids, x in binned:
@@ -459,6 +475,10 @@ def _dataset_info(p: BuildParams, run: Run, base, encoder, cond_tokens, writers)
             "sha256": base.sha256,
             "base_vocab_size": base.base_vocab_size,
             "vocab_size": len(base.tokenizer),
+            # format 3: how BPE was split (bar alignment relies on "bar" or "beat"), and
+            # whether the tokenizer file said so or MidiTok assumed it
+            "encode_ids_split": str(base.tokenizer.config.encode_ids_split),
+            "encode_ids_split_stated": encode_ids_split(base.path) is not None,
         },
         "conditioning_tokens": cond_tokens,
         "special_tokens": {

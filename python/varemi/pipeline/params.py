@@ -10,7 +10,7 @@ from varemi._base.errors import VaremiError
 from varemi._base.options import BUILD_OPTIONS, ENGINES, LABEL_SCOPES, defaults
 from varemi._base.workers import check_workers
 from varemi.core import conditioning
-from varemi.core.params import check_split_params, check_window_params
+from varemi.core.params import check_split_params, check_window_align, check_window_params
 from varemi.core.pitch import PITCH_POLICIES, check_pitch_params
 from varemi.corpus.cache import default_cache_dir
 from varemi.corpus.grouping import check_options
@@ -82,6 +82,8 @@ class BuildParams:
         ray_address: With ``ray``: None starts a local Ray; ``auto`` or an address
             connects to a running cluster.
         format: ``arrow`` (``save_to_disk`` layout) or ``parquet`` (Parquet shards).
+        window_align: ``token`` (windows start every ``stride`` tokens) or ``bar`` (each
+            window starts at the first bar at or after each stride point).
         label_scope: ``file`` (every window carries its file's labels) or ``window``
             (every window is labelled from its own decoded music; computed labels only).
     """
@@ -123,6 +125,7 @@ class BuildParams:
     ray_address: str | None = _DEFAULTS["ray_address"]
     format: str = _DEFAULTS["format"]
     label_scope: str = _DEFAULTS["label_scope"]
+    window_align: str = _DEFAULTS["window_align"]
 
 
 def check_label_scope(scope: str, labels: Path | None) -> None:
@@ -172,6 +175,7 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
         VaremiError: a subclass naming the first bad parameter by its option.
     """
     check_window_params(p.window_size, p.stride, p.min_window_tokens)
+    check_window_align(p.window_align)
     conditioning.check_bins(p.bins)
     conditioning.check_binning(p.binning)
     check_split_params(p.seed, p.train_split)

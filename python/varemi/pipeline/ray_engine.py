@@ -79,7 +79,9 @@ def blocks(n_files: int, cpus: int) -> list[tuple[int, int]]:
 
 
 # --------------------------------------------------------------------------- driver
-def ray_stages(p, run, job, items: tuple[list, tuple[str, ...]], cond_tokens, bos, tmp: Path):
+def ray_stages(
+    p, run, job, items: tuple[list, tuple[str, ...]], cond_tokens, bos, bar_starts, tmp: Path
+):
     """Run stages 2-6 of a build on Ray Data; fill ``run`` as the local stages do.
 
     Args:
@@ -91,6 +93,7 @@ def ray_stages(p, run, job, items: tuple[list, tuple[str, ...]], cond_tokens, bo
         items: ``build._items``: what is tokenised, in order, and the augmentation names.
         cond_tokens: Conditioning token string to id.
         bos: The BOS id before every example (``--bos``), or None.
+        bar_starts: Which ids start a bar (``--window-align bar``), or None.
         tmp: The build's temporary folder (spools under ``tmp/_ray_spool``, shards under
             ``tmp/_shards``, both removed at the end).
 
@@ -115,6 +118,7 @@ def ray_stages(p, run, job, items: tuple[list, tuple[str, ...]], cond_tokens, bo
             "cond_tokens": cond_tokens,
             "bos": bos,
             "windows": (p.window_size, p.stride, p.min_window_tokens),
+            "bar_starts": bar_starts,
             "spool_dir": str(spool_dir),
             "shard_dir": str(shard_dir),
             "format": p.format,
@@ -322,7 +326,10 @@ def _window_block(spec: dict, task: tuple) -> dict:
     folder = Path(spec["shard_dir"]) / f"b{block:07d}"
     folder.mkdir(parents=True, exist_ok=True)
     splits = ("train", "val")
-    windowers = {s: Windower(spec["cond_tokens"], *spec["windows"], spec["bos"]) for s in splits}
+    windowers = {
+        s: Windower(spec["cond_tokens"], *spec["windows"], spec["bos"], spec["bar_starts"])
+        for s in splits
+    }
     writers = {s: SplitWriter(s, folder, spec["format"]) for s in splits}
     path = _spool_path(spec, block)
     ids = np.memmap(path, dtype="<i4", mode="r") if path.stat().st_size else np.zeros(0, "<i4")
