@@ -21,7 +21,11 @@ import helpers as h  # noqa: E402
 import varemi  # noqa: E402
 from varemi.music.demo import write_demo_corpus  # noqa: E402
 from varemi.music.models import window_warning  # noqa: E402
-from varemi.training import train  # noqa: E402
+from varemi.training import data as tdata  # noqa: E402
+from varemi.training import evaluation as ev  # noqa: E402
+from varemi.training import finetune as ft  # noqa: E402
+from varemi.training import generation as gen  # noqa: E402
+from varemi.training import model as tmodel  # noqa: E402
 
 WINDOW, STRIDE, MIN = 64, 48, 16
 STEPS, EVAL = 20, 10
@@ -55,14 +59,14 @@ def _params(data, out, **kw):
         quiet=True,
     )
     base.update(kw)
-    return train.FinetuneParams(data=data, out=out, **base)
+    return ft.FinetuneParams(data=data, out=out, **base)
 
 
 @pytest.fixture(scope="module")
 def run(data):
     torch.set_num_threads(2)
     out = data.parent / "run"
-    result = train.finetune(_params(data, out))
+    result = ft.finetune(_params(data, out))
     return out, result
 
 
@@ -109,22 +113,23 @@ def test_window_warning_for_the_default_model_only():
 
 # --------------------------------------------------------------------------- pieces
 def test_labels_ignore_padding_and_the_prefix():
-    split = train._Split(
+    split = tdata.Split(
         values=np.array([2, 10, 20, 5, 6, 7, 2, 11, 21, 8], dtype=np.int64),
         offsets=np.array([0, 6, 10]),
         vbin=np.zeros(2, np.int64),
         abin=np.zeros(2, np.int64),
     )
-    ids, mask, labels = train._collate(split, [0, 1], pad=0, prefix=3, torch=torch)
+    batch = tdata.Collator(pad=0, prefix=3)([split[0], split[1]])
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     assert ids.tolist() == [[2, 10, 20, 5, 6, 7], [2, 11, 21, 8, 0, 0]]
     assert mask.tolist() == [[1] * 6, [1, 1, 1, 1, 0, 0]]
     assert labels.tolist() == [[-100, -100, -100, 5, 6, 7], [-100, -100, -100, 8, -100, -100]]
 
 
 def test_new_embedding_rows_start_at_the_mean():
-    model = transformers.GPT2LMHeadModel(train.tiny_config(50, 16, {}))
+    model = transformers.GPT2LMHeadModel(tmodel.tiny_config(50, 16, {}))
     old = model.get_input_embeddings().weight.detach().clone()
-    assert train.extend_embeddings(model, 56) == 6
+    assert tmodel.extend_embeddings(model, 56) == 6
     new = model.get_input_embeddings().weight.detach()
     assert new.shape == (56, 64)
     assert torch.equal(new[:50], old)
@@ -136,33 +141,32 @@ def test_new_embedding_rows_start_at_the_mean():
 def test_batches_are_length_grouped_and_reproducible():
     lengths = np.array([5, 50, 6, 49, 7, 48, 8, 47] * 4)
     bins = np.zeros(len(lengths), np.int64)
-    p = train.FinetuneParams(data=".", out=".", batch_size=4, seed=3)
-    plan = train._batch_plan(lengths, bins, p, epoch=0)
+    plan = tdata.batch_plan(lengths, bins, batch_size=4, seed=3, epoch=0)
     assert sorted(np.concatenate(plan).tolist()) == list(range(len(lengths)))
     assert all(np.ptp(lengths[b]) <= 3 for b in plan)  # long with long, short with short
-    again = train._batch_plan(lengths, bins, p, epoch=0)
+    again = tdata.batch_plan(lengths, bins, batch_size=4, seed=3, epoch=0)
     assert [b.tolist() for b in plan] == [b.tolist() for b in again]
-    other = train._batch_plan(lengths, bins, p, epoch=1)
+    other = tdata.batch_plan(lengths, bins, batch_size=4, seed=3, epoch=1)
     assert [b.tolist() for b in plan] != [b.tolist() for b in other]
 
 
 def test_balance_bins_draws_every_bin_about_equally():
     bins = np.array([0] * 90 + [1] * 10)
-    p = train.FinetuneParams(data=".", out=".", batch_size=10, balance_bins=True)
-    drawn = np.concatenate(train._batch_plan(np.full(100, 8), bins, p, epoch=0))
+    plan = tdata.batch_plan(np.full(100, 8), bins, batch_size=10, seed=0, epoch=0, balance=True)
+    drawn = np.concatenate(plan)
     assert len(drawn) == 100
     rare = int((drawn >= 90).sum())
     assert 30 <= rare <= 70, rare  # 10 without balancing
 
 
 def test_spearman_with_ties_matches_the_textbook_value():
-    assert train.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert train.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert ev.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert ev.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     # ranks with ties averaged: a -> 1.5 1.5 3 4, b -> 1 2 3 4: pearson of those
-    assert train.spearman([0, 0, 1, 2], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
-    assert train.spearman([1, 1, 1], [1, 2, 3]) is None
-    assert train.grid_bins(3, 4) == [-4, 0, 4]
-    assert train.grid_bins(9, 4) == list(range(-4, 5))
+    assert ev.spearman([0, 0, 1, 2], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
+    assert ev.spearman([1, 1, 1], [1, 2, 3]) is None
+    assert ev.grid_bins(3, 4) == [-4, 0, 4]
+    assert ev.grid_bins(9, 4) == list(range(-4, 5))
 
 
 # --------------------------------------------------------------------------- finetune
@@ -178,8 +182,7 @@ def test_finetune_writes_a_run_and_the_loss_goes_down(run, data):
         "loss.png",
         "val_loss_by_bin.json",
         "val_loss_by_bin.csv",
-        "checkpoint/state.json",
-        "checkpoint/optimizer.pt",
+        "generation_config.json",
     ):
         assert (out / name).is_file(), name
     assert (out / "dataset_info.json").read_bytes() == (data / "dataset_info.json").read_bytes()
@@ -212,42 +215,43 @@ def test_the_checkpoint_reloads_with_the_conditioning_vocabulary(run, data):
     assert model.config.pad_token_id == tok.vocab["PAD_None"]
     assert model.config.n_positions >= WINDOW + 3
     # the saved model is the best one: its val loss is the best logged
-    split = train._load_split(h.load(data), "val")
+    split = tdata.torch_dataset(data, "val")
     rows = np.unique(np.linspace(0, len(split) - 1, min(len(split), 24))).astype(np.int64)
-    p = _params(data, out)
-    loss, _ = train._validate(model.eval(), split, rows, 0, 3, p, "cpu", train._no_autocast, torch)
+    loss, _ = tdata.validate(model.eval(), split, rows, tdata.collator(data), 8, "cpu")
     assert loss == pytest.approx(result.best_val_loss, rel=1e-4)
+    assert (out / "checkpoints").is_dir() and len(list((out / "checkpoints").iterdir())) <= 2
 
 
 def test_resume_continues_exactly_where_the_run_stopped(data, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    straight = train.finetune(_params(data, tmp_path / "straight", max_steps=6, eval_steps=3))
+    straight = ft.finetune(_params(data, tmp_path / "straight", max_steps=6, eval_steps=3))
 
-    real_save = train._save_checkpoint
+    def interrupt(step):
+        if step == 3:
+            raise KeyboardInterrupt  # Ctrl-C right after the checkpoint of step 3
 
-    def save_then_interrupt(*args):
-        real_save(*args)
-        raise KeyboardInterrupt  # Ctrl-C right after the checkpoint of step 3
-
-    monkeypatch.setattr(train, "_save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(ft, "_after_checkpoint", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        train.finetune(_params(data, tmp_path / "cut", max_steps=6, eval_steps=3))
-    monkeypatch.setattr(train, "_save_checkpoint", real_save)
-    assert json.loads((tmp_path / "cut/checkpoint/state.json").read_text())["step"] == 3
+        ft.finetune(_params(data, tmp_path / "cut", max_steps=6, eval_steps=3))
+    monkeypatch.setattr(ft, "_after_checkpoint", lambda step: None)
+    meta = json.loads((tmp_path / "cut/run.json").read_text())
+    assert meta["status"] == "interrupted"
+    assert [p.name for p in (tmp_path / "cut/checkpoints").iterdir()] == ["checkpoint-3"]
 
-    resumed = train.finetune(
-        train.FinetuneParams(data=".", out=tmp_path / "cut", resume=True, quiet=True)
+    resumed = ft.finetune(
+        ft.FinetuneParams(data=None, out=tmp_path / "cut", resume=True, quiet=True)
     )  # every option comes from the run
     assert resumed.steps == 6 and [r["step"] for r in resumed.log] == [0, 3, 6]
-    a = load_file(tmp_path / "straight/checkpoint/model.safetensors")
-    b = load_file(tmp_path / "cut/checkpoint/model.safetensors")
+    # On CPU the resumed run is bit-exact: same weights, same losses.
+    a = load_file(tmp_path / "straight/model.safetensors")
+    b = load_file(tmp_path / "cut/model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     losses = [(r["train_loss"], r["val_loss"]) for r in straight.log]
     assert [(r["train_loss"], r["val_loss"]) for r in resumed.log] == losses
 
-    longer = train.finetune(
-        train.FinetuneParams(data=".", out=tmp_path / "cut", resume=True, max_steps=8, quiet=True)
+    longer = ft.finetune(
+        ft.FinetuneParams(data=None, out=tmp_path / "cut", resume=True, max_steps=8, quiet=True)
     )  # a resume may train longer
     assert longer.steps == 8 and [r["step"] for r in longer.log] == [0, 3, 6, 8]
     assert json.loads((tmp_path / "cut/run.json").read_text())["params"]["lr"] == 1e-2
@@ -258,7 +262,7 @@ def test_generate_writes_midi_with_notes(run, tmp_path):
     from symusic import Score
 
     out, _ = run
-    sampling = train.SamplingParams(max_new_tokens=40, seed=1)
+    sampling = gen.SamplingParams(max_new_tokens=40, seed=1)
     paths = varemi.generate(out, 3, -2, tmp_path / "gen", n=2, sampling=sampling)
     assert [p.name for p in paths] == ["v+3_a-2_000.mid", "v+3_a-2_001.mid"]
     for p in paths:
@@ -278,7 +282,7 @@ def test_decode_strips_the_prefix(data):
 
 def test_evaluate_reports_every_figure(run, tmp_path):
     out, _ = run
-    sampling = train.SamplingParams(max_new_tokens=40)
+    sampling = gen.SamplingParams(max_new_tokens=40)
     result = varemi.evaluate(out, grid=2, n_per_cell=2, sampling=sampling, out=tmp_path, quiet=True)
     assert json.loads((tmp_path / "evaluate.json").read_text())["grid"] == [-4, 4]
     assert (tmp_path / "evaluate.png").is_file()
@@ -332,7 +336,7 @@ def test_not_a_varemi_dataset(cli, corpus, tmp_path):
 
 
 def test_vocabulary_mismatch(cli, data, tmp_path):
-    model = transformers.GPT2LMHeadModel(train.tiny_config(500, 80, {}))
+    model = transformers.GPT2LMHeadModel(tmodel.tiny_config(500, 80, {}))
     model.save_pretrained(tmp_path / "model")
     line = cli("finetune", data, "--model", tmp_path / "model", "--out", tmp_path / "r")
     assert "vocabulary of 500 ids" in line and "has 1000" in line
@@ -390,7 +394,7 @@ def test_without_torch_one_line_names_the_extra(data, tmp_path):
 
     code = (
         "import sys; sys.modules['torch'] = None\n"  # what an environment without torch sees
-        "import varemi.training.train, varemi.cli\n"
+        "import varemi.training.finetune, varemi.cli\n"
         f"sys.exit(varemi.cli.main(['finetune', {str(data)!r}, '--model', 'tiny', "
         f"'--out', {str(tmp_path / 'r')!r}]))"
     )
@@ -409,7 +413,7 @@ def test_importing_varemi_and_its_build_does_not_import_torch():
     import sys
 
     code = (
-        "import sys, varemi, varemi.pipeline.build, varemi.cli, varemi.training.train; "
+        "import sys, varemi, varemi.pipeline.build, varemi.cli, varemi.training.serve; "
         "print('torch' in sys.modules)"
     )
     result = subprocess.run(
@@ -419,30 +423,25 @@ def test_importing_varemi_and_its_build_does_not_import_torch():
 
 
 def test_early_stopping_keeps_the_best_checkpoint(data, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
     scripted = iter([6.0, 5.0, 4.0, 4.5, 4.6, 3.0, 3.0])  # best at the 2nd validation
-    saved_at = []
-    real_validate = train._validate
+    real_validate = ft.validate
 
     def fake_validate(*args, **kwargs):
         loss, per_bin = real_validate(*args, **kwargs)
         return next(scripted), per_bin
 
-    monkeypatch.setattr(train, "_validate", fake_validate)
-    model_cls = transformers.GPT2LMHeadModel
-    real_save = model_cls.save_pretrained
-
-    def spy(self, folder, *a, **kw):
-        if "checkpoint" not in str(folder):
-            saved_at.append(folder)
-        return real_save(self, folder, *a, **kw)
-
-    monkeypatch.setattr(model_cls, "save_pretrained", spy)
-    result = train.finetune(
-        _params(data, tmp_path / "run", max_steps=10, eval_steps=1, patience=2, lr=1e-3)
+    monkeypatch.setattr(ft, "validate", fake_validate)
+    out = tmp_path / "run"
+    result = ft.finetune(
+        _params(data, out, max_steps=10, eval_steps=1, patience=2, lr=1e-3, save_total_limit=1)
     )
     assert result.stopped == "early_stopping"
     assert [r["step"] for r in result.log] == [0, 1, 2, 3, 4]
     assert result.best_step == 2 and result.best_val_loss == 4.0
-    assert len(saved_at) == 3  # steps 0, 1 and 2 improved; 3 and 4 did not
-    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    meta = json.loads((out / "run.json").read_text())
     assert meta["stopped"] == "early_stopping" and meta["best_step"] == 2
+    kept = load_file(out / "model.safetensors")
+    best = load_file(out / "checkpoints/checkpoint-2/model.safetensors")
+    assert all(torch.equal(kept[k], best[k]) for k in best)  # the best, not the last
