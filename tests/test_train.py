@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ transformers = pytest.importorskip("transformers")
 import helpers as h  # noqa: E402
 
 import varemi  # noqa: E402
+from varemi._base.errors import VaremiError  # noqa: E402
 from varemi.music.demo import write_demo_corpus  # noqa: E402
 from varemi.music.models import window_warning  # noqa: E402
 from varemi.training import data as tdata  # noqa: E402
@@ -445,3 +449,211 @@ def test_early_stopping_keeps_the_best_checkpoint(data, tmp_path, monkeypatch):
     kept = load_file(out / "model.safetensors")
     best = load_file(out / "checkpoints/checkpoint-2/model.safetensors")
     assert all(torch.equal(kept[k], best[k]) for k in best)  # the best, not the last
+
+
+# --------------------------------------------------------------------------- issue 16
+def test_sampling_options_are_refused_before_any_work(cli, run, tmp_path):
+    out, _ = run
+    gen_out = tmp_path / "g"
+    line = cli("generate", out, "--valence", "0", "--arousal", "0", "--out", gen_out,
+               "--temperature", "inf")  # fmt: skip
+    assert line == "error: --temperature must be > 0 and finite, got inf"
+    assert not gen_out.exists()  # no empty folder left behind
+    assert "--temperature" in cli("evaluate", out, "--temperature", "nan", "--out", gen_out)
+    line = cli("evaluate", out, "--out", out / "config.json")  # before the evaluation runs
+    assert line == f"error: --out {out / 'config.json'} exists and is not a folder"
+    line = cli("generate", out, "--valence", "0", "--arousal", "0", "--out", "")
+    assert "--out is empty" in line
+    line = cli("generate", out, "--valence", "1", "--valence-label", "0.5", "--arousal", "0",
+               "--out", gen_out)  # fmt: skip
+    assert "--valence (a bin) or --valence-label" in line and "not both" in line
+    assert "--arousal-label must be a number in [-1, 1]" in cli(
+        "generate", out, "--valence", "0", "--arousal-label", "1.5", "--out", gen_out
+    )
+    assert "--bars must be an integer >= 1" in cli(
+        "generate", out, "--valence", "0", "--arousal", "0", "--bars", "0", "--out", gen_out
+    )
+    assert not gen_out.exists()
+
+
+def test_finetune_options_are_refused_before_any_work(cli, data, tmp_path):
+    r = tmp_path / "r"
+    assert cli("finetune", data, "--model", "tiny", "--out", r, "--epochs", "inf") == (
+        "error: --epochs must be finite, got inf"
+    )
+    assert "--save-total-limit must be >= 1" in cli(
+        "finetune", data, "--model", "tiny", "--out", r, "--save-total-limit", "0"
+    )
+    assert not r.exists()
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
+def test_an_out_that_cannot_be_written_is_one_line_exit_2(cli, data, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        line = cli("finetune", data, "--model", "tiny", "--out", locked / "run")
+    finally:
+        locked.chmod(0o700)
+    assert line.startswith(f"error: --out {locked / 'run'}: cannot write there")
+
+
+def test_interrupted_before_the_first_checkpoint(data, tmp_path, monkeypatch, capsys):
+    from varemi.cli import Terminated, main
+
+    out = tmp_path / "run"
+
+    def stop(*a, **kw):
+        raise KeyboardInterrupt  # Ctrl-C during the first validation, before any checkpoint
+
+    monkeypatch.setattr(ft, "validate", stop)
+    args = ["finetune", str(data), "--model", "tiny", "--out", str(out), "--device", "cpu",
+            "--max-steps", "60", "--quiet"]  # fmt: skip
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "warning: --warmup 100 >= the 60 training steps" in err  # --lr never reached
+    assert f"interrupted before the first checkpoint: {out} holds nothing to resume" in err
+    assert "--overwrite" in err and "--resume continues" not in err
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert main([*args, "--resume"]) == 2
+    assert "no finetune checkpoint to resume" in capsys.readouterr().err
+    assert main(args) == 2  # the rerun's hint is --overwrite only: --resume would fail
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "--resume" not in err
+
+    def term(*a, **kw):
+        raise Terminated
+
+    monkeypatch.setattr(ft, "validate", term)
+    assert main([*args, "--overwrite"]) == 143
+    err = capsys.readouterr().err
+    assert "terminated before the first checkpoint" in err and "nothing was replaced" not in err
+
+
+def test_an_unfinished_run_is_not_sampled_without_allow_unfinished(cli, run, tmp_path):
+    out, _ = run
+    cut = tmp_path / "cut"
+    shutil.copytree(out, cut)
+    meta = json.loads((cut / "run.json").read_text())
+    (cut / "run.json").write_text(json.dumps({**meta, "status": "interrupted"}))
+    line = cli("generate", cut, "--valence", "0", "--arousal", "0", "--out", tmp_path / "g")
+    assert "unfinished" in line and "--allow-unfinished" in line
+    sampling = gen.SamplingParams(max_new_tokens=8)
+    paths = varemi.generate(cut, 0, 0, tmp_path / "g", n=1, sampling=sampling,
+                            allow_unfinished=True, device="cpu")  # fmt: skip
+    assert len(paths) <= 1
+
+
+def test_resume_refuses_what_cannot_change_and_names_it(cli, run, data, tmp_path):
+    out, _ = run
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    before = (out / "run.json").read_bytes()
+    line = cli("finetune", other, "--out", out, "--resume", "--lr", "1", "--batch-size", "2")
+    assert "--resume cannot change what is trained" in line
+    assert f"DATA {other}" in line and "--lr 1.0" in line and "--batch-size 2" in line
+    assert (out / "run.json").read_bytes() == before
+
+
+def test_finetune_reads_a_parquet_build(corpus, tmp_path):
+    pq = tmp_path / "pq"
+    h.build(corpus, pq, window_size=WINDOW, stride=STRIDE, min_window_tokens=MIN, bos=True,
+            format="parquet")  # fmt: skip
+    result = ft.finetune(_params(pq, tmp_path / "run", max_steps=2, eval_steps=2))
+    assert result.steps == 2 and result.best_val_loss is not None
+
+
+def test_the_train_extra_can_build_a_trainer(run):
+    import tomllib
+
+    pyproject = tomllib.loads((h.VAREMI_ROOT.parent / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    assert any(d.startswith("accelerate") for d in extras["train"])
+    assert {d.split(">")[0] for d in extras["serve"]} == {"starlette", "uvicorn"}
+    out, _ = run
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    args = transformers.TrainingArguments(output_dir=str(out / "unused"), use_cpu=True)
+    transformers.Trainer(model=model, args=args)  # needs accelerate
+
+
+def test_two_processes_match_one(run, data, tmp_path):
+    """torchrun --nproc_per_node 2 (gloo on CPU): one run, world size 2, same val loss."""
+    import socket
+
+    out, single = run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    two = tmp_path / "two"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "varemi", "finetune",
+         str(data), "--model", "tiny", "--out", str(two), "--max-steps", str(STEPS),
+         "--eval-steps", str(EVAL), "--lr", "1e-2", "--warmup", "2", "--batch-size", "4",
+         "--max-eval-examples", "24", "--patience", "0", "--device", "cpu", "--quiet"],
+        env=h.subprocess_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    meta = json.loads((two / "run.json").read_text())
+    assert meta["world_size"] == 2 and meta["per_device_batch"] == 4
+    assert meta["global_batch"] == 8 == json.loads((out / "run.json").read_text())["global_batch"]
+    assert meta["steps"] == STEPS and meta["status"] == "done"
+    assert meta["best_val_loss"] == pytest.approx(single.best_val_loss, rel=0.03)
+
+
+def test_a_run_works_with_plain_hugging_face_calls(run, data):
+    out, _ = run
+    info = h.info(data)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == (out / "run.json").stat(
+    ).st_mode & 0o777  # fmt: skip
+    prompt = varemi.prompt_ids(out, 3, -2)
+    assert prompt == [info["special_tokens"]["BOS"], *varemi.conditioning_ids(out, 3, -2)]
+    with pytest.raises(VaremiError):  # a bin, not a label
+        varemi.prompt_ids(out, 0.5, 0)
+    assert varemi.bins_for_labels(out, 0.99, -0.99) == (4, -4)
+    config = json.loads((out / "generation_config.json").read_text())
+    banned = set(info["conditioning_tokens"].values()) | {info["special_tokens"]["BOS"]}
+    assert banned <= set(config["suppress_tokens"])
+    assert info["special_tokens"]["EOS"] not in config["suppress_tokens"]
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    torch.manual_seed(0)
+    ids = torch.tensor([prompt] * 3)
+    generated = model.generate(ids, max_new_tokens=30, temperature=3.0)  # plain call
+    assert not set(generated[:, len(prompt) :].flatten().tolist()) & banned
+    scores = varemi.decode(generated, out)  # a batch: a list back
+    assert isinstance(scores, list) and len(scores) == 3
+    assert varemi.decode(generated[0], out).note_num() == scores[0].note_num()
+    assert {"prompt_ids", "bins_for_labels", "finetune", "decode"} <= set(dir(varemi))
+
+
+def test_generate_labels_bars_numbering_and_records(run, tmp_path):
+    out, _ = run
+    g = tmp_path / "g"
+    s = gen.SamplingParams(max_new_tokens=60, seed=2)
+    first = varemi.generate(out, out=g, n=2, sampling=s, valence_label=0.95, arousal_label=-0.95,
+                            bars=1, device="cpu", batch_size=1)  # fmt: skip
+    again = varemi.generate(out, 4, -4, g, n=1, sampling=s, device="cpu")
+    names = sorted(p.name for p in g.glob("*.mid"))
+    assert [p.name for p in again] == ["v+4_a-4_002.mid"]  # numbered after the earlier pieces
+    assert len(names) == len(first) + 1
+    record = json.loads((g / "generated.json").read_text())["pieces"]
+    assert record[0]["valence_bin"] == 4 and record[0]["valence_label"] == 0.95
+    assert record[0]["bars"] == 1
+    loaded = gen.load_run(out, "cpu")
+    prompt = varemi.prompt_ids(out, 0, 0)
+    for ids in gen.sample(loaded, prompt, 3, s, 5, bars=2):
+        assert int(loaded.bars_per_id[ids].sum()) <= 2
+
+
+DATA_API_EXAMPLE = "docs/finetuning.md"
+
+
+def test_the_documented_trainer_example_runs(data, tmp_path, monkeypatch):
+    text = (h.VAREMI_ROOT.parent / DATA_API_EXAMPLE).read_text()
+    block = text.split("<!-- trainer-example -->\n```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.strip().splitlines()) <= 12
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(data, tmp_path / "DATA")
+    exec(compile(block.replace("max_steps=100", "max_steps=2"), DATA_API_EXAMPLE, "exec"), {})
+    assert (tmp_path / "my-run" / "config.json").is_file()
