@@ -260,7 +260,8 @@ def create_app(
         return HTMLResponse(
             PAGE.replace("{{BINS}}", str(h)).replace("{{MAX_BARS}}", str(max_bars)),
             headers={"Content-Security-Policy": "default-src 'self'; script-src 'self' "
-                     "'unsafe-inline'; style-src 'self' 'unsafe-inline'; media-src 'self' blob:"},
+                     "'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                     "media-src 'self' blob:"},
         )  # fmt: skip
 
     def unprocessable(field: str, message: str):
