@@ -86,16 +86,16 @@ def _subset(corpus: Path, n: int, folder: Path) -> Path:
 def _pretrain(a, data: Path, out: Path, torch, transformers) -> dict:
     """A GPT-2 from scratch on [BOS] + window (conditioning tokens removed), base vocabulary."""
     from varemi.music.tokenizer import builtin_tokenizer_path
-    from varemi.training import train
+    from varemi.training import data as tdata
 
     info = json.loads((data / "dataset_info.json").read_text())
     import datasets
 
-    split = train._load_split(datasets.load_from_disk(str(data)), "train")
+    split = tdata.split_of(datasets.load_from_disk(str(data))["train"])
     keep = np.ones(len(split.values), dtype=bool)  # drop VAL, ARO (positions 1, 2)
     keep[split.offsets[:-1] + 1] = False
     keep[split.offsets[:-1] + 2] = False
-    plain = train._Split(
+    plain = tdata.Split(
         split.values[keep],
         split.offsets - 2 * np.arange(len(split.offsets)),
         split.vbin,
@@ -129,7 +129,8 @@ def _pretrain(a, data: Path, out: Path, torch, transformers) -> dict:
         for g in optim.param_groups:
             g["lr"] = lr
         rows = rng.integers(0, len(plain), a.batch_size)
-        ids, mask, labels = train._collate(plain, rows, special["PAD"], 1, torch)
+        batch = tdata.Collator(pad=special["PAD"], prefix=1)([plain.row(int(r)) for r in rows])
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = model(
                 input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
@@ -161,7 +162,8 @@ def main(argv=None) -> int:
 
     from varemi.pipeline.build import build
     from varemi.pipeline.params import BuildParams
-    from varemi.training import train
+    from varemi.training import evaluation, generation
+    from varemi.training import finetune as finetuning
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -187,8 +189,8 @@ def main(argv=None) -> int:
     pre = _pretrain(a, data, base, torch, transformers)
     print(f"[3/4] finetune {a.finetune_steps} steps", file=sys.stderr)
     run = work / "run"
-    ft = train.finetune(
-        train.FinetuneParams(
+    ft = finetuning.finetune(
+        finetuning.FinetuneParams(
             data=data, out=run, model=str(base), max_steps=a.finetune_steps,
             eval_steps=max(1, a.finetune_steps // 4), patience=0, lr=a.finetune_lr,
             warmup=max(1, a.finetune_steps // 10), batch_size=a.batch_size, seed=a.seed,
@@ -196,8 +198,10 @@ def main(argv=None) -> int:
         )
     )  # fmt: skip
     print(f"[4/4] evaluate: grid {a.grid}, {a.n_per_cell} per cell", file=sys.stderr)
-    sampling = train.SamplingParams(max_new_tokens=a.max_new_tokens, seed=a.seed)
-    res = train.evaluate(run, grid=a.grid, n_per_cell=a.n_per_cell, sampling=sampling, quiet=True)
+    sampling = generation.SamplingParams(max_new_tokens=a.max_new_tokens, seed=a.seed)
+    res = evaluation.evaluate(
+        run, grid=a.grid, n_per_cell=a.n_per_cell, sampling=sampling, quiet=True
+    )
     total = time.perf_counter() - t0
     summary = {
         "command": "python scripts/bench_control.py "
@@ -217,10 +221,10 @@ def main(argv=None) -> int:
         "seconds": {"build": round(t_build, 1), "total": round(total, 1)},
     }
     (work / "bench_control.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(train.format_evaluation(res))
+    print(evaluation.format_evaluation(res))
     print(
         f"pre-train loss {pre['final_loss']:.3f} ({pre['parameters']:,} parameters); "
-        f"fine-tune val loss {ft.log[0]['val_loss']:.3f} -> {train._fmt(ft.best_val_loss)}; "
+        f"fine-tune val loss {ft.log[0]['val_loss']:.3f} -> {finetuning._fmt(ft.best_val_loss)}; "
         f"{summary['examples']} examples; {total:.0f} s in all on {summary['device']}"
     )
     return 0

@@ -17,6 +17,7 @@ LAYERS = ("_base", "core", "music", "labelling", "corpus", "dataset", "pipeline"
 
 # Optional heavy dependencies: imported where used, so that a build never pays for them.
 LAZY_ALLOWED = {"torch", "transformers", "accelerate", "ray", "matplotlib", "huggingface_hub"}
+LAZY_ALLOWED |= {"starlette", "uvicorn"}  # varemi[serve]
 
 
 def _modules():

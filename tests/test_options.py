@@ -24,6 +24,35 @@ def test_build_params_are_the_declared_options_in_order_with_their_defaults():
             assert f.default == o.default, f.name
 
 
+def test_training_params_are_the_declared_options_in_order_with_their_defaults():
+    from varemi.training.finetune import FinetuneParams
+    from varemi.training.generation import SamplingParams
+
+    for cls, declared in (
+        (FinetuneParams, options.FINETUNE_OPTIONS),
+        (SamplingParams, options.SAMPLING_OPTIONS),
+    ):
+        fields = dataclasses.fields(cls)
+        assert [f.name for f in fields] == [o.dest for o in declared]
+        for f, o in zip(fields, declared, strict=True):
+            if f.default is not dataclasses.MISSING:
+                assert f.default == o.default, f.name
+
+
+def test_every_training_option_is_on_the_command_line(capsys):
+    for command, declared in (
+        ("finetune", options.FINETUNE_OPTIONS),
+        ("generate", options.GENERATE_OPTIONS + options.SAMPLING_OPTIONS),
+        ("evaluate", options.EVALUATE_OPTIONS + options.SAMPLING_OPTIONS),
+        ("serve", options.SERVE_OPTIONS),
+    ):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        text = capsys.readouterr().out
+        for o in declared:
+            assert o.name in text or not o.cli, (command, o.name)
+
+
 def test_every_build_option_is_on_the_command_line_under_its_group(capsys):
     with pytest.raises(SystemExit):
         cli.main(["build", "--help"])

@@ -20,10 +20,12 @@ from varemi._base.version import __version__
 _PUBLIC = {
     "load_tokenizer": "varemi.dataset.vocabulary",
     "conditioning_ids": "varemi.dataset.vocabulary",
-    "finetune": "varemi.training.train",
-    "generate": "varemi.training.train",
-    "evaluate": "varemi.training.train",
-    "decode": "varemi.training.train",
+    "finetune": "varemi.training.finetune",
+    "generate": "varemi.training.generation",
+    "evaluate": "varemi.training.evaluation",
+    "decode": "varemi.training.generation",
+    "prompt_ids": "varemi.training.generation",
+    "bins_for_labels": "varemi.training.generation",
 }
 
 __all__ = ["__version__", *_PUBLIC]

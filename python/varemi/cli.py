@@ -3,7 +3,7 @@
 The parsers come from the option declarations (:mod:`varemi._base.options`); each
 command calls one entry point (:func:`varemi.labelling.heuristic.label_folder`,
 :func:`varemi.pipeline.build.build`, :func:`varemi.dataset.verify.verify`,
-:mod:`varemi.training.train`). This is the one place where errors become ``error:`` lines
+:mod:`varemi.training`). This is the one place where errors become ``error:`` lines
 and exit statuses: a varemi error (a bad parameter or input) exits 2, a failing file
 system 1, anything else (a bug) 70 with one line that asks for a bug report.
 """
@@ -11,6 +11,7 @@ system 1, anything else (a bug) 70 with one line that asks for a bug report.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -20,8 +21,12 @@ from varemi._base.errors import VaremiError
 from varemi._base.options import (
     BUILD_OPTIONS,
     BUILTIN_TOKENIZER,
-    DEFAULT_MODEL,
+    EVALUATE_OPTIONS,
+    FINETUNE_OPTIONS,
+    GENERATE_OPTIONS,
     LABELS_OPTIONS,
+    SAMPLING_OPTIONS,
+    SERVE_OPTIONS,
     VERIFY_OPTIONS,
     add_options,
     path_arg,
@@ -35,16 +40,18 @@ from varemi.labelling.label_csv import check_labels_out, write_labels_csv
 from varemi.music.demo import write_demo_corpus
 from varemi.pipeline.build import build
 from varemi.pipeline.params import BuildParams, check_params
-from varemi.training.train import (
-    FinetuneParams,
-    SamplingParams,
-    evaluate,
-    finetune,
-    format_evaluation,
-    generate,
-)
+from varemi.training.evaluation import evaluate, format_evaluation
+from varemi.training.finetune import FinetuneParams, finetune
+from varemi.training.generation import SamplingParams, generate
+from varemi.training.run import resume_hint
+from varemi.training.serve import serve
 
 DEMO_DIR = Path("varemi-demo")
+_EVAL_SAMPLING = tuple(
+    dataclasses.replace(o, default=512) if o.dest == "max_new_tokens" else o
+    for o in SAMPLING_OPTIONS
+)
+"""evaluate samples 512 new tokens by default."""
 
 
 # Path options (by dest) as the user types them, for the empty-path refusal.
@@ -54,6 +61,8 @@ _PATH_OPTIONS = {
     "labels": "--labels",
     "cache_dir": "--cache-dir",
     "plot": "--plot",
+    "data": "DATA",
+    "run": "RUN",
 }
 
 _EPILOG = """\
@@ -65,6 +74,7 @@ examples:
   python -m varemi finetune data/ --model tiny --out run/ --max-steps 50
   python -m varemi generate run/ --valence 3 --arousal -2 --out midi_out/
   python -m varemi evaluate run/ --grid 3 --n-per-cell 8
+  python -m varemi serve run/ --port 8000
 """
 
 
@@ -80,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--version", action="version", version=f"varemi {__version__}")
     sub = ap.add_subparsers(
-        dest="command", metavar="{labels,build,verify,finetune,generate,evaluate}"
+        dest="command", metavar="{labels,build,verify,finetune,generate,evaluate,serve}"
     )
 
     lab = sub.add_parser(
@@ -118,104 +128,30 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
-    p.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=max_new_tokens,
-        help="tokens to sample (default: %(default)s)",
-    )
-    p.add_argument(
-        "--temperature", type=float, default=1.0, help="softmax temperature (default: %(default)s)"
-    )
-    p.add_argument(
-        "--top-k",
-        type=int,
-        default=50,
-        help="sample from the k likeliest, 0: all (default: %(default)s)",
-    )
-    p.add_argument(
-        "--top-p", type=float, default=1.0, help="nucleus sampling mass (default: %(default)s)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
-
-
 def _train_parsers(sub) -> None:
     f = sub.add_parser(
         "finetune",
         allow_abbrev=False,
         help="fine-tune a model on a dataset (needs varemi[train])",
-        description="Fine-tune a causal LM on a varemi dataset: conditioning tokens added to "
-        "its vocabulary (new rows at the mean embedding), loss on the music tokens only, "
-        "length-grouped batches, validation every --eval-steps, early stopping, the best "
-        "model kept in OUT.",
+        description="Fine-tune a causal LM on a varemi dataset with transformers.Trainer: "
+        "conditioning tokens added to its vocabulary (new rows at the mean embedding), loss on "
+        "the music tokens only, length-grouped batches, validation every --eval-steps, early "
+        "stopping, the best model kept in OUT. Several devices: accelerate launch -m varemi "
+        "finetune ... or torchrun --nproc_per_node N -m varemi finetune ...",
     )
-    f.add_argument("data", type=Path, help="dataset folder written by build")
-    f.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help="hub id, local model folder, or 'tiny' (a small random GPT-2, offline); "
-        "default: %(default)s",
-    )
-    f.add_argument("--out", type=Path, required=True, help="run folder to write")
-    f.add_argument("--epochs", type=float, default=None, help="passes over train (default: 3)")
-    f.add_argument(
-        "--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)"
-    )
-    f.add_argument(
-        "--lr", type=float, default=5e-5, help="peak learning rate, AdamW (default: %(default)s)"
-    )
-    f.add_argument(
-        "--batch-size", type=int, default=8, help="examples per micro-batch (default: %(default)s)"
-    )
-    f.add_argument(
-        "--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default: 1)"
-    )
-    f.add_argument(
-        "--warmup", type=int, default=100, help="linear warm-up steps (default: %(default)s)"
-    )
-    f.add_argument("--seed", type=int, default=0, help="data order and dropout seed (default: 0)")
-    f.add_argument(
-        "--eval-steps", type=int, default=None, help="validate every N steps (default: 200)"
-    )
-    f.add_argument(
-        "--patience",
-        type=int,
-        default=None,
-        help="stop after N validations without improvement (default: 3; 0: never)",
-    )
-    f.add_argument(
-        "--max-eval-examples",
-        type=int,
-        default=1024,
-        help="val examples used per validation (default: %(default)s)",
-    )
-    f.add_argument(
-        "--balance-bins", action="store_true", help="sample evenly over valence x arousal bins"
-    )
-    f.add_argument("--resume", action="store_true", help="continue the run in --out")
-    f.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
-    f.add_argument(
-        "--device",
-        choices=["auto", "cpu", "cuda"],
-        default="auto",
-        help="device (default: auto: CUDA when present)",
-    )
-    f.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    f.add_argument("data", type=path_arg, help="dataset folder written by build")
+    add_options(f, FINETUNE_OPTIONS)
 
     g = sub.add_parser(
         "generate",
         allow_abbrev=False,
         help="sample MIDI files of a mood from a fine-tuned run",
         description="Sample pieces from a finetune run, prompted with the dataset's prefix "
-        "for the requested bins, and write them as MIDI files named by bins and index.",
+        "for the requested mood (bins, or labels in [-1, 1] mapped with the dataset's "
+        "binning), and write them as MIDI files named by bins and index.",
     )
-    g.add_argument("run", type=Path, help="run folder written by finetune")
-    g.add_argument("--valence", type=int, required=True, help="valence bin, e.g. +3")
-    g.add_argument("--arousal", type=int, required=True, help="arousal bin, e.g. -2")
-    g.add_argument("--n", type=int, default=4, help="pieces to generate (default: %(default)s)")
-    g.add_argument("--out", type=Path, required=True, help="folder for the MIDI files")
-    _sampling_args(g, 1024)
+    g.add_argument("run", type=path_arg, help="run folder written by finetune")
+    add_options(g, GENERATE_OPTIONS + SAMPLING_OPTIONS)
 
     e = sub.add_parser(
         "evaluate",
@@ -226,16 +162,20 @@ def _train_parsers(sub) -> None:
         "valid fraction, against a shuffled-prompt baseline. Writes evaluate.json and "
         "evaluate.png.",
     )
-    e.add_argument("run", type=Path, help="run folder written by finetune")
-    e.add_argument(
-        "--grid", type=int, default=3, help="requested bins per axis (default: %(default)s)"
+    e.add_argument("run", type=path_arg, help="run folder written by finetune")
+    add_options(e, EVALUATE_OPTIONS + _EVAL_SAMPLING)
+
+    v = sub.add_parser(
+        "serve",
+        allow_abbrev=False,
+        help="serve generation over HTTP (needs varemi[serve])",
+        description="An HTTP service over a run: POST /generate (JSON mood, bars or tokens, "
+        "seed, sampling) returns audio/midi; GET /health; GET / a page with a "
+        "valence-arousal pad, playback and a piano roll. The model is loaded once; requests "
+        "are queued, and one beyond --queue gets 503.",
     )
-    e.add_argument(
-        "--n-per-cell", type=int, default=8, help="pieces per grid cell (default: %(default)s)"
-    )
-    e.add_argument("--out", type=Path, default=None, help="folder for the report (default: RUN)")
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
-    _sampling_args(e, 512)
+    v.add_argument("run", type=path_arg, help="run folder written by finetune")
+    add_options(v, SERVE_OPTIONS)
 
 
 def _labels(a: argparse.Namespace) -> int:
@@ -320,32 +260,42 @@ def _silence_stdout() -> None:
 
 
 def _finetune(a: argparse.Namespace) -> int:
-
-    names = [k for k in vars(a) if k != "command"]
-    finetune(FinetuneParams(**{k: getattr(a, k) for k in names}))
+    o = values(a, FINETUNE_OPTIONS)
+    o["data"] = a.data
+    finetune(FinetuneParams(**o))
     return 0
 
 
-def _sampling(a: argparse.Namespace):
-
-    return SamplingParams(a.max_new_tokens, a.temperature, a.top_k, a.top_p, a.seed)
+def _sampling(a: argparse.Namespace, options=SAMPLING_OPTIONS) -> SamplingParams:
+    return SamplingParams(**values(a, options))
 
 
 def _generate(a: argparse.Namespace) -> int:
-
-    paths = generate(a.run, a.valence, a.arousal, a.out, n=a.n, sampling=_sampling(a))
+    o = values(a, GENERATE_OPTIONS)
+    paths = generate(
+        a.run, o["valence"], o["arousal"], o["out"], n=o["n"], sampling=_sampling(a),
+        valence_label=o["valence_label"], arousal_label=o["arousal_label"], bars=o["bars"],
+        batch_size=o["batch_size"], device=o["device"], allow_unfinished=o["allow_unfinished"],
+    )  # fmt: skip
     for path in paths:
         print(path)
-    print(f"generate: {len(paths)} of {a.n} pieces written to {a.out}", file=sys.stderr)
+    print(f"generate: {len(paths)} of {o['n']} pieces written to {o['out']}", file=sys.stderr)
     return 0
 
 
 def _evaluate(a: argparse.Namespace) -> int:
+    o = values(a, EVALUATE_OPTIONS)
     result = evaluate(
-        a.run, grid=a.grid, n_per_cell=a.n_per_cell, sampling=_sampling(a), out=a.out,
-        quiet=a.quiet,
+        a.run, grid=o["grid"], n_per_cell=o["n_per_cell"], sampling=_sampling(a, _EVAL_SAMPLING),
+        out=o["out"], quiet=o["quiet"], device=o["device"],
+        allow_unfinished=o["allow_unfinished"],
     )  # fmt: skip
     print(format_evaluation(result))
+    return 0
+
+
+def _serve(a: argparse.Namespace) -> int:
+    serve(a.run, **values(a, SERVE_OPTIONS))
     return 0
 
 
@@ -378,24 +328,21 @@ def main(argv: list[str] | None = None) -> int:
             "finetune": _finetune,
             "generate": _generate,
             "evaluate": _evaluate,
+            "serve": _serve,
         }
         return commands[a.command](a)
     except VaremiError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Terminated:
-        print("terminated: nothing was replaced; any previous output is intact", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        if a.command == "finetune":
-            print(
-                f"interrupted: {a.out} keeps the last checkpoint; "
-                f"python -m varemi finetune {a.data} --out {a.out} --resume continues it",
-                file=sys.stderr,
-            )
-            return 130
-        print("interrupted: nothing was replaced; any previous output is intact", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how, code = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        if a.command == "finetune" and getattr(a, "out", None):
+            print(resume_hint(a.out, a.data, how), file=sys.stderr)
+        elif a.command == "serve":
+            print(f"{how}: the service stopped", file=sys.stderr)
+        else:
+            print(f"{how}: nothing was replaced; any previous output is intact", file=sys.stderr)
+        return code
     except OSError as e:  # the file system failed us (not a bad parameter)
         print(f"error: {e}", file=sys.stderr)
         return 1

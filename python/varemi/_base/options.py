@@ -330,3 +330,95 @@ def defaults(options: Sequence[Option]) -> dict[str, Any]:
         The defaults.
     """
     return {o.dest: o.default for o in options}
+
+
+DEVICES = ("auto", "cpu", "cuda")
+"""The values of ``--device`` (auto: CUDA when present)."""
+REPORT_TO = ("none", "tensorboard", "wandb")
+"""The values of ``finetune --report-to`` (transformers' integrations)."""
+
+FINETUNE_OPTIONS: tuple[Option, ...] = (
+    Option("data", None, "dataset folder written by build", "input", type=path_arg, cli=False),
+    Option("out", None, "run folder to write", "output", type=path_arg, required=True),
+    Option("model", DEFAULT_MODEL, "hub id, local model folder, or 'tiny' (a small random "
+           "GPT-2, offline)", "input"),
+    Option("epochs", None, "passes over train", "training", type=float, shown_default="3"),
+    Option("max_steps", None, "optimizer steps (overrides --epochs)", "training", type=int),
+    Option("lr", 5e-5, "peak learning rate, AdamW", "training", type=float),
+    Option("batch_size", 8, "examples per micro-batch and device", "training", type=int),
+    Option("grad_accum", 1, "micro-batches per optimizer step", "training", type=int),
+    Option("warmup", 100, "linear warm-up steps (then linear decay to 0)", "training",
+           type=int),
+    Option("seed", 0, "data order, dropout and tiny-model seed", "training", type=int),
+    Option("eval_steps", None, "validate (and checkpoint) every N steps", "training", type=int,
+           shown_default="200"),
+    Option("patience", None, "stop after N validations without improvement (0: never)",
+           "training", type=int, shown_default="3"),
+    Option("max_eval_examples", 1024, "val examples used per validation", "training",
+           type=int),
+    Option("balance_bins", False, "sample evenly over valence x arousal bins", "training",
+           flag=True),
+    Option("gradient_checkpointing", False, "recompute activations in the backward pass "
+           "(less memory, slower)", "training", flag=True),
+    Option("report_to", "none", "also log to TensorBoard or Weights & Biases", "output",
+           choices=REPORT_TO),
+    Option("save_total_limit", 2, "checkpoints kept in OUT/checkpoints (the best is always "
+           "kept)", "output", type=int),
+    Option("resume", False, "continue the run in --out from its last checkpoint", "output",
+           flag=True),
+    Option("overwrite", False, "replace a previous run in --out", "output", flag=True),
+    Option("device", "auto", "device (auto: CUDA when present)", "engine", choices=DEVICES),
+    Option("quiet", False, "no progress bar or summary", "output", flag=True),
+)  # fmt: skip
+"""The options of ``finetune``, in the order of ``FinetuneParams``."""
+
+SAMPLING_OPTIONS: tuple[Option, ...] = (
+    Option("max_new_tokens", 1024, "tokens to sample at most (capped by the model's "
+           "positions)", "sampling", type=int),
+    Option("temperature", 1.0, "softmax temperature (> 0, finite)", "sampling", type=float),
+    Option("top_k", 50, "sample from the k likeliest, 0: all", "sampling", type=int),
+    Option("top_p", 1.0, "nucleus sampling mass in (0, 1]", "sampling", type=float),
+    Option("seed", 0, "sampling seed", "sampling", type=int),
+)  # fmt: skip
+"""How ``generate``, ``evaluate`` and ``serve`` sample, in the order of ``SamplingParams``."""
+
+GENERATE_OPTIONS: tuple[Option, ...] = (
+    Option("valence", None, "valence bin, e.g. +3 (or give --valence-label)", "mood", type=int),
+    Option("arousal", None, "arousal bin, e.g. -2 (or give --arousal-label)", "mood", type=int),
+    Option("valence_label", None, "valence in [-1, 1], mapped to a bin with the dataset's "
+           "own binning", "mood", type=float),
+    Option("arousal_label", None, "arousal in [-1, 1], mapped likewise", "mood", type=float),
+    Option("n", 4, "pieces to generate", "output", type=int),
+    Option("out", None, "folder for the MIDI files", "output", type=path_arg, required=True),
+    Option("bars", None, "stop each piece after N bars (within --max-new-tokens)", "sampling",
+           type=int),
+    Option("batch_size", None, "pieces sampled together", "sampling", type=int,
+           shown_default="--n"),
+    Option("device", "auto", "device (auto: CUDA when present)", "engine", choices=DEVICES),
+    Option("allow_unfinished", False, "sample from a run whose training did not finish",
+           "input", flag=True),
+)  # fmt: skip
+"""The options of ``generate`` (besides RUN and the sampling options)."""
+
+EVALUATE_OPTIONS: tuple[Option, ...] = (
+    Option("grid", 3, "requested bins per axis", "output", type=int),
+    Option("n_per_cell", 8, "pieces per grid cell", "output", type=int),
+    Option("out", None, "folder for evaluate.json and evaluate.png", "output", type=path_arg,
+           shown_default="RUN"),
+    Option("device", "auto", "device (auto: CUDA when present)", "engine", choices=DEVICES),
+    Option("allow_unfinished", False, "evaluate a run whose training did not finish", "input",
+           flag=True),
+    Option("quiet", False, "no progress bar", "output", flag=True),
+)  # fmt: skip
+"""The options of ``evaluate`` (besides RUN and the sampling options; 512 new tokens)."""
+
+SERVE_OPTIONS: tuple[Option, ...] = (
+    Option("host", "127.0.0.1", "address to listen on", "engine"),
+    Option("port", 8000, "port to listen on (0: any free port)", "engine", type=int),
+    Option("queue", 8, "requests waiting at most; one more gets 503", "engine", type=int),
+    Option("max_bars", 32, "largest bars a request may ask for", "sampling", type=int),
+    Option("device", "auto", "device (auto: CUDA when present)", "engine", choices=DEVICES),
+    Option("allow_unfinished", False, "serve a run whose training did not finish", "input",
+           flag=True),
+)  # fmt: skip
+"""The options of ``serve`` (besides RUN)."""

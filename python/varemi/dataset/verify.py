@@ -128,7 +128,7 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
         return rep
     datasets.disable_progress_bars()
     try:
-        dd = _load_splits(out, info)
+        dd = load_splits(out, info)
     except Exception as e:
         rep.fail("load_from_disk", f"{type(e).__name__}: {e}")
         return rep
@@ -187,11 +187,19 @@ def verify(out: str | Path, num_examples: int = 3, plot: str | Path | None = Non
     return rep
 
 
-def _load_splits(out: Path, info: dict):
+def load_splits(out: Path, info: dict):
     """The splits as a ``DatasetDict``, as ``params.format`` says they were written.
 
     ``load_from_disk`` for ``--format arrow``; for ``--format parquet``, the Parquet
-    shards of each split folder in name order.
+    shards of each split folder in name order. ``verify`` and ``finetune`` read a
+    dataset through it.
+
+    Args:
+        out: The dataset folder.
+        info: Its ``dataset_info.json``.
+
+    Returns:
+        A ``datasets.DatasetDict`` with ``train`` and ``val``.
     """
     import datasets
 

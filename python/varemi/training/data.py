@@ -1,0 +1,318 @@
+"""A varemi dataset as training data: splits, the collator, the samplers, a torch dataset.
+
+For people with their own training code: :func:`torch_dataset` gives a split as a
+map-style dataset (items ``{"input_ids", "valence_bin", "arousal_bin"}``) and
+:func:`collator` the matching collator (padding with PAD, labels -100 on padding and on
+the prefix: BOS and the two conditioning tokens; the model is told the mood, never asked
+to guess it). Both read the dataset as ``build`` wrote it (``--format arrow`` or
+``parquet``).
+
+:class:`LengthGroupedBatchSampler` gives one epoch's micro-batches grouped by length
+(sorted within chunks of 50 batches, then shuffled), optionally drawn evenly over the
+valence x arousal bins (``--balance-bins``), reproducibly from (seed, epoch); under
+``accelerate`` or ``torchrun`` each process takes every world-size-th batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from varemi.dataset import info as info_module
+from varemi.dataset.info import prefix_length
+from varemi.dataset.verify import load_splits
+from varemi.dataset.vocabulary import load_tokenizer
+from varemi.training.errors import TrainError, one_line, require_torch
+from varemi.training.model import special_ids
+
+SPLITS = ("train", "val")
+
+
+def _flat_ids(split) -> tuple[np.ndarray, np.ndarray]:
+    """A split's ``input_ids`` as flat int64 values and offsets (no Python list per row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = split.data.table if hasattr(split.data, "table") else split.data
+    col = table.column("input_ids")
+    col = col.combine_chunks() if col.num_chunks else pa.array([], pa.list_(pa.int32()))
+    lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
+    values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return values, offsets
+
+
+@dataclass
+class Split:
+    """One split in flat arrays: ``input_ids`` values and offsets, and the bins per example.
+
+    A map-style dataset (``len``, ``split[i]``) that torch's ``DataLoader`` and
+    ``transformers.Trainer`` accept as it is.
+    """
+
+    values: np.ndarray
+    offsets: np.ndarray
+    vbin: np.ndarray
+    abin: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """The length of every example."""
+        return np.diff(self.offsets)
+
+    @property
+    def bins(self) -> np.ndarray:
+        """One integer per (valence bin, arousal bin) pair, for the balanced sampler."""
+        return self.vbin * 1000 + self.abin
+
+    def row(self, i: int) -> np.ndarray:
+        """The ``input_ids`` of example ``i``."""
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+    def __getitem__(self, i: int) -> dict:
+        i = int(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        return {
+            "input_ids": self.row(i).tolist(),
+            "valence_bin": int(self.vbin[i]),
+            "arousal_bin": int(self.abin[i]),
+        }
+
+
+def split_of(ds) -> Split:
+    """A ``datasets.Dataset`` of varemi examples as a :class:`Split`.
+
+    Args:
+        ds: One split of a varemi dataset.
+
+    Returns:
+        The split in flat arrays.
+    """
+    values, offsets = _flat_ids(ds)
+    t = ds.data.table if hasattr(ds.data, "table") else ds.data
+    return Split(
+        values,
+        offsets,
+        t.column("valence_bin").to_numpy().astype(np.int64),
+        t.column("arousal_bin").to_numpy().astype(np.int64),
+    )
+
+
+def read_splits(data: Path, info: dict) -> dict[str, Split]:
+    """Both splits of a dataset, whichever ``--format`` it was built with.
+
+    Args:
+        data: The dataset folder.
+        info: Its ``dataset_info.json``.
+
+    Returns:
+        ``{"train": Split, "val": Split}``.
+
+    Raises:
+        TrainError: the splits cannot be read.
+    """
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        dd = load_splits(Path(data), info)
+    except Exception as e:  # noqa: BLE001 - a damaged or partial dataset: one line
+        raise TrainError(f"DATA {data}: cannot read its splits ({one_line(e)})") from None
+    return {name: split_of(dd[name]) for name in SPLITS}
+
+
+def torch_dataset(data: str | Path, split: str = "train") -> Split:
+    """One split of a varemi dataset as a map-style dataset for torch or ``Trainer``.
+
+    Args:
+        data: The dataset folder (``varemi build --out``) or a run folder's dataset.
+        split: ``train`` or ``val``.
+
+    Returns:
+        A :class:`Split`: ``len(ds)``, ``ds[i]`` is ``{"input_ids": [...],
+        "valence_bin": v, "arousal_bin": a}``.
+
+    Raises:
+        TrainError: an unknown split.
+        DatasetInfoError: ``data`` is not a varemi dataset.
+    """
+    if split not in SPLITS:
+        raise TrainError(f"split must be one of {SPLITS}, got {split!r}")
+    info = info_module.read_dataset_info(data)
+    return read_splits(Path(data), info)[split]
+
+
+@dataclass
+class Collator:
+    """Pads a list of examples into ``input_ids``, ``attention_mask`` and ``labels`` tensors.
+
+    Labels are -100 on padding and on the first ``prefix`` ids (BOS and the conditioning
+    tokens). Examples are dicts with ``input_ids`` (extra keys are ignored) or id sequences.
+
+    Attributes:
+        pad: The PAD id.
+        prefix: How many ids precede the music (3 with BOS, else 2).
+    """
+
+    pad: int
+    prefix: int
+
+    def __call__(self, features) -> dict:
+        """Pad ``features`` into ``input_ids``, ``attention_mask`` and ``labels`` tensors."""
+        torch, _ = require_torch()
+        rows = [f["input_ids"] if isinstance(f, dict) else f for f in features]
+        rows = [torch.as_tensor(np.asarray(r, dtype=np.int64)) for r in rows]
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for k, r in enumerate(rows):
+            ids[k, : len(r)] = r
+            mask[k, : len(r)] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        labels[:, : self.prefix] = -100  # the model is told the mood (and BOS), never asked
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def collator(data: str | Path) -> Collator:
+    """The collator of a varemi dataset (or run): its PAD id and its prefix length.
+
+    Args:
+        data: The dataset folder or a run folder.
+
+    Returns:
+        A :class:`Collator`.
+    """
+    info = info_module.read_dataset_info(data)
+    pad = special_ids(load_tokenizer(Path(data))).get("PAD", 0)
+    return Collator(pad=pad, prefix=prefix_length(info))
+
+
+def batch_plan(
+    lengths: np.ndarray,
+    bins: np.ndarray,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    balance: bool = False,
+) -> list[np.ndarray]:
+    """One epoch's micro-batches: length-grouped, reproducible from (seed, epoch).
+
+    Args:
+        lengths: The length of every example.
+        bins: A bin id per example (for ``balance``).
+        batch_size: Examples per micro-batch.
+        seed: The data-order seed.
+        epoch: The epoch (0-based).
+        balance: Draw every bin present equally often (with replacement).
+
+    Returns:
+        Index arrays, one per micro-batch.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    n = len(lengths)
+    if balance:  # every bin present is drawn equally often
+        _, inverse, counts = np.unique(bins, return_inverse=True, return_counts=True)
+        weights = 1.0 / counts[inverse]
+        order = rng.choice(n, size=n, replace=True, p=weights / weights.sum())
+    else:
+        order = rng.permutation(n)
+    mega = batch_size * 50  # sort by length within chunks of 50 batches (HF's rule)
+    batches = []
+    for start in range(0, n, mega):
+        chunk = order[start : start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class LengthGroupedBatchSampler:
+    """A batch sampler over :func:`batch_plan`: ``set_epoch`` picks the epoch's plan.
+
+    Under ``accelerate`` (``Trainer``'s data loader) each process receives whole batches,
+    round robin.
+
+    Args:
+        lengths: The length of every example.
+        bins: A bin id per example.
+        batch_size: Examples per micro-batch.
+        seed: The data-order seed.
+        balance: ``--balance-bins``.
+    """
+
+    def __init__(self, lengths, bins, batch_size: int, seed: int, balance: bool = False):
+        self.lengths, self.bins = np.asarray(lengths), np.asarray(bins)
+        self.batch_size, self.seed, self.balance = batch_size, seed, balance
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the plan of ``epoch`` from now on."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        plan = batch_plan(
+            self.lengths, self.bins, self.batch_size, self.seed, self.epoch, self.balance
+        )
+        for b in plan:
+            yield [int(i) for i in b]
+
+    def __len__(self) -> int:
+        n, mega = len(self.lengths), self.batch_size * 50
+        full, rest = divmod(n, mega)
+        return full * 50 + -(-rest // self.batch_size)
+
+
+def validate(model, split: Split, rows: np.ndarray, collate: Collator, batch_size: int, device):
+    """Token-weighted val loss, in all and per (valence bin, arousal bin).
+
+    Args:
+        model: The model (in eval mode inside; train mode restored after).
+        split: The val split.
+        rows: Sorted example indices to use.
+        collate: The dataset's collator.
+        batch_size: Examples per forward pass.
+        device: Where the model is.
+
+    Returns:
+        ``(loss, {(v, a): {"examples", "tokens", "loss"}})``.
+    """
+    torch, _ = require_torch()
+    was_training = model.training
+    model.eval()
+    loss_sum = np.zeros(len(rows))
+    tokens = np.zeros(len(rows))
+    order = rows[np.argsort(-split.lengths[rows], kind="stable")]
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = collate([split.row(int(r)) for r in chunk])
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            labels = batch["labels"].to(device)
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            logits, target = logits[:, :-1].float(), labels[:, 1:]
+            ce = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none"
+            ).view(target.shape)
+            keep = target != -100
+            at = np.searchsorted(rows, chunk)  # rows is sorted
+            loss_sum[at] = (ce * keep).sum(dim=1).double().cpu().numpy()
+            tokens[at] = keep.sum(dim=1).double().cpu().numpy()
+    model.train(was_training)
+    total = float(loss_sum.sum() / max(tokens.sum(), 1))
+    per_bin = {}
+    vb_rows, ab_rows = split.vbin[rows], split.abin[rows]
+    for vb, ab in sorted(set(zip(vb_rows.tolist(), ab_rows.tolist(), strict=True))):
+        sel = (vb_rows == vb) & (ab_rows == ab)
+        per_bin[(vb, ab)] = {
+            "examples": int(sel.sum()),
+            "tokens": int(tokens[sel].sum()),
+            "loss": float(loss_sum[sel].sum() / max(tokens[sel].sum(), 1)),
+        }
+    return total, per_bin
