@@ -616,3 +616,29 @@ def test_bad_label_ranges_are_refused(tmp_path: Path, bad):
     csv_path.write_text("filename,valence,arousal\n", encoding="utf-8")
     with pytest.raises(LabelRangeError):
         read_labels_csv(csv_path, [], bad)
+
+
+# --------------------------------------------------------------------------- issue 18 probes
+def test_read_labels_csv_matches_dot_slash_and_absolute_paths_under_the_root(tmp_path: Path):
+    root = tmp_path / "midi"
+    files = ["001.mid", "sub/002.mid", "sub/003.mid"]
+    path = csv_file(
+        tmp_path,
+        "filename,valence,arousal\n"
+        "./001.mid,0.5,-0.5\n"
+        f"{root / 'sub' / '002.mid'},-1,1\n"
+        "./sub/../sub/003.mid,1,1\n"
+        f"{tmp_path / 'elsewhere' / '004.mid'},0,0\n",
+    )
+    labels, rejects, unmatched = read_labels_csv(path, files, root=root)
+    assert labels == {"001.mid": (0.5, -0.5), "sub/002.mid": (-1.0, 1.0), "sub/003.mid": (1.0, 1.0)}
+    assert rejects == []
+    assert unmatched == [str(tmp_path / "elsewhere" / "004.mid")]  # as the user wrote it
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_read_labels_csv_names_a_wrong_separator(tmp_path: Path, sep: str):
+    text = sep.join(["filename", "valence", "arousal"]) + "\n" + sep.join(["a.mid", "1", "1"])
+    with pytest.raises(LabelsCSVError, match="separated by") as err:
+        read_labels_csv(csv_file(tmp_path, text + "\n"), ["a.mid"])
+    assert repr(sep) in str(err.value) and "comma" in str(err.value)

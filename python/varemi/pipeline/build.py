@@ -249,7 +249,9 @@ def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tu
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", label_csv.LabelsCSVWarning)
-        table, bad, unmatched = label_csv.read_labels_csv(p.labels, files, p.label_range)
+        table, bad, unmatched = label_csv.read_labels_csv(
+            p.labels, files, p.label_range, root=p.midi_dir
+        )
     for w in caught:
         if not issubclass(w.category, label_csv.LabelsCSVWarning):
             warnings.warn(w.message, w.category, stacklevel=2)
