@@ -19,6 +19,7 @@ from varemi._base.errors import VaremiError
 from varemi.core.label_features import FEATURE_NAMES
 from varemi.labelling.heuristic import (
     LABEL_COLUMNS,
+    LABEL_FEATURES,
     LabelError,
     LabelParameterError,
     _label_one,
@@ -136,7 +137,7 @@ def test_mode_and_triads_detect_major_and_minor():
 def test_features_in_seconds_and_tempo():
     # 8 quarter notes at 120 bpm, one at a time: 4 s, 2 onsets a second.
     f = extract_features(make_score([(i * 480, 480, 60, 64) for i in range(8)]))
-    assert list(f) == list(FEATURE_NAMES)
+    assert list(f) == [*FEATURE_NAMES, "drum_density"] == list(LABEL_FEATURES)
     assert f["duration_s"] == pytest.approx(4.0)
     assert f["onset_rate"] == pytest.approx(2.0)
     assert f["ioi_median"] == pytest.approx(0.5)
