@@ -49,8 +49,11 @@ class Job:
         options: Pitch and track handling, limits.
         tokenizer_sha256: Hex sha256 of the base tokenizer's file (part of the cache key).
         cache_dir: The token cache folder, or None for no cache.
-        labels: ``(jitter, jitter_seed, labeller version)`` when the labels are computed
-            here, None when they come from the user's CSV.
+        labels: ``(jitter, jitter_seed, labeller version, labeller)`` when the labels are
+            computed here (the labeller: the heuristic or a fitted one, see
+            :mod:`varemi.labelling.fitted`; its version is
+            :func:`varemi.corpus.cache.labeller_version`), None when they come from the
+            user's CSV.
         fingerprint: Also compute each file's duplicate-detection fingerprint
             (:mod:`varemi.corpus.grouping`), cached beside its tokens.
         window_labels: ``(window_size, stride, min_window_tokens)`` with ``build
@@ -64,7 +67,7 @@ class Job:
     encoder: str
     options: EncodeOptions
     cache_dir: str | None
-    labels: tuple[float, int, str] | None
+    labels: tuple[float, int, str, heuristic.Labeller] | None
     fingerprint: bool = False
     window_labels: tuple[int, int, int] | None = None
 
@@ -106,7 +109,7 @@ def _keys(job: Job, rel: str, data: bytes, aug: str = "") -> tuple[str, str | No
     )
     if job.labels is None:
         return tokens, None
-    jitter, seed, version = job.labels
+    jitter, seed, version, _ = job.labels
     return tokens, label_key(digest, version, jitter, seed, rel, aug)
 
 
@@ -162,14 +165,16 @@ def window_labels(
     windows: tuple[int, int, int],
     jitter: float = 0.0,
     seed: int = 0,
+    labeller: heuristic.Labeller | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Each window's labels from its own music (``build --label-scope window``).
 
     The windows are the ones :func:`varemi.core.kernels.make_examples` cuts from ``ids``
     (a pure function of ``len(ids)`` and the window parameters). Each window's music
     ids are decoded with ``tokenizer`` to a score and labelled by
-    :func:`varemi.labelling.heuristic.label_score`, with the file's noise (``name``, ``jitter``,
-    ``seed``): the label describes what the model sees after the conditioning tokens.
+    :func:`varemi.labelling.heuristic.label_score` with ``labeller`` (the heuristic, or a
+    fitted labeller), with the file's noise (``name``, ``jitter``, ``seed``): the label
+    describes what the model sees after the conditioning tokens.
     A window that cannot be labelled (no notes, or ids that do not decode) takes
     ``file_label``.
 
@@ -181,6 +186,7 @@ def window_labels(
         windows: ``(window_size, stride, min_window_tokens)``.
         jitter: ``--jitter``.
         seed: ``--jitter-seed``.
+        labeller: ``--labeller`` (None: the heuristic).
 
     Returns:
         ``(valence, arousal, fallback)``: float64 arrays, one entry per window, and how
@@ -194,7 +200,7 @@ def window_labels(
     for k, (start, stop) in enumerate(zip(spans.start.tolist(), spans.stop.tolist(), strict=True)):
         try:
             score = decode_music(tokenizer, ids[start:stop].tolist())
-            label = heuristic.label_score(score, name, jitter=jitter, seed=seed)
+            label = heuristic.label_score(score, name, jitter=jitter, seed=seed, labeller=labeller)
             valence[k], arousal[k] = label.valence, label.arousal
         except (DecodeError, heuristic.LabelError):  # no notes, or ids MidiTok cannot decode
             valence[k], arousal[k] = file_label
@@ -230,11 +236,18 @@ def _add_window_labels(
             return
     if _WORKER.get("job") != job:
         _init_worker(job)
-    jitter, seed, _ = job.labels
+    jitter, seed, _, labeller = job.labels
     file_label = (result.label["valence"], result.label["arousal"])
     t = time.perf_counter()
     v, a, fallback = window_labels(
-        _WORKER["encoder"].tokenizer, result.ids, rel, file_label, job.window_labels, jitter, seed
+        _WORKER["encoder"].tokenizer,
+        result.ids,
+        rel,
+        file_label,
+        job.window_labels,
+        jitter,
+        seed,
+        labeller,
     )
     result.timings["window_labels"] = result.timings.get("window_labels", 0.0) + (
         time.perf_counter() - t
@@ -268,9 +281,11 @@ def _process(item) -> FileResult:
         data = read_midi_bytes(Path(job.root) / rel, job.options.max_file_mb)
 
         def label(score) -> None:
-            jitter, seed, _ = job.labels
+            jitter, seed, _, labeller = job.labels
             try:
-                file_label = heuristic.label_score(score, rel, jitter=jitter, seed=seed)
+                file_label = heuristic.label_score(
+                    score, rel, jitter=jitter, seed=seed, labeller=labeller
+                )
             except heuristic.LabelError as e:
                 raise RejectedFile(e.reason, e.detail) from e
             result.label = heuristic.label_row(rel, file_label)
