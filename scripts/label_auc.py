@@ -70,14 +70,20 @@ def roc_auc(scores, positive) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+TAG_FEATURES = ("note_density", "ioi_median", "tempo_bpm", "velocity_mean", "drum_density")
+"""The features shown per top tag (medians; velocity over files whose velocities vary,
+drum density over files with drums)."""
+
+
 def merge_human(predicted: pd.DataFrame, human: pd.DataFrame) -> pd.DataFrame:
     """Predicted and human labels of the files in both, with each file's group."""
     cols = ["filename", "valence", "arousal"]
+    features = [c for c in predicted.columns if c not in cols]
     group = next((c for c in GROUP_COLUMNS if c in human.columns), None)
     extra = [c for c in ("tags", "top_tag", "quadrant") if c in human.columns]
     h = human[cols + extra + ([group] if group else [])].copy()
     h["_group"] = h[group].fillna(h["filename"]).astype(str) if group else h["filename"]
-    return predicted[cols].merge(h, on="filename", suffixes=("", "_human"))
+    return predicted[cols + features].merge(h, on="filename", suffixes=("", "_human"))
 
 
 def label_aucs(predicted: pd.DataFrame, human: pd.DataFrame) -> dict[str, float]:
@@ -202,19 +208,32 @@ def human_table(results: dict[str, tuple[dict, dict]], goals: bool) -> list[str]
 
 def tag_table(name: str, merged: pd.DataFrame) -> list[str]:
     """Labels per top tag, and the AUCs with and without the debatable tags."""
+    shown = [c for c in TAG_FEATURES if c in merged.columns]
     lines = [
-        f"{name}: per top tag (the dataset's quadrant; mean predicted label; share > 0)",
+        f"{name}: per top tag (the dataset's quadrant; mean predicted label and share > 0; "
+        "feature medians, velocity over files whose velocities vary, drum density over "
+        "files with drums)",
         "",
-        "| top tag | quadrant | files | valence mean | valence > 0 | arousal mean | arousal > 0 |",
-        "|---|---|--:|--:|--:|--:|--:|",
+        "| top tag | quadrant | files | valence mean | valence > 0 | arousal mean | arousal > 0 "
+        + "".join(f"| {c} " for c in shown)
+        + ("| with drums " if "drum_density" in shown else "")
+        + "|",
+        "|---|---|--:|--:|--:|--:|--:|" + "--:|" * (len(shown) + ("drum_density" in shown)),
     ]
     for tag, g in sorted(
         merged.groupby("top_tag"), key=lambda kv: (str(kv[1]["quadrant"].iloc[0]), -len(kv[1]))
     ):
+        cells = []
+        for c in shown:
+            keep = {"velocity_mean": g.get("velocity_range", g[c]) > 0, "drum_density": g[c] > 0}
+            values = g[c][keep[c]] if c in keep else g[c]
+            cells.append(f"{values.median():.3g}" if len(values) else "-")
+        if "drum_density" in shown:
+            cells.append(f"{(g['drum_density'] > 0).mean():.2f}")
         lines.append(
             f"| {tag} | {g['quadrant'].iloc[0]} | {len(g)} | {g['valence'].mean():+.2f} "
             f"| {(g['valence'] > 0).mean():.2f} | {g['arousal'].mean():+.2f} "
-            f"| {(g['arousal'] > 0).mean():.2f} |"
+            f"| {(g['arousal'] > 0).mean():.2f} | " + " | ".join(cells) + " |"
         )
     kept = merged[~merged["top_tag"].isin(DEBATABLE_TAGS)]
     r = _figures(kept)
@@ -223,6 +242,46 @@ def tag_table(name: str, merged: pd.DataFrame) -> list[str]:
         f"without the top tags {', '.join(DEBATABLE_TAGS)} ({len(kept)} files): valence AUC "
         f"{r['valence']:.3f}, arousal AUC {r['arousal']:.3f}, quadrant {r['quadrant']:.3f}",
     ]
+    return lines
+
+
+def feature_table(merged: dict[str, pd.DataFrame]) -> list[str]:
+    """Each feature alone: its ROC AUC for the human signs of each axis, on each corpus.
+
+    A gated feature (``velocity_mean``: velocities that vary; ``drum_density``: drums)
+    is scored over the files whose gate is open, and over all files with the closed
+    ones at the open files' median (neutral), as the labellers use it.
+    """
+    from varemi.labelling.heuristic import LABEL_FEATURES
+
+    names = list(merged)
+    head = "| feature | " + " | ".join(f"{n} valence | {n} arousal" for n in names) + " |"
+    lines = [head, "|---|" + "--:|" * (2 * len(names))]
+    gates = {"velocity_mean": "velocity_range", "drum_density": "drum_density"}
+    for feature in LABEL_FEATURES:
+        variants = [(feature, None)]
+        if feature in gates:
+            variants = [
+                (f"{feature} (gate open)", "open"),
+                (f"{feature} (closed: neutral)", "neutral"),
+                (f"{feature} (as it is)", None),
+            ]
+        for label, how in variants:
+            cells = []
+            for m in merged.values():
+                x = m[feature].to_numpy(dtype=np.float64)
+                keep = np.ones(len(m), dtype=bool)
+                if how is not None:
+                    gate = m[gates[feature]].to_numpy() > 0
+                    if how == "open":
+                        keep = gate
+                    elif gate.any():
+                        x = np.where(gate, x, np.median(x[gate]))
+                for axis in ("valence", "arousal"):
+                    y = m[f"{axis}_human"].to_numpy()[keep] > 0
+                    ok = keep.any() and 0 < y.sum() < len(y) and np.ptp(x[keep]) > 0
+                    cells.append(f"{roc_auc(x[keep], y):.3f}" if ok else "-")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -307,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spread", action="store_true", help="add pop909 and miditok_tests")
     ap.add_argument("--tags", action="store_true", help="the per-tag view (a tags column)")
     ap.add_argument("--cross", action="store_true", help="fit on each corpus, test on each")
+    ap.add_argument("--features", action="store_true", help="each feature's own AUC")
     ap.add_argument("--save-labels", type=Path, default=None, metavar="FOLDER")
     ap.add_argument("--bins", type=int, default=9)
     ap.add_argument("--bootstrap", type=int, default=1000)
@@ -328,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         labeller = load_labeller(a.labeller)
         print(f"labeller: {a.labeller} (sha256 {labeller.sha256[:12]})", file=sys.stderr)
 
-    spread_rows, results, frames, human_frames, tag_lines = [], {}, {}, {}, []
+    spread_rows, results, frames, human_frames, tag_lines, merged_all = [], {}, {}, {}, [], {}
     for name, midi_dir in corpora.items():
         if name in given:
             predicted = pd.read_csv(given[name], dtype={"filename": str})
@@ -357,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             human = pd.read_csv(humans[name], dtype={"filename": str})
             human_frames[name] = human
             merged = merge_human(predicted, human)
+            merged_all[name] = merged
             results[name] = (_figures(merged), bootstrap(merged, a.bootstrap))
             if a.tags and "top_tag" in merged.columns:
                 tag_lines += ["", *tag_table(name, merged)]
@@ -374,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(human_table(results, goals=labeller is None and not given)))
     if tag_lines:
         print("\n".join(tag_lines))
+    if a.features and merged_all:
+        print()
+        print("\n".join(feature_table(merged_all)))
     if a.cross:
         missing = [n for n in human_frames if n in given]
         if missing:
