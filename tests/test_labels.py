@@ -172,11 +172,15 @@ CENTRES = {
     "local_major": 0.725,
     "key_clarity": 0.85,
     "pitch_mean": 60.0,
+    "drum_density": 4.0,
 }
 
 
 def test_formula_is_one_tanh_of_unbounded_weighted_evidence():
     assert label_features(CENTRES) == (0.0, 0.0)
+    # drums: a doubling of the drum onsets is one spread; no drums (0) is neutral
+    assert label_features(CENTRES | {"drum_density": 8.0})[1] == pytest.approx(math.tanh(0.5))
+    assert label_features(CENTRES | {"drum_density": 0.0}) == (0.0, 0.0)
     # One spread up on one feature moves the evidence by exactly that feature's weight.
     v, a = label_features(CENTRES | {"note_density": 14.0, "local_major": 0.825})
     assert (v, a) == (pytest.approx(math.tanh(0.4 * 1.0)), pytest.approx(math.tanh(0.5 * 1.0)))
@@ -257,13 +261,34 @@ def test_tempo_is_weighted_by_time_over_the_notes():
     assert f["tempo_bpm"] == pytest.approx((4 * 60 + 1 * 240) / 5, rel=1e-4)
 
 
-def test_drum_tracks_are_ignored():
-    notes = piece(C_MAJOR_SCALE, C_MAJOR_CHORDS, 480, 60)
-    drums = [(t, 60, 42, 127) for t in range(0, 4 * 4 * 480, 60)]
-    assert labels_of(make_score(notes, drums=drums)) == labels_of(make_score(notes))
+def test_drum_tracks_count_only_through_their_onset_density():
+    notes = piece(C_MAJOR_SCALE, C_MAJOR_CHORDS, 480, 60)  # 4 bars at 120 bpm: 8 s
+    drums = [(t, 60, 42, 127) for t in range(0, 4 * 4 * 480, 60)]  # sixteenths: 16/s
+    with_drums = extract_features(make_score(notes, drums=drums))
+    without = extract_features(make_score(notes))
+    assert without["drum_density"] == 0.0
+    assert with_drums.pop("drum_density") == pytest.approx(16.0, rel=1e-3)
+    without.pop("drum_density")
+    assert with_drums == without  # every other feature ignores the drums
     with pytest.raises(LabelError) as err:
         extract_features(make_score([], drums=drums))
     assert err.value.reason == "no_notes"
+
+
+def test_busy_drums_raise_arousal_and_a_file_without_drums_is_neutral():
+    notes = piece(C_MAJOR_SCALE, C_MAJOR_CHORDS, 480, 60)  # 8 s
+    kit = [42, 36]  # a hi-hat and a kick on one onset: one drum onset
+
+    def drums(step: int) -> list[tuple[int, int, int, int]]:
+        return [(t, 60, p, 100) for t in range(0, 4 * 4 * 480, step) for p in kit]
+
+    v0, a0 = labels_of(make_score(notes))
+    v4, a4 = labels_of(make_score(notes, drums=drums(240)))  # eighths at 120 bpm: 4/s
+    v16, a16 = labels_of(make_score(notes, drums=drums(60)))  # sixteenths: 16/s
+    _, a2 = labels_of(make_score(notes, drums=drums(480)))  # a hit a beat: 2/s
+    assert extract_features(make_score(notes, drums=drums(240)))["drum_density"] == 4.0
+    assert (v4, a4) == pytest.approx((v0, a0))  # the centre: as if there were no drums
+    assert a16 > a4 > a2 and v16 == v4 == v0
 
 
 def test_empty_score_raises_label_error():

@@ -1,10 +1,10 @@
 """Heuristic valence/arousal labels from musical features, and users' label CSVs.
 
-Every file is labelled from its own notes alone (drum tracks ignored, times in
-seconds), with fixed reference ranges, so a file's labels never depend on the rest
-of the corpus. Each feature ``x`` is put on a reference scale, ``z = (x - centre) /
-scale``, or ``z = log2(x / centre) / scale`` for rates and durations; ``z`` is not
-bounded. A label is one squash of the weighted evidence::
+Every file is labelled from its own notes alone (times in seconds; the drum tracks
+count only through the drum onset density), with fixed reference ranges, so a file's
+labels never depend on the rest of the corpus. Each feature ``x`` is put on a
+reference scale, ``z = (x - centre) / scale``, or ``z = log2(x / centre) / scale`` for
+rates and durations; ``z`` is not bounded. A label is one squash of the weighted evidence::
 
     valence = tanh(0.4 * sum(w * z for the VALENCE_TERMS))
     arousal = tanh(0.5 * sum(w * z for the AROUSAL_TERMS))
@@ -15,7 +15,8 @@ for arousal) only on strong evidence from several features at once: the labeller
 took ``tanh`` of a sum of already-bounded ``tanh`` terms of total weight 3, which
 put half of a classical repertoire in the top bin.
 
-Arousal (activity: how many notes, how close together, how loud, how detached):
+Arousal (activity: how many notes, how close together, how loud, how detached, how
+busy the drums):
 
 | feature         | weight | z                   | unit            |
 |-----------------|-------:|---------------------|-----------------|
@@ -25,10 +26,17 @@ Arousal (activity: how many notes, how close together, how loud, how detached):
 | `velocity_mean` |   0.5  | (x - 80) / 20       | MIDI velocity   |
 | `tempo_bpm`     |   0.25 | log2(x / 100)       | quarters/minute |
 | `articulation`  |  -0.25 | (x - 1.5) / 0.5     | sounding / IOI  |
+| `drum_density`  |   1.0  | log2(x / 4)         | drum onsets/s   |
 
 The velocity term counts only when ``velocity_range > 0``: a file whose notes all
 share one velocity (an editor's default, 90 of VGMIDI's 204 files) says nothing
-about loudness, and its term is 0 rather than "loud" or "soft".
+about loudness, and its term is 0 rather than "loud" or "soft". The drum term counts
+only when the file has drums (``drum_density > 0``): a file without drums is neutral
+on it (version 4; YM2413-MDB's listeners call 84% of its tracks with drums aroused
+and 55% of those without, and the drum onset density ranks arousal within the tracks
+with drums with ROC AUC 0.70). Its centre, 4 onsets a second, is an eighth-note
+pulse at 120 bpm: sparser drums (a hit a beat, fills) count as calm, busier (sixteenths,
+fast tempos) as aroused.
 
 Valence (harmony first: how well each passage fits a major key, the share of major
 vs minor sonorities, how tonal the whole piece is; then register, note length and
@@ -106,6 +114,11 @@ The features:
   major triad - onsets where they hold a minor triad) / (the sum of the two + 10):
   the share of major vs minor sonorities over time, shrunk towards 0 when a piece
   has only a handful of triads (10 neutral pseudo-onsets).
+- ``drum_density`` (computed in Python from the drum tracks, which the native kernel
+  never sees): the drum tracks' distinct onsets per second, onsets closer than 30 ms
+  merged, over the span of every note (drums included, at least 1 s); 0 without drums.
+  Per-window labels (``--label-scope window``) and generated music are decoded from
+  tokens, which hold no drums: they are neutral on it.
 - ``duration_s``, ``n_notes``, ``onset_rate``, ``note_duration``, ``major_corr``,
   ``minor_corr``, ``mode`` and ``local_mode`` are reported but not used by the
   formula (``velocity_range`` only gates the velocity term).
@@ -190,6 +203,7 @@ AROUSAL_TERMS: tuple[Term, ...] = (
     Term("velocity_mean", 0.5, 80.0, 20.0, gate="velocity_range"),
     Term("tempo_bpm", 0.25, 100.0, 1.0, log=True),
     Term("articulation", -0.25, 1.5, 0.5),
+    Term("drum_density", 1.0, 4.0, 1.0, log=True, gate="drum_density"),
 )
 
 
