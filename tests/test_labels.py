@@ -668,3 +668,78 @@ def test_read_labels_csv_names_a_wrong_separator(tmp_path: Path, sep: str):
     with pytest.raises(LabelsCSVError, match="separated by") as err:
         read_labels_csv(csv_file(tmp_path, text + "\n"), ["a.mid"])
     assert repr(sep) in str(err.value) and "comma" in str(err.value)
+
+
+def test_read_labels_csv_reads_quadrants(tmp_path: Path):
+    path = csv_file(
+        tmp_path, "filename,quadrant\na.mid,Q1\nb.mid,2\nc.mid,q3\nd.mid,Q4\ne.mid,Q5\n"
+    )
+    files = ["a.mid", "b.mid", "c.mid", "d.mid", "e.mid"]
+    labels, rejects, _ = read_labels_csv(path, files)
+    assert labels == {
+        "a.mid": (1.0, 1.0),
+        "b.mid": (-1.0, 1.0),
+        "c.mid": (-1.0, -1.0),
+        "d.mid": (1.0, -1.0),
+    }
+    assert [r[:2] for r in rejects] == [("e.mid", "bad_label")] and "Q5" in rejects[0][2]
+    with pytest.raises(LabelsCSVError, match="--label-range"):
+        read_labels_csv(path, files, (1, 9))
+    # valence and arousal win over a quadrant column (YM2413-MDB has all three)
+    both = csv_file(tmp_path, "filename,valence,arousal,quadrant\na.mid,-1,1,Q1\n")
+    assert read_labels_csv(both, ["a.mid"])[0] == {"a.mid": (-1.0, 1.0)}
+
+
+def test_read_groups_matches_rows_like_labels(tmp_path: Path):
+    from varemi.labelling.label_csv import read_groups
+
+    root = tmp_path / "midi"
+    path = csv_file(
+        tmp_path,
+        f"filename,Game,group\n./a/x.mid,g1,\ny.mid,g2,k\n{root / 'z.mid'},g3,k\nw.mid,,k\n",
+    )
+    files = ["a/x.mid", "b/y.mid", "z.mid", "w.mid"]
+    assert read_groups(path, files, "game", root=root) == {
+        "a/x.mid": "g1",
+        "b/y.mid": "g2",
+        "z.mid": "g3",
+    }
+    assert read_groups(path, files, "group", root=root) == {
+        "b/y.mid": "k",
+        "z.mid": "k",
+        "w.mid": "k",
+    }
+    with pytest.raises(LabelsCSVError, match="'album'"):
+        read_groups(path, files, "album")
+
+
+def test_label_auc_reports_both_corpora_and_the_worst(tmp_path: Path):
+    spec = importlib.util.spec_from_file_location("label_auc", REPO / "scripts" / "label_auc.py")
+    label_auc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(label_auc)
+    rng = np.random.default_rng(0)
+    results = {}
+    for name, noise in (("easy", 0.3), ("hard", 1.5)):
+        n = 200
+        human = pd.DataFrame(
+            {
+                "filename": [f"{k}.mid" for k in range(n)],
+                "valence": rng.choice([-1, 1], n),
+                "arousal": rng.choice([-1, 1], n),
+                "game": [f"g{k % 20}" for k in range(n)],
+            }
+        )
+        predicted = human[["filename"]].assign(
+            valence=human["valence"] + rng.normal(0, noise, n),
+            arousal=human["arousal"] + rng.normal(0, noise, n),
+        )
+        merged = label_auc.merge_human(predicted, human)
+        ci = label_auc.bootstrap(merged, 200)
+        assert ci == label_auc.bootstrap(merged, 200)  # seeded
+        figures = label_auc._figures(merged)
+        assert ci["valence"][0] <= figures["valence"] <= ci["valence"][1]
+        results[name] = (figures, ci)
+    table = "\n".join(label_auc.human_table(results, goals=True))
+    worst = next(line for line in table.splitlines() if line.startswith("| worst"))
+    assert f"{results['hard'][0]['valence']:.3f} (hard)" in worst
+    assert "goal (issue 18)" in table
