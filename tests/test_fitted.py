@@ -371,3 +371,26 @@ def test_label_folder_with_a_labeller_in_workers_equals_one_process(rated):
     one, _ = label_folder(midi, workers=1, progress=False, labeller=model)
     two, _ = label_folder(midi, workers=2, progress=False, labeller=model)
     assert one.equals(two)
+
+
+def test_ratings_on_another_scale_need_label_range(rated, tmp_path):
+    _, midi, human, _ = rated
+    with open(human, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    ratings = tmp_path / "ratings.csv"
+    with open(ratings, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["filename", "valence", "arousal", "piece"])
+        for r in rows:  # signs on a 1..9 scale: 2 and 8
+            w.writerow(
+                [r["filename"], 5 + 3 * int(r["valence"]), 5 + 3 * int(r["arousal"]), r["piece"]]
+            )
+    out = tmp_path / "r.json"
+    res = h.run_cli("labels", "--fit", ratings, "--midi-dir", midi, "--out", out, "--quiet")
+    assert res.returncode == 2 and "--label-range" in h.error_lines(res.stderr)[0]
+    res = h.run_cli("labels", "--fit", ratings, "--midi-dir", midi, "--out", out, "--quiet",
+                    "--label-range", "1", "9", "--groups", "piece")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert doc["training"]["label_range"] == [1.0, 9.0] and doc["training"]["files"] == 16
+    assert doc["valence"]["cv"]["human_positive"] == 0.5

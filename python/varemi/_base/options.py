@@ -303,7 +303,8 @@ BUILD_OPTIONS: tuple[Option, ...] = (
 LABELS_OPTIONS: tuple[Option, ...] = (
     Option("midi_dir", None, "folder of .mid/.midi files", "input", type=path_arg,
            required=True),
-    Option("out", None, "CSV to write", "output", type=path_arg, required=True),
+    Option("out", None, "CSV to write (with --fit: the labeller file, .json)", "output",
+           type=path_arg, required=True),
     Option("workers", None, "worker processes", "engine", type=int, shown_default="all cores"),
     Option("jitter", 0.0, "label noise (standard deviation)", "labels", type=float),
     Option("jitter_seed", 0, "seed of the noise", "labels", type=int),

@@ -194,9 +194,12 @@ def fit_corpus(
             if reason != "unlabelled":
                 print(f"  skipped {name}: {reason} {detail}", file=sys.stderr)
     if not table:
+        hint = ""
+        if label_range is None and any(r[1] == "bad_label" for r in bad):
+            hint = "; ratings outside [-1, 1] need their scale: --label-range LOW HIGH"
         raise VaremiError(
             f"no file of --midi-dir {midi_dir} has a usable row in --fit {human} "
-            f"({_reasons(bad) or 'no rows'})"
+            f"({_reasons(bad) or 'no rows'}){hint}"
         )
     df, rejects = label_folder(midi_dir, files=sorted(table), workers=workers, progress=not quiet)
     if not quiet:
