@@ -9,10 +9,10 @@ rates and durations; ``z`` is not bounded. A label is one squash of the weighted
     valence = tanh(0.4 * sum(w * z for the VALENCE_TERMS))
     arousal = tanh(0.5 * sum(w * z for the AROUSAL_TERMS))
 
-so it is a monotone function of every feature (the velocity gate aside), in (-1, 1),
-and reaches the extreme bins (|label| > 0.875, evidence above 3.4 for valence, 2.7
-for arousal) only on strong evidence from several features at once: the labeller of version 1
-took ``tanh`` of a sum of already-bounded ``tanh`` terms of total weight 3, which
+so it is a monotone function of every feature (the velocity and drum gates aside), in
+(-1, 1), and reaches the extreme bins (|label| > 0.875, evidence above 3.4 for valence,
+2.7 for arousal) only on strong evidence from several features at once: the labeller of
+version 1 took ``tanh`` of a sum of already-bounded ``tanh`` terms of total weight 3, which
 put half of a classical repertoire in the top bin.
 
 Arousal (activity: how many notes, how close together, how loud, how detached, how
