@@ -1,26 +1,37 @@
-"""How the heuristic labels spread over the bins, and how well they agree with humans.
+"""How well varemi's labels agree with humans, on VGMIDI and YM2413-MDB side by side.
 
-    PYTHONPATH=python python scripts/label_auc.py [--workers 2] \
-        [--corpus NAME=DIR ...] [--human NAME=CSV ...] [--labels NAME=CSV ...] \
-        [--save-labels FOLDER]
+    PYTHONPATH=python python scripts/label_auc.py [--workers 2] [--labeller JSON] \
+        [--cross] [--tags] [--spread] [--corpus NAME=DIR ...] [--human NAME=CSV ...] \
+        [--labels NAME=CSV ...] [--save-labels FOLDER] [--bootstrap 1000]
 
-By default it labels the shared corpora: ``vgmidi`` (``../shared/corpora/vgmidi/phrases``,
-with ``human_labels.csv``), ``pop909`` and ``miditok_tests`` (every MIDI file under it;
-the corrupt and empty ones are rejected). ``--corpus`` replaces that list; ``--human``
-gives a corpus human labels; ``--labels`` scores a labels CSV instead of labelling.
+By default it labels the two human-labelled corpora of ``../shared/corpora``:
+``vgmidi`` (204 piano phrases, human signs; groups: the game) and ``ym2413_mdb`` (669
+FM game tracks with drums, signs of the quadrant of the top tag; groups: the
+``group`` column), with the heuristic, or with ``--labeller JSON`` (``labels --fit``).
+``--spread`` adds ``pop909`` and ``miditok_tests`` (no human labels) to the bin
+histograms; ``--corpus`` replaces the list, ``--human`` gives a corpus human labels,
+``--labels`` scores a labels CSV instead of labelling.
 
-For each corpus and axis it prints the histogram over the ``--bins`` uniform bins
-(contract 2: ``round((v + 1) / 2 * (B - 1)) - h``), the share of files in the two
-extreme bins and in the largest bin. With human labels (``filename`` relative to the
-MIDI folder, ``valence``, ``arousal``; a label is positive when > 0) it adds, per axis,
-the ROC AUC of the continuous label against the human sign (Mann-Whitney U /
-(n_pos * n_neg), ties counting half), the fraction predicted positive (> 0) against
-the fraction human positive, and the accuracy of the 4 quadrants from the two signs.
+For each corpus with human labels (``filename`` relative to the MIDI folder,
+``valence``, ``arousal``; positive when > 0) it prints, per axis, the ROC AUC of the
+continuous label against the human sign (Mann-Whitney U / (n_pos * n_neg), ties
+counting half) with a 95% bootstrap interval over groups (the groups are drawn with
+replacement, ``--bootstrap`` times, seed 0: files of one game are not independent),
+the 4-quadrant accuracy (both signs right, against the majority quadrant's share),
+the predicted-positive against the human-positive shares, and a last row with the
+worst of the corpora on each figure, checked against the goals of issue 18
+(:data:`GOALS`). ``--tags`` adds, for corpora with a ``tags`` column, the labels per
+top tag and the AUCs without the tags whose quadrant is debatable. ``--cross`` fits
+a labeller on each human-labelled corpus (as ``labels --fit`` does, grouped
+cross-validation) and scores it on every corpus: the diagonal is the out-of-fold
+figure, the rest is fit-on-one / test-on-the-other. It also prints the bin histogram
+of each corpus over the ``--bins`` uniform bins (contract 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -30,12 +41,18 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = REPO.parent / "shared" / "corpora"
 VGMIDI = CORPORA / "vgmidi"
-DEFAULT_CORPORA = {
-    "vgmidi": VGMIDI / "phrases",
-    "pop909": CORPORA / "pop909",
-    "miditok_tests": CORPORA / "miditok_tests",
-}
-DEFAULT_HUMAN = {"vgmidi": VGMIDI / "human_labels.csv"}
+YM = CORPORA / "ym2413_mdb"
+HUMAN_CORPORA = {"vgmidi": VGMIDI / "phrases", "ym2413_mdb": YM / "midi"}
+SPREAD_CORPORA = {"pop909": CORPORA / "pop909", "miditok_tests": CORPORA / "miditok_tests"}
+DEFAULT_HUMAN = {"vgmidi": VGMIDI / "human_labels.csv", "ym2413_mdb": YM / "human_labels.csv"}
+GROUP_COLUMNS = ("group", "game")
+"""The human CSV's column that groups files (the first present); none: each file alone."""
+
+GOALS = {"valence": 0.82, "arousal": 0.80, "quadrant": 0.55}
+"""Issue 18's goals for the heuristic: AUC on the worse corpus, quadrant accuracy on both."""
+
+DEBATABLE_TAGS = ("serious", "bizarre", "dreamy")
+"""YM2413-MDB tags whose quadrant (Q3, Q3, Q4) is a debatable choice of the dataset's map."""
 
 
 def roc_auc(scores, positive) -> float:
@@ -53,18 +70,35 @@ def roc_auc(scores, positive) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+TAG_FEATURES = ("note_density", "ioi_median", "tempo_bpm", "velocity_mean", "drum_density")
+"""The features shown per top tag (medians; velocity over files whose velocities vary,
+drum density over files with drums)."""
+
+
+def merge_human(predicted: pd.DataFrame, human: pd.DataFrame) -> pd.DataFrame:
+    """Predicted and human labels of the files in both, with each file's group."""
+    cols = ["filename", "valence", "arousal"]
+    features = [c for c in predicted.columns if c not in cols]
+    group = next((c for c in GROUP_COLUMNS if c in human.columns), None)
+    extra = [c for c in ("tags", "top_tag", "quadrant") if c in human.columns]
+    h = human[cols + extra + ([group] if group else [])].copy()
+    h["_group"] = h[group].fillna(h["filename"]).astype(str) if group else h["filename"]
+    return predicted[cols + features].merge(h, on="filename", suffixes=("", "_human"))
+
+
 def label_aucs(predicted: pd.DataFrame, human: pd.DataFrame) -> dict[str, float]:
     """Agreement of predicted valence and arousal with the human signs, over shared files.
 
     Returns:
         ``files``; ``valence`` and ``arousal`` (ROC AUC); ``quadrant`` (share of files
-        whose two predicted signs both match the human ones); ``valence_pos`` and
-        ``arousal_pos`` (share predicted > 0); ``valence_human_pos`` and
-        ``arousal_human_pos`` (share human > 0).
+        whose two predicted signs both match the human ones); ``majority`` (the share
+        of the most frequent human quadrant); ``valence_pos`` and ``arousal_pos`` (share
+        predicted > 0); ``valence_human_pos`` and ``arousal_human_pos`` (share human > 0).
     """
-    merged = predicted[["filename", "valence", "arousal"]].merge(
-        human[["filename", "valence", "arousal"]], on="filename", suffixes=("", "_human")
-    )
+    return _figures(merge_human(predicted, human))
+
+
+def _figures(merged: pd.DataFrame) -> dict[str, float]:
     result: dict[str, float] = {"files": len(merged)}
     agree = np.ones(len(merged), dtype=bool)
     for axis in ("valence", "arousal"):
@@ -75,7 +109,32 @@ def label_aucs(predicted: pd.DataFrame, human: pd.DataFrame) -> dict[str, float]
         result[f"{axis}_human_pos"] = float(human_pos.mean())
         agree &= pred_pos == human_pos
     result["quadrant"] = float(agree.mean())
+    quadrants = (merged["valence_human"] > 0).astype(int) * 2 + (merged["arousal_human"] > 0)
+    result["majority"] = float(quadrants.value_counts(normalize=True).max())
     return result
+
+
+def bootstrap(merged: pd.DataFrame, n: int, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% intervals of the AUCs and the quadrant accuracy, resampling whole groups."""
+    if n <= 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    groups = merged["_group"].to_numpy()
+    names, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(names))]
+    draws: dict[str, list[float]] = {"valence": [], "arousal": [], "quadrant": []}
+    for _ in range(n):
+        pick = np.concatenate([members[g] for g in rng.integers(0, len(names), len(names))])
+        sample = merged.iloc[pick]
+        try:
+            r = _figures(sample)
+        except ValueError:  # a draw with one class only
+            continue
+        for k in draws:
+            draws[k].append(r[k])
+    return {
+        k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in draws.items()
+    }
 
 
 def bin_spread(values, bins: int = 9) -> dict:
@@ -110,24 +169,226 @@ def _pairs(items: list[str], option: str) -> dict[str, Path]:
     return out
 
 
+def _interval(value: float, ci: tuple[float, float] | None) -> str:
+    return f"{value:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+
+
+def human_table(results: dict[str, tuple[dict, dict]], goals: bool) -> list[str]:
+    """The side-by-side table of the human-labelled corpora, and the worst of them."""
+    lines = [
+        "| corpus | files | valence AUC (95% CI) | arousal AUC (95% CI) | quadrant acc (95% CI) "
+        "| majority quadrant | predicted positive vs human positive |",
+        "|---|--:|--:|--:|--:|--:|---|",
+    ]
+    for name, (r, ci) in results.items():
+        lines.append(
+            f"| {name} | {r['files']} | {_interval(r['valence'], ci.get('valence'))} "
+            f"| {_interval(r['arousal'], ci.get('arousal'))} "
+            f"| {_interval(r['quadrant'], ci.get('quadrant'))} | {r['majority']:.3f} "
+            f"| valence {r['valence_pos']:.2f} vs {r['valence_human_pos']:.2f}, "
+            f"arousal {r['arousal_pos']:.2f} vs {r['arousal_human_pos']:.2f} |"
+        )
+    if len(results) > 1:
+        worst = {k: min(r[k] for r, _ in results.values()) for k in GOALS}
+        which = {k: min(results, key=lambda n: results[n][0][k]) for k in GOALS}
+        lines.append(
+            f"| worst | | {worst['valence']:.3f} ({which['valence']}) "
+            f"| {worst['arousal']:.3f} ({which['arousal']}) "
+            f"| {worst['quadrant']:.3f} ({which['quadrant']}) | | |"
+        )
+        if goals:
+            met = {k: "met" if worst[k] >= g else "not met" for k, g in GOALS.items()}
+            lines.append(
+                f"| goal (issue 18) | | >= {GOALS['valence']} ({met['valence']}) "
+                f"| >= {GOALS['arousal']} ({met['arousal']}) "
+                f"| >= {GOALS['quadrant']} on both ({met['quadrant']}) | | |"
+            )
+    return lines
+
+
+def tag_table(name: str, merged: pd.DataFrame) -> list[str]:
+    """Labels per top tag, and the AUCs with and without the debatable tags."""
+    shown = [c for c in TAG_FEATURES if c in merged.columns]
+    lines = [
+        f"{name}: per top tag (the dataset's quadrant; mean predicted label and share > 0; "
+        "feature medians, velocity over files whose velocities vary, drum density over "
+        "files with drums)",
+        "",
+        "| top tag | quadrant | files | valence mean | valence > 0 | arousal mean | arousal > 0 "
+        + "".join(f"| {c} " for c in shown)
+        + ("| with drums " if "drum_density" in shown else "")
+        + "|",
+        "|---|---|--:|--:|--:|--:|--:|" + "--:|" * (len(shown) + ("drum_density" in shown)),
+    ]
+    for tag, g in sorted(
+        merged.groupby("top_tag"), key=lambda kv: (str(kv[1]["quadrant"].iloc[0]), -len(kv[1]))
+    ):
+        cells = []
+        for c in shown:
+            keep = {"velocity_mean": g.get("velocity_range", g[c]) > 0, "drum_density": g[c] > 0}
+            values = g[c][keep[c]] if c in keep else g[c]
+            cells.append(f"{values.median():.3g}" if len(values) else "-")
+        if "drum_density" in shown:
+            cells.append(f"{(g['drum_density'] > 0).mean():.2f}")
+        lines.append(
+            f"| {tag} | {g['quadrant'].iloc[0]} | {len(g)} | {g['valence'].mean():+.2f} "
+            f"| {(g['valence'] > 0).mean():.2f} | {g['arousal'].mean():+.2f} "
+            f"| {(g['arousal'] > 0).mean():.2f} | " + " | ".join(cells) + " |"
+        )
+    kept = merged[~merged["top_tag"].isin(DEBATABLE_TAGS)]
+    r = _figures(kept)
+    lines += [
+        "",
+        f"without the top tags {', '.join(DEBATABLE_TAGS)} ({len(kept)} files): valence AUC "
+        f"{r['valence']:.3f}, arousal AUC {r['arousal']:.3f}, quadrant {r['quadrant']:.3f}",
+    ]
+    return lines
+
+
+def feature_table(merged: dict[str, pd.DataFrame]) -> list[str]:
+    """Each feature alone: its ROC AUC for the human signs of each axis, on each corpus.
+
+    A gated feature (``velocity_mean``: velocities that vary; ``drum_density``: drums)
+    is scored over the files whose gate is open, and over all files with the closed
+    ones at the open files' median (neutral), as the labellers use it.
+    """
+    from varemi.labelling.heuristic import LABEL_FEATURES
+
+    names = list(merged)
+    head = "| feature | " + " | ".join(f"{n} valence | {n} arousal" for n in names) + " |"
+    lines = [head, "|---|" + "--:|" * (2 * len(names))]
+    gates = {"velocity_mean": "velocity_range", "drum_density": "drum_density"}
+    for feature in LABEL_FEATURES:
+        variants = [(feature, None)]
+        if feature in gates:
+            variants = [
+                (f"{feature} (gate open)", "open"),
+                (f"{feature} (closed: neutral)", "neutral"),
+                (f"{feature} (as it is)", None),
+            ]
+        for label, how in variants:
+            cells = []
+            for m in merged.values():
+                x = m[feature].to_numpy(dtype=np.float64)
+                keep = np.ones(len(m), dtype=bool)
+                if how is not None:
+                    gate = m[gates[feature]].to_numpy() > 0
+                    if how == "open":
+                        keep = gate
+                    elif gate.any():
+                        x = np.where(gate, x, np.median(x[gate]))
+                for axis in ("valence", "arousal"):
+                    y = m[f"{axis}_human"].to_numpy()[keep] > 0
+                    ok = keep.any() and 0 < y.sum() < len(y) and np.ptp(x[keep]) > 0
+                    cells.append(f"{roc_auc(x[keep], y):.3f}" if ok else "-")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _label(midi_dir: Path, workers, labeller):
+    from varemi.labelling.heuristic import label_folder
+
+    return label_folder(midi_dir, workers=workers, progress=False, labeller=labeller)
+
+
+def cross_table(
+    frames: dict[str, pd.DataFrame], humans: dict[str, pd.DataFrame], heuristic: dict
+) -> list[str]:
+    """Fit on each human-labelled corpus, score on every one (the diagonal: out of fold)."""
+    from varemi.labelling.fitted import fit_labeller
+    from varemi.labelling.heuristic import LABEL_FEATURES
+
+    lines = [
+        "| fitted on | tested on | valence AUC | arousal AUC | quadrant acc "
+        "| predicted positive (valence, arousal) |",
+        "|---|---|--:|--:|--:|---|",
+    ]
+    for train in humans:
+        merged = frames[train].merge(
+            humans[train][["filename", "valence", "arousal"]].rename(
+                columns={"valence": "hv", "arousal": "ha"}
+            ),
+            on="filename",
+        )
+        group = next((c for c in GROUP_COLUMNS if c in humans[train].columns), None)
+        groups = (
+            merged["filename"]
+            .map(humans[train].set_index("filename")[group])
+            .fillna(merged["filename"])
+            if group
+            else merged["filename"]
+        )
+        model = fit_labeller(
+            merged[list(LABEL_FEATURES)].to_dict("records"),
+            list(zip(merged["hv"], merged["ha"], strict=True)),
+            list(groups.astype(str)),
+        )
+        for test in humans:
+            if test == train:
+                cv = {a: json.loads(getattr(model, a).cv) for a in ("valence", "arousal")}
+                quad = json.loads(model.info)["cross_validation"]["quadrant_accuracy"]
+                lines.append(
+                    f"| {train} | {test} (cross-validated) | {cv['valence']['auc']:.3f} "
+                    f"| {cv['arousal']['auc']:.3f} | {quad:.3f} "
+                    f"| {cv['valence']['predicted_positive']:.2f}, "
+                    f"{cv['arousal']['predicted_positive']:.2f} |"
+                )
+                continue
+            rows = frames[test].to_dict("records")
+            labels = np.array([model.label(r) for r in rows]).reshape(-1, 2)
+            predicted = pd.DataFrame(
+                {
+                    "filename": frames[test]["filename"],
+                    "valence": labels[:, 0],
+                    "arousal": labels[:, 1],
+                }
+            )
+            r = label_aucs(predicted, humans[test])
+            lines.append(
+                f"| {train} | {test} | {r['valence']:.3f} | {r['arousal']:.3f} "
+                f"| {r['quadrant']:.3f} "
+                f"| {r['valence_pos']:.2f}, {r['arousal_pos']:.2f} |"
+            )
+    for test, r in heuristic.items():
+        lines.append(
+            f"| (heuristic) | {test} | {r['valence']:.3f} | {r['arousal']:.3f} "
+            f"| {r['quadrant']:.3f} | {r['valence_pos']:.2f}, {r['arousal_pos']:.2f} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", action="append", default=[], metavar="NAME=DIR")
     ap.add_argument("--human", action="append", default=[], metavar="NAME=CSV")
     ap.add_argument("--labels", action="append", default=[], metavar="NAME=CSV")
+    ap.add_argument("--labeller", type=Path, default=None, metavar="JSON")
+    ap.add_argument("--spread", action="store_true", help="add pop909 and miditok_tests")
+    ap.add_argument("--tags", action="store_true", help="the per-tag view (a tags column)")
+    ap.add_argument("--cross", action="store_true", help="fit on each corpus, test on each")
+    ap.add_argument("--features", action="store_true", help="each feature's own AUC")
     ap.add_argument("--save-labels", type=Path, default=None, metavar="FOLDER")
     ap.add_argument("--bins", type=int, default=9)
+    ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=None)
     a = ap.parse_args(argv)
 
-    corpora = _pairs(a.corpus, "--corpus") if a.corpus else dict(DEFAULT_CORPORA)
+    if a.corpus:
+        corpora = _pairs(a.corpus, "--corpus")
+    else:
+        corpora = dict(HUMAN_CORPORA) | (dict(SPREAD_CORPORA) if a.spread else {})
     humans = {k: v for k, v in DEFAULT_HUMAN.items() if k in corpora} | _pairs(a.human, "--human")
     given = _pairs(a.labels, "--labels")
     for name in given:
         corpora.setdefault(name, Path())
+    labeller = None
+    if a.labeller is not None:
+        from varemi.labelling.fitted import load_labeller
 
-    spread_rows = []
-    human_rows = []
+        labeller = load_labeller(a.labeller)
+        print(f"labeller: {a.labeller} (sha256 {labeller.sha256[:12]})", file=sys.stderr)
+
+    spread_rows, results, frames, human_frames, tag_lines, merged_all = [], {}, {}, {}, [], {}
     for name, midi_dir in corpora.items():
         if name in given:
             predicted = pd.read_csv(given[name], dtype={"filename": str})
@@ -135,14 +396,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped {name}: {midi_dir} absent", file=sys.stderr)
             continue
         else:
-            from varemi.labelling.heuristic import label_folder
-            from varemi.labelling.label_csv import write_labels_csv
-
-            predicted, rejects = label_folder(midi_dir, workers=a.workers, progress=False)
+            predicted, rejects = _label(midi_dir, a.workers, labeller)
             print(f"{name}: {len(predicted)} labelled, {len(rejects)} rejected", file=sys.stderr)
             if a.save_labels is not None:
+                from varemi.labelling.label_csv import write_labels_csv
+
                 a.save_labels.mkdir(parents=True, exist_ok=True)
                 write_labels_csv(predicted, a.save_labels / f"{name}.csv")
+        frames[name] = predicted
         row = [name, str(len(predicted))]
         for axis in ("valence", "arousal"):
             s = bin_spread(predicted[axis], a.bins)
@@ -153,18 +414,13 @@ def main(argv: list[str] | None = None) -> int:
             ]
         spread_rows.append(row)
         if name in humans and humans[name].is_file():
-            r = label_aucs(predicted, pd.read_csv(humans[name], dtype={"filename": str}))
-            human_rows.append(
-                [
-                    name,
-                    str(r["files"]),
-                    f"{r['valence']:.3f}",
-                    f"{r['arousal']:.3f}",
-                    f"{r['quadrant']:.3f}",
-                    f"valence {r['valence_pos']:.2f} vs {r['valence_human_pos']:.2f}, "
-                    f"arousal {r['arousal_pos']:.2f} vs {r['arousal_human_pos']:.2f}",
-                ]
-            )
+            human = pd.read_csv(humans[name], dtype={"filename": str})
+            human_frames[name] = human
+            merged = merge_human(predicted, human)
+            merged_all[name] = merged
+            results[name] = (_figures(merged), bootstrap(merged, a.bootstrap))
+            if a.tags and "top_tag" in merged.columns:
+                tag_lines += ["", *tag_table(name, merged)]
 
     h = (a.bins - 1) // 2
     print(
@@ -174,15 +430,21 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|--:|---|--:|--:|---|--:|--:|")
     for row in spread_rows:
         print("| " + " | ".join(row) + " |")
-    if human_rows:
+    if results:
         print()
-        print(
-            "| corpus | files | valence AUC | arousal AUC | quadrant acc "
-            "| predicted positive vs human positive |"
-        )
-        print("|---|--:|--:|--:|--:|---|")
-        for row in human_rows:
-            print("| " + " | ".join(row) + " |")
+        print("\n".join(human_table(results, goals=labeller is None and not given)))
+    if tag_lines:
+        print("\n".join(tag_lines))
+    if a.features and merged_all:
+        print()
+        print("\n".join(feature_table(merged_all)))
+    if a.cross:
+        missing = [n for n in human_frames if n in given]
+        if missing:
+            raise SystemExit(f"error: --cross needs features; {missing} came from --labels")
+        print()
+        heuristic = {n: r for n, (r, _) in results.items()} if labeller is None else {}
+        print("\n".join(cross_table(frames, human_frames, heuristic)))
     return 0
 
 

@@ -105,6 +105,7 @@ def _keys():
         ("music/encoder/__init__.py", {"token", "window", "fingerprint"}),
         ("music/files.py", {"token", "label", "window", "fingerprint"}),
         ("labelling/heuristic.py", {"label"}),
+        ("labelling/fitted.py", {"label"}),
         ("core/label_features.py", {"label"}),
         ("music/tokenizer.py", {"window"}),
         ("music/fingerprint.py", {"fingerprint"}),

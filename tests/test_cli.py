@@ -44,7 +44,8 @@ def one_error(res, *words: str) -> str:
     "command,options",
     [
         ((), ["labels", "build", "verify", "--version"]),
-        (("labels",), ["--midi-dir", "--out", "--workers", "--jitter", "--jitter-seed"]),
+        (("labels",), ["--midi-dir", "--out", "--workers", "--jitter", "--jitter-seed",
+                       "--labeller", "--fit", "--label-range", "--groups"]),
         (
             ("build",),
             ["--midi-dir", "--out", "--labels", "--tokenizer", "--window-size", "--stride",
@@ -379,4 +380,40 @@ def test_label_range_needs_a_labels_csv(tmp_path, midi):
     out = tmp_path / "out"
     res = h.run_cli("build", "--midi-dir", midi, "--out", out, "--label-range", "1", "9", *QUICK)
     one_error(res, "--label-range", "--labels")
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- issue 18 probes
+@pytest.mark.parametrize("content", [[], ["notes.txt"]], ids=["empty", "no-midi"])
+def test_labels_command_refuses_a_folder_without_midi_files(tmp_path, content):
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    for name in content:
+        (folder / name).write_text("not music", encoding="utf-8")
+    out = tmp_path / "l.csv"
+    res = h.run_cli("labels", "--midi-dir", folder, "--out", out, "--quiet")
+    one_error(res, "--midi-dir", "no .mid or .midi file")
+    assert not out.exists()
+
+
+def test_build_labels_csv_rows_with_dot_slash_or_absolute_paths_match(tmp_path, midi):
+    labels = tmp_path / "labels.csv"
+    rows = {f"./m{k}.mid": (0.5, -0.5) for k in range(5)}
+    rows[str(midi.resolve() / "sub" / "n.mid")] = (-0.5, 0.5)
+    h.write_labels(labels, rows)
+    out = tmp_path / "out"
+    res = h.run_cli("build", "--midi-dir", midi, "--out", out, "--labels", labels, *QUICK, *SMALL)
+    assert res.returncode == 0, res.stderr
+    assert h.rejects(out) == {}
+    by_file = {r["source_file"]: r["valence"] for rs in h.rows(out).values() for r in rs}
+    assert by_file["sub/n.mid"] == -0.5 and by_file["m0.mid"] == 0.5
+
+
+def test_labels_command_refuses_a_folder_where_no_file_can_be_labelled(tmp_path):
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    (folder / "bad.mid").write_bytes(b"MThd garbage")
+    out = tmp_path / "l.csv"
+    res = h.run_cli("labels", "--midi-dir", folder, "--out", out, "--quiet", "--workers", "1")
+    one_error(res, "--midi-dir", "could be labelled", "unreadable")
     assert not out.exists()

@@ -19,6 +19,7 @@ from varemi._base.errors import VaremiError
 from varemi.core.label_features import FEATURE_NAMES
 from varemi.labelling.heuristic import (
     LABEL_COLUMNS,
+    LABEL_FEATURES,
     LabelError,
     LabelParameterError,
     _label_one,
@@ -136,7 +137,7 @@ def test_mode_and_triads_detect_major_and_minor():
 def test_features_in_seconds_and_tempo():
     # 8 quarter notes at 120 bpm, one at a time: 4 s, 2 onsets a second.
     f = extract_features(make_score([(i * 480, 480, 60, 64) for i in range(8)]))
-    assert list(f) == list(FEATURE_NAMES)
+    assert list(f) == [*FEATURE_NAMES, "drum_density"] == list(LABEL_FEATURES)
     assert f["duration_s"] == pytest.approx(4.0)
     assert f["onset_rate"] == pytest.approx(2.0)
     assert f["ioi_median"] == pytest.approx(0.5)
@@ -171,11 +172,15 @@ CENTRES = {
     "local_major": 0.725,
     "key_clarity": 0.85,
     "pitch_mean": 60.0,
+    "drum_density": 4.0,
 }
 
 
 def test_formula_is_one_tanh_of_unbounded_weighted_evidence():
     assert label_features(CENTRES) == (0.0, 0.0)
+    # drums: a doubling of the drum onsets is one spread; no drums (0) is neutral
+    assert label_features(CENTRES | {"drum_density": 8.0})[1] == pytest.approx(math.tanh(0.5))
+    assert label_features(CENTRES | {"drum_density": 0.0}) == (0.0, 0.0)
     # One spread up on one feature moves the evidence by exactly that feature's weight.
     v, a = label_features(CENTRES | {"note_density": 14.0, "local_major": 0.825})
     assert (v, a) == (pytest.approx(math.tanh(0.4 * 1.0)), pytest.approx(math.tanh(0.5 * 1.0)))
@@ -256,13 +261,34 @@ def test_tempo_is_weighted_by_time_over_the_notes():
     assert f["tempo_bpm"] == pytest.approx((4 * 60 + 1 * 240) / 5, rel=1e-4)
 
 
-def test_drum_tracks_are_ignored():
-    notes = piece(C_MAJOR_SCALE, C_MAJOR_CHORDS, 480, 60)
-    drums = [(t, 60, 42, 127) for t in range(0, 4 * 4 * 480, 60)]
-    assert labels_of(make_score(notes, drums=drums)) == labels_of(make_score(notes))
+def test_drum_tracks_count_only_through_their_onset_density():
+    notes = piece(C_MAJOR_SCALE, C_MAJOR_CHORDS, 480, 60)  # 4 bars at 120 bpm: 8 s
+    drums = [(t, 60, 42, 127) for t in range(0, 4 * 4 * 480, 60)]  # sixteenths: 16/s
+    with_drums = extract_features(make_score(notes, drums=drums))
+    without = extract_features(make_score(notes))
+    assert without["drum_density"] == 0.0
+    assert with_drums.pop("drum_density") == pytest.approx(16.0, rel=1e-3)
+    without.pop("drum_density")
+    assert with_drums == without  # every other feature ignores the drums
     with pytest.raises(LabelError) as err:
         extract_features(make_score([], drums=drums))
     assert err.value.reason == "no_notes"
+
+
+def test_busy_drums_raise_arousal_and_a_file_without_drums_is_neutral():
+    notes = piece(C_MAJOR_SCALE, C_MAJOR_CHORDS, 480, 60)  # 8 s
+    kit = [42, 36]  # a hi-hat and a kick on one onset: one drum onset
+
+    def drums(step: int) -> list[tuple[int, int, int, int]]:
+        return [(t, 60, p, 100) for t in range(0, 4 * 4 * 480, step) for p in kit]
+
+    v0, a0 = labels_of(make_score(notes))
+    v4, a4 = labels_of(make_score(notes, drums=drums(240)))  # eighths at 120 bpm: 4/s
+    v16, a16 = labels_of(make_score(notes, drums=drums(60)))  # sixteenths: 16/s
+    _, a2 = labels_of(make_score(notes, drums=drums(480)))  # a hit a beat: 2/s
+    assert extract_features(make_score(notes, drums=drums(240)))["drum_density"] == 4.0
+    assert (v4, a4) == pytest.approx((v0, a0))  # the centre: as if there were no drums
+    assert a16 > a4 > a2 and v16 == v4 == v0
 
 
 def test_empty_score_raises_label_error():
@@ -616,3 +642,104 @@ def test_bad_label_ranges_are_refused(tmp_path: Path, bad):
     csv_path.write_text("filename,valence,arousal\n", encoding="utf-8")
     with pytest.raises(LabelRangeError):
         read_labels_csv(csv_path, [], bad)
+
+
+# --------------------------------------------------------------------------- issue 18 probes
+def test_read_labels_csv_matches_dot_slash_and_absolute_paths_under_the_root(tmp_path: Path):
+    root = tmp_path / "midi"
+    files = ["001.mid", "sub/002.mid", "sub/003.mid"]
+    path = csv_file(
+        tmp_path,
+        "filename,valence,arousal\n"
+        "./001.mid,0.5,-0.5\n"
+        f"{root / 'sub' / '002.mid'},-1,1\n"
+        "./sub/../sub/003.mid,1,1\n"
+        f"{tmp_path / 'elsewhere' / '004.mid'},0,0\n",
+    )
+    labels, rejects, unmatched = read_labels_csv(path, files, root=root)
+    assert labels == {"001.mid": (0.5, -0.5), "sub/002.mid": (-1.0, 1.0), "sub/003.mid": (1.0, 1.0)}
+    assert rejects == []
+    assert unmatched == [str(tmp_path / "elsewhere" / "004.mid")]  # as the user wrote it
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_read_labels_csv_names_a_wrong_separator(tmp_path: Path, sep: str):
+    text = sep.join(["filename", "valence", "arousal"]) + "\n" + sep.join(["a.mid", "1", "1"])
+    with pytest.raises(LabelsCSVError, match="separated by") as err:
+        read_labels_csv(csv_file(tmp_path, text + "\n"), ["a.mid"])
+    assert repr(sep) in str(err.value) and "comma" in str(err.value)
+
+
+def test_read_labels_csv_reads_quadrants(tmp_path: Path):
+    path = csv_file(
+        tmp_path, "filename,quadrant\na.mid,Q1\nb.mid,2\nc.mid,q3\nd.mid,Q4\ne.mid,Q5\n"
+    )
+    files = ["a.mid", "b.mid", "c.mid", "d.mid", "e.mid"]
+    labels, rejects, _ = read_labels_csv(path, files)
+    assert labels == {
+        "a.mid": (1.0, 1.0),
+        "b.mid": (-1.0, 1.0),
+        "c.mid": (-1.0, -1.0),
+        "d.mid": (1.0, -1.0),
+    }
+    assert [r[:2] for r in rejects] == [("e.mid", "bad_label")] and "Q5" in rejects[0][2]
+    with pytest.raises(LabelsCSVError, match="--label-range"):
+        read_labels_csv(path, files, (1, 9))
+    # valence and arousal win over a quadrant column (YM2413-MDB has all three)
+    both = csv_file(tmp_path, "filename,valence,arousal,quadrant\na.mid,-1,1,Q1\n")
+    assert read_labels_csv(both, ["a.mid"])[0] == {"a.mid": (-1.0, 1.0)}
+
+
+def test_read_groups_matches_rows_like_labels(tmp_path: Path):
+    from varemi.labelling.label_csv import read_groups
+
+    root = tmp_path / "midi"
+    path = csv_file(
+        tmp_path,
+        f"filename,Game,group\n./a/x.mid,g1,\ny.mid,g2,k\n{root / 'z.mid'},g3,k\nw.mid,,k\n",
+    )
+    files = ["a/x.mid", "b/y.mid", "z.mid", "w.mid"]
+    assert read_groups(path, files, "game", root=root) == {
+        "a/x.mid": "g1",
+        "b/y.mid": "g2",
+        "z.mid": "g3",
+    }
+    assert read_groups(path, files, "group", root=root) == {
+        "b/y.mid": "k",
+        "z.mid": "k",
+        "w.mid": "k",
+    }
+    with pytest.raises(LabelsCSVError, match="'album'"):
+        read_groups(path, files, "album")
+
+
+def test_label_auc_reports_both_corpora_and_the_worst(tmp_path: Path):
+    spec = importlib.util.spec_from_file_location("label_auc", REPO / "scripts" / "label_auc.py")
+    label_auc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(label_auc)
+    rng = np.random.default_rng(0)
+    results = {}
+    for name, noise in (("easy", 0.3), ("hard", 1.5)):
+        n = 200
+        human = pd.DataFrame(
+            {
+                "filename": [f"{k}.mid" for k in range(n)],
+                "valence": rng.choice([-1, 1], n),
+                "arousal": rng.choice([-1, 1], n),
+                "game": [f"g{k % 20}" for k in range(n)],
+            }
+        )
+        predicted = human[["filename"]].assign(
+            valence=human["valence"] + rng.normal(0, noise, n),
+            arousal=human["arousal"] + rng.normal(0, noise, n),
+        )
+        merged = label_auc.merge_human(predicted, human)
+        ci = label_auc.bootstrap(merged, 200)
+        assert ci == label_auc.bootstrap(merged, 200)  # seeded
+        figures = label_auc._figures(merged)
+        assert ci["valence"][0] <= figures["valence"] <= ci["valence"][1]
+        results[name] = (figures, ci)
+    table = "\n".join(label_auc.human_table(results, goals=True))
+    worst = next(line for line in table.splitlines() if line.startswith("| worst"))
+    assert f"{results['hard'][0]['valence']:.3f} (hard)" in worst
+    assert "goal (issue 18)" in table

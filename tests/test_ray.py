@@ -274,3 +274,22 @@ def test_token_ids_reach_the_driver_only_through_the_block_spools(
 
     assert arrays(summaries) == 0  # no token id (nor any array) in what pass 1 returns
     assert len(seen["windows (ray)"]) > 1
+
+
+def test_ray_gives_the_build_of_local_with_a_fitted_labeller(ray_session, corpus, tmp_path):
+    from varemi.pipeline.labelling import fit_corpus
+
+    names = sorted(str(p.relative_to(corpus).as_posix()) for p in corpus.rglob("*.mid"))
+    human = h.write_labels(
+        tmp_path / "human.csv",
+        {n: (1 if k % 2 else -1, 1 if (k // 2) % 2 else -1) for k, n in enumerate(names)},
+    )
+    labeller = tmp_path / "labeller.json"
+    fit_corpus(human, corpus, labeller, workers=1, quiet=True)
+    for scope in ("file", "window"):
+        kw = dict(KW, labeller=labeller, label_scope=scope)
+        local, remote = tmp_path / f"local-{scope}", tmp_path / f"ray-{scope}"
+        h.build(corpus, local, max_minutes=2, **kw)
+        h.build(corpus, remote, max_minutes=2, engine="ray", **kw)
+        assert_same_build(local, remote)
+        assert h.info(remote)["labels"]["source"] == "fitted"

@@ -1,8 +1,9 @@
 """Command line: ``python -m varemi labels | build | verify | finetune | generate | evaluate``.
 
 The parsers come from the option declarations (:mod:`varemi._base.options`); each
-command calls one entry point (:func:`varemi.labelling.heuristic.label_folder`,
-:func:`varemi.pipeline.build.build`, :func:`varemi.dataset.verify.verify`,
+command calls one entry point (:func:`varemi.pipeline.labelling.label_corpus` or
+:func:`varemi.pipeline.labelling.fit_corpus`, :func:`varemi.pipeline.build.build`,
+:func:`varemi.dataset.verify.verify`,
 :mod:`varemi.training`). This is the one place where errors become ``error:`` lines
 and exit statuses: a varemi error (a bad parameter or input) exits 2, a failing file
 system 1, anything else (a bug) 70 with one line that asks for a bug report.
@@ -35,10 +36,9 @@ from varemi._base.options import (
 from varemi._base.version import __version__
 from varemi.dataset.info import is_demo_dataset
 from varemi.dataset.verify import verify
-from varemi.labelling.heuristic import label_folder
-from varemi.labelling.label_csv import check_labels_out, write_labels_csv
 from varemi.music.demo import write_demo_corpus
 from varemi.pipeline.build import build
+from varemi.pipeline.labelling import fit_corpus, label_corpus
 from varemi.pipeline.params import BuildParams, check_params
 from varemi.training.evaluation import evaluate, format_evaluation
 from varemi.training.finetune import FinetuneParams, finetune
@@ -59,6 +59,8 @@ _PATH_OPTIONS = {
     "midi_dir": "--midi-dir",
     "out": "--out",
     "labels": "--labels",
+    "labeller": "--labeller",
+    "fit": "--fit",
     "cache_dir": "--cache-dir",
     "plot": "--plot",
     "data": "DATA",
@@ -69,6 +71,8 @@ _EPILOG = """\
 examples:
   python -m varemi build                       # the built-in demo, offline
   python -m varemi labels --midi-dir midi/ --out labels.csv
+  python -m varemi labels --fit human.csv --midi-dir rated/ --out labeller.json
+  python -m varemi build --midi-dir midi/ --out data/ --labeller labeller.json
   python -m varemi build --midi-dir midi/ --out data/ --labels labels.csv
   python -m varemi verify data/ --plot va.png
   python -m varemi finetune data/ --model tiny --out run/ --max-steps 50
@@ -96,10 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     lab = sub.add_parser(
         "labels",
         allow_abbrev=False,  # `--window 8` must not silently mean `--window-size 8`
-        help="write valence/arousal labels for a MIDI folder (heuristic)",
+        help="write valence/arousal labels for a MIDI folder, or fit a labeller (--fit)",
         description="Label every MIDI file of a folder with valence and arousal in [-1, 1] "
-        "from musical features (mode, register, tempo, note density, velocity, articulation). "
-        "A file's labels depend on that file alone.",
+        "from musical features (mode, register, tempo, note density, velocity, articulation), "
+        "by varemi's heuristic or a labeller fitted to human labels (--labeller). A file's "
+        "labels depend on that file alone. With --fit HUMAN_CSV, fit such a labeller to the "
+        "human labels of the files of --midi-dir instead, and write it to --out (JSON).",
     )
     add_options(lab, LABELS_OPTIONS)
     lab.add_argument("--seed", dest="old_seed", type=int, default=None, help=argparse.SUPPRESS)
@@ -182,22 +188,39 @@ def _labels(a: argparse.Namespace) -> int:
 
     if not a.midi_dir.is_dir():
         raise VaremiError(f"--midi-dir {a.midi_dir} is not a folder")
-    check_labels_out(a.out)  # before any work: never a folder, a MIDI or someone's file
     if a.old_seed is not None:
         print(
             "warning: labels --seed is now --jitter-seed (the seed of the noise)", file=sys.stderr
         )
         a.jitter_seed = a.jitter_seed if a.jitter_seed is not None else a.old_seed
     o = values(a, LABELS_OPTIONS)
-    df, rejects = label_folder(
+    if o["fit"] is not None:
+        for dest, name in (("labeller", "--labeller"), ("jitter", "--jitter")):
+            if o[dest]:
+                raise VaremiError(f"{name} labels files; --fit fits a labeller: use one of them")
+        fit_corpus(
+            o["fit"],
+            o["midi_dir"],
+            o["out"],
+            label_range=o["label_range"],
+            groups=o["groups"],
+            workers=o["workers"],
+            quiet=o["quiet"],
+        )
+        return 0
+    for dest, name in (("label_range", "--label-range"), ("groups", "--groups")):
+        if o[dest] is not None:
+            raise VaremiError(f"{name} applies to labels --fit (the human CSV) only")
+    n, rejects = label_corpus(
         o["midi_dir"],
+        o["out"],
         workers=o["workers"],
         jitter=o["jitter"],
-        seed=o["jitter_seed"],
-        progress=not o["quiet"],
+        jitter_seed=o["jitter_seed"],
+        labeller=o["labeller"],
+        quiet=o["quiet"],
     )
-    write_labels_csv(df, a.out)
-    print(f"labels: {len(df)} files labelled into {a.out}", file=sys.stderr)
+    print(f"labels: {n} files labelled into {a.out}", file=sys.stderr)
     for name, reason, detail in rejects:
         print(f"  skipped {name}: {reason} {detail}", file=sys.stderr)
     return 0

@@ -299,19 +299,36 @@ BUILD_OPTIONS: tuple[Option, ...] = (
     Option("window_align", "token", "token: windows start every --stride tokens; bar: each "
            "window starts at the first bar at or after each stride point (format 3)",
            "tokens and windows", choices=WINDOW_ALIGNS),
+    Option("labeller", None, "a labeller file from labels --fit: computed labels come from it "
+           "instead of the heuristic", "labels", type=path_arg, metavar="JSON",
+           shown_default="the heuristic"),
 )  # fmt: skip
 """The options of ``build``, in the order of ``BuildParams`` and ``dataset_info.params``."""
 
 LABELS_OPTIONS: tuple[Option, ...] = (
     Option("midi_dir", None, "folder of .mid/.midi files", "input", type=path_arg,
            required=True),
-    Option("out", None, "CSV to write", "output", type=path_arg, required=True),
+    Option("out", None, "CSV to write (with --fit: the labeller file, .json)", "output",
+           type=path_arg, required=True),
     Option("workers", None, "worker processes", "engine", type=int, shown_default="all cores"),
     Option("jitter", 0.0, "label noise (standard deviation)", "labels", type=float),
     Option("jitter_seed", 0, "seed of the noise", "labels", type=int),
     Option("quiet", False, "no progress bar", "output", flag=True),
+    Option("labeller", None, "a labeller file from labels --fit: label with it instead of the "
+           "heuristic", "labels", type=path_arg, metavar="JSON", shown_default="the heuristic"),
+    Option("fit", None, "fit a labeller to these human labels (CSV filename,valence,arousal "
+           "or filename,quadrant) of the files of --midi-dir and write it to --out (JSON)",
+           "labels", type=path_arg, metavar="HUMAN_CSV"),
+    Option("label_range", None, "with --fit: the scale of the human CSV's values (e.g. 1 9), "
+           "mapped linearly to [-1, 1]", "labels", type=float, nargs=2,
+           metavar=("LOW", "HIGH"), shown_default="-1 1"),
+    Option("groups", None, "with --fit: files of one group share a cross-validation fold; a "
+           "CSV filename,group or the name of a column of the --fit CSV", "labels",
+           metavar="CSV|COLUMN", shown_default="each file its own group"),
 )  # fmt: skip
-"""The options of ``labels`` (``--jitter-seed`` as in ``build``; ``--seed`` is its old name)."""
+"""The options of ``labels`` (``--jitter-seed`` as in ``build``; ``--seed`` is its old name).
+
+With ``--fit`` it fits a labeller (:mod:`varemi.labelling.fitted`) instead of labelling."""
 
 VERIFY_OPTIONS: tuple[Option, ...] = (
     Option("num_examples", 3, "examples to decode", "output", type=int),

@@ -117,12 +117,14 @@ LABEL_SOURCES = (
     "core/kernels.py",
     "core/label_features.py",
     "core/reference.py",
+    "labelling/fitted.py",
     "labelling/heuristic.py",
     "music/augment.py",
     "music/files.py",
 )
-"""The Python sources of the stages that turn a file's bytes into its computed labels (not
-the label CSV reader or writer: a change there never costs a cached label)."""
+"""The Python sources of the stages that turn a file's bytes into its computed labels: the
+features, the heuristic and the fitted labeller (not the label CSV reader or writer: a
+change there never costs a cached label)."""
 
 WINDOW_LABEL_SOURCES = (
     "core/kernels.py",
@@ -211,14 +213,19 @@ def token_key(
     )
 
 
-def labeller_version() -> str:
+def labeller_version(labeller_sha256: str = "") -> str:
     """What determines a file's computed labels besides its bytes and the jitter.
 
+    Args:
+        labeller_sha256: Hex sha256 of the ``--labeller`` file; ``""`` for the heuristic.
+
     Returns:
-        The sources of :data:`LABEL_SOURCES` and the native build (its label-features
-        kernel), as one hex hash.
+        The sources of :data:`LABEL_SOURCES`, the native build (its label-features
+        kernel) and the labeller (the heuristic, or the fitted labeller's file), as one
+        hex hash.
     """
-    return cache_key(source_hash(LABEL_SOURCES), encoder_version())
+    labeller = ("fitted", labeller_sha256) if labeller_sha256 else ("heuristic",)
+    return cache_key(source_hash(LABEL_SOURCES), encoder_version(), *labeller)
 
 
 def label_key(

@@ -49,8 +49,11 @@ class Job:
         options: Pitch and track handling, limits.
         tokenizer_sha256: Hex sha256 of the base tokenizer's file (part of the cache key).
         cache_dir: The token cache folder, or None for no cache.
-        labels: ``(jitter, jitter_seed, labeller version)`` when the labels are computed
-            here, None when they come from the user's CSV.
+        labels: ``(jitter, jitter_seed, labeller version, labeller)`` when the labels are
+            computed here (the labeller: the heuristic or a fitted one, see
+            :mod:`varemi.labelling.fitted`; its version is
+            :func:`varemi.corpus.cache.labeller_version`), None when they come from the
+            user's CSV.
         fingerprint: Also compute each file's duplicate-detection fingerprint
             (:mod:`varemi.corpus.grouping`), cached beside its tokens.
         window_labels: ``(window_size, stride, min_window_tokens, window_align)`` with ``build
@@ -64,7 +67,7 @@ class Job:
     encoder: str
     options: EncodeOptions
     cache_dir: str | None
-    labels: tuple[float, int, str] | None
+    labels: tuple[float, int, str, heuristic.Labeller] | None
     fingerprint: bool = False
     window_labels: tuple[int, int, int, str] | None = None
 
@@ -106,7 +109,7 @@ def _keys(job: Job, rel: str, data: bytes, aug: str = "") -> tuple[str, str | No
     )
     if job.labels is None:
         return tokens, None
-    jitter, seed, version = job.labels
+    jitter, seed, version, _ = job.labels
     return tokens, label_key(digest, version, jitter, seed, rel, aug)
 
 
@@ -163,6 +166,7 @@ def window_labels(
     jitter: float = 0.0,
     seed: int = 0,
     bar_starts: np.ndarray | None = None,
+    labeller: heuristic.Labeller | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Each window's labels from its own music (``build --label-scope window``).
 
@@ -170,8 +174,9 @@ def window_labels(
     (a pure function of ``len(ids)`` and the window parameters, and with
     ``--window-align bar`` of where the bars start). Each window's music
     ids are decoded with ``tokenizer`` to a score and labelled by
-    :func:`varemi.labelling.heuristic.label_score`, with the file's noise (``name``, ``jitter``,
-    ``seed``): the label describes what the model sees after the conditioning tokens.
+    :func:`varemi.labelling.heuristic.label_score` with ``labeller`` (the heuristic, or a
+    fitted labeller), with the file's noise (``name``, ``jitter``, ``seed``): the label
+    describes what the model sees after the conditioning tokens.
     A window that cannot be labelled (no notes, or ids that do not decode) takes
     ``file_label``.
 
@@ -185,6 +190,7 @@ def window_labels(
         seed: ``--jitter-seed``.
         bar_starts: With ``--window-align bar``: which ids start a bar
             (:func:`varemi.music.tokenizer.bar_start_table`); None for token windows.
+        labeller: ``--labeller`` (None: the heuristic).
 
     Returns:
         ``(valence, arousal, fallback)``: float64 arrays, one entry per window, and how
@@ -202,7 +208,7 @@ def window_labels(
     for k, (start, stop) in enumerate(zip(spans.start.tolist(), spans.stop.tolist(), strict=True)):
         try:
             score = decode_music(tokenizer, ids[start:stop].tolist())
-            label = heuristic.label_score(score, name, jitter=jitter, seed=seed)
+            label = heuristic.label_score(score, name, jitter=jitter, seed=seed, labeller=labeller)
             valence[k], arousal[k] = label.valence, label.arousal
         except (DecodeError, heuristic.LabelError):  # no notes, or ids MidiTok cannot decode
             valence[k], arousal[k] = file_label
@@ -238,7 +244,7 @@ def _add_window_labels(
             return
     if _WORKER.get("job") != job:
         _init_worker(job)
-    jitter, seed, _ = job.labels
+    jitter, seed, _, labeller = job.labels
     file_label = (result.label["valence"], result.label["arousal"])
     t = time.perf_counter()
     *windows, _ = job.window_labels
@@ -251,6 +257,7 @@ def _add_window_labels(
         jitter,
         seed,
         _WORKER["bar_starts"],
+        labeller,
     )
     result.timings["window_labels"] = result.timings.get("window_labels", 0.0) + (
         time.perf_counter() - t
@@ -286,9 +293,11 @@ def _process(item) -> FileResult:
         data = read_midi_bytes(Path(job.root) / rel, job.options.max_file_mb)
 
         def label(score) -> None:
-            jitter, seed, _ = job.labels
+            jitter, seed, _, labeller = job.labels
             try:
-                file_label = heuristic.label_score(score, rel, jitter=jitter, seed=seed)
+                file_label = heuristic.label_score(
+                    score, rel, jitter=jitter, seed=seed, labeller=labeller
+                )
             except heuristic.LabelError as e:
                 raise RejectedFile(e.reason, e.detail) from e
             result.label = heuristic.label_row(rel, file_label)

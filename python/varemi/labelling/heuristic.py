@@ -1,21 +1,22 @@
 """Heuristic valence/arousal labels from musical features, and users' label CSVs.
 
-Every file is labelled from its own notes alone (drum tracks ignored, times in
-seconds), with fixed reference ranges, so a file's labels never depend on the rest
-of the corpus. Each feature ``x`` is put on a reference scale, ``z = (x - centre) /
-scale``, or ``z = log2(x / centre) / scale`` for rates and durations; ``z`` is not
-bounded. A label is one squash of the weighted evidence::
+Every file is labelled from its own notes alone (times in seconds; the drum tracks
+count only through the drum onset density), with fixed reference ranges, so a file's
+labels never depend on the rest of the corpus. Each feature ``x`` is put on a
+reference scale, ``z = (x - centre) / scale``, or ``z = log2(x / centre) / scale`` for
+rates and durations; ``z`` is not bounded. A label is one squash of the weighted evidence::
 
     valence = tanh(0.4 * sum(w * z for the VALENCE_TERMS))
     arousal = tanh(0.5 * sum(w * z for the AROUSAL_TERMS))
 
-so it is a monotone function of every feature (the velocity gate aside), in (-1, 1),
-and reaches the extreme bins (|label| > 0.875, evidence above 3.4 for valence, 2.7
-for arousal) only on strong evidence from several features at once: the labeller of version 1
-took ``tanh`` of a sum of already-bounded ``tanh`` terms of total weight 3, which
+so it is a monotone function of every feature (the velocity and drum gates aside), in
+(-1, 1), and reaches the extreme bins (|label| > 0.875, evidence above 3.4 for valence,
+2.7 for arousal) only on strong evidence from several features at once: the labeller of
+version 1 took ``tanh`` of a sum of already-bounded ``tanh`` terms of total weight 3, which
 put half of a classical repertoire in the top bin.
 
-Arousal (activity: how many notes, how close together, how loud, how detached):
+Arousal (activity: how many notes, how close together, how loud, how detached, how
+busy the drums):
 
 | feature         | weight | z                   | unit            |
 |-----------------|-------:|---------------------|-----------------|
@@ -25,10 +26,17 @@ Arousal (activity: how many notes, how close together, how loud, how detached):
 | `velocity_mean` |   0.5  | (x - 80) / 20       | MIDI velocity   |
 | `tempo_bpm`     |   0.25 | log2(x / 100)       | quarters/minute |
 | `articulation`  |  -0.25 | (x - 1.5) / 0.5     | sounding / IOI  |
+| `drum_density`  |   1.0  | log2(x / 4)         | drum onsets/s   |
 
 The velocity term counts only when ``velocity_range > 0``: a file whose notes all
 share one velocity (an editor's default, 90 of VGMIDI's 204 files) says nothing
-about loudness, and its term is 0 rather than "loud" or "soft".
+about loudness, and its term is 0 rather than "loud" or "soft". The drum term counts
+only when the file has drums (``drum_density > 0``): a file without drums is neutral
+on it (version 4; YM2413-MDB's listeners call 84% of its tracks with drums aroused
+and 55% of those without, and the drum onset density ranks arousal within the tracks
+with drums with ROC AUC 0.70). Its centre, 4 onsets a second, is an eighth-note
+pulse at 120 bpm: sparser drums (a hit a beat, fills) count as calm, busier (sixteenths,
+fast tempos) as aroused.
 
 Valence (harmony first: how well each passage fits a major key, the share of major
 vs minor sonorities, how tonal the whole piece is; then register, note length and
@@ -106,6 +114,11 @@ The features:
   major triad - onsets where they hold a minor triad) / (the sum of the two + 10):
   the share of major vs minor sonorities over time, shrunk towards 0 when a piece
   has only a handful of triads (10 neutral pseudo-onsets).
+- ``drum_density`` (computed in Python from the drum tracks, which the native kernel
+  never sees): the drum tracks' distinct onsets per second, onsets closer than 30 ms
+  merged, over the span of every note (drums included, at least 1 s); 0 without drums.
+  Per-window labels (``--label-scope window``) and generated music are decoded from
+  tokens, which hold no drums: they are neutral on it.
 - ``duration_s``, ``n_notes``, ``onset_rate``, ``note_duration``, ``major_corr``,
   ``minor_corr``, ``mode`` and ``local_mode`` are reported but not used by the
   formula (``velocity_range`` only gates the velocity term).
@@ -124,10 +137,10 @@ import math
 import numbers
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import symusic
@@ -135,7 +148,12 @@ import symusic
 from varemi._base.errors import VaremiError
 from varemi._base.workers import CRASHED_DETAIL, map_in_workers
 from varemi.core import kernels
-from varemi.core.label_features import FEATURE_NAMES, NoteArrays
+from varemi.core.label_features import (
+    FEATURE_NAMES,
+    MIN_SPAN_S,
+    ONSET_MERGE_S,
+    NoteArrays,
+)
 from varemi.music.files import (
     RejectedFile,
     list_midi_files,
@@ -185,6 +203,7 @@ AROUSAL_TERMS: tuple[Term, ...] = (
     Term("velocity_mean", 0.5, 80.0, 20.0, gate="velocity_range"),
     Term("tempo_bpm", 0.25, 100.0, 1.0, log=True),
     Term("articulation", -0.25, 1.5, 0.5),
+    Term("drum_density", 1.0, 4.0, 1.0, log=True, gate="drum_density"),
 )
 
 
@@ -206,7 +225,16 @@ VALENCE_GAIN = 0.4
 """``valence = tanh(VALENCE_GAIN * sum of weight * z over VALENCE_TERMS)``."""
 
 
-LABEL_COLUMNS: tuple[str, ...] = ("filename", "valence", "arousal", *FEATURE_NAMES)
+DRUM_FEATURES: tuple[str, ...] = ("drum_density",)
+"""The features of the drum tracks, computed here (the native kernel sees no drums)."""
+
+
+LABEL_FEATURES: tuple[str, ...] = (*FEATURE_NAMES, *DRUM_FEATURES)
+"""Every feature of a file, in the column order of a labels table: the native kernel's
+(:data:`FEATURE_NAMES`), then the drums' (:data:`DRUM_FEATURES`)."""
+
+
+LABEL_COLUMNS: tuple[str, ...] = ("filename", "valence", "arousal", *LABEL_FEATURES)
 
 
 class LabelError(Exception):
@@ -248,7 +276,11 @@ def note_arrays(score: symusic.Score) -> NoteArrays:
     Raises:
         LabelError: ``"no_notes"`` when the score has no non-drum note.
     """
-    sec = score.to("second")
+    return _note_arrays(score.to("second"))
+
+
+def _note_arrays(sec: symusic.Score) -> NoteArrays:
+    """:func:`note_arrays` of a score already in seconds."""
     kept = [t for t in sec.tracks if not t.is_drum and len(t.notes) > 0]
     if not kept:
         raise LabelError("no_notes", "no non-drum notes")
@@ -288,22 +320,50 @@ def features_of_arrays(a: NoteArrays) -> dict[str, float]:
     return dict(zip(FEATURE_NAMES, map(float, kernels.label_features(a)), strict=True))
 
 
+def drum_density(sec: symusic.Score) -> float:
+    """Drum onsets per second: the drum tracks' onsets, those closer than 30 ms merged.
+
+    Taken over the span of every note, drums included, from the first onset to the
+    last offset (at least 1 s), like ``note_density``; 0 when there is no drum note.
+
+    Args:
+        sec: A symusic score in seconds.
+
+    Returns:
+        Onsets per second, >= 0.
+    """
+    drums = [t.notes.numpy() for t in sec.tracks if t.is_drum and len(t.notes) > 0]
+    if not drums:
+        return 0.0
+    others = [t.notes.numpy() for t in sec.tracks if not t.is_drum and len(t.notes) > 0]
+    every = drums + others
+    start = min(float(n["time"].min()) for n in every)
+    end = max(float((n["time"] + np.maximum(n["duration"], 0.0)).max()) for n in every)
+    onsets = np.unique(np.concatenate([n["time"] for n in drums]).astype(np.float64))
+    groups = 1 + int(np.count_nonzero(np.diff(onsets) > ONSET_MERGE_S))
+    return groups / max(end - start, MIN_SPAN_S)
+
+
 def extract_features(score: symusic.Score) -> dict[str, float]:
-    """The musical features of a score (see the module docstring), drum tracks ignored.
+    """The musical features of a score (see the module docstring).
 
     Args:
         score: A symusic score in any time unit.
 
     Returns:
-        A dict with the keys of :data:`FEATURE_NAMES`, all finite floats.
+        A dict with the keys of :data:`LABEL_FEATURES`, all finite floats: the
+        features of the non-drum notes (:data:`FEATURE_NAMES`), then the drums'.
 
     Raises:
         LabelError: ``"no_notes"`` when the score has no non-drum note.
     """
-    return features_of_arrays(note_arrays(score))
+    sec = score.to("second")
+    features = features_of_arrays(_note_arrays(sec))
+    features["drum_density"] = drum_density(sec)
+    return features
 
 
-def _combine(terms: Sequence[Term], gain: float, features: dict[str, float]) -> float:
+def _combine(terms: Sequence[Term], gain: float, features: Mapping[str, float]) -> float:
     return math.tanh(
         gain
         * sum(
@@ -314,7 +374,40 @@ def _combine(terms: Sequence[Term], gain: float, features: dict[str, float]) -> 
     )
 
 
-def label_features(features: dict[str, float]) -> tuple[float, float]:
+class Labeller(Protocol):
+    """What turns a file's features into ``(valence, arousal)`` in [-1, 1].
+
+    The heuristic (:data:`HEURISTIC`) and a labeller fitted to human ratings
+    (:class:`varemi.labelling.fitted.FittedLabeller`) both are one.
+
+    Attributes:
+        kind: ``heuristic`` or ``fitted``.
+        sha256: What names this labeller in cache keys and ``dataset_info.json``: the
+            hex sha256 of a fitted labeller's JSON file, ``""`` for the heuristic
+            (whose sources name it).
+    """
+
+    kind: str
+    sha256: str
+
+    def label(self, features: Mapping[str, float]) -> tuple[float, float]:
+        """``(valence, arousal)`` of a file's features (the keys of :data:`LABEL_FEATURES`)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Heuristic:
+    """The fixed formula of the module docstring as a :class:`Labeller`."""
+
+    kind: str = "heuristic"
+    sha256: str = ""
+
+    def label(self, features: Mapping[str, float]) -> tuple[float, float]:
+        """:func:`label_features`."""
+        return label_features(features)
+
+
+def label_features(features: Mapping[str, float]) -> tuple[float, float]:
     """Valence and arousal from features, by the fixed formula of the module docstring.
 
     Args:
@@ -328,6 +421,10 @@ def label_features(features: dict[str, float]) -> tuple[float, float]:
         _combine(VALENCE_TERMS, VALENCE_GAIN, features),
         _combine(AROUSAL_TERMS, AROUSAL_GAIN, features),
     )
+
+
+HEURISTIC: Heuristic = Heuristic()
+"""The heuristic labeller (the default everywhere)."""
 
 
 def check_label_params(
@@ -368,6 +465,7 @@ def label_file(
     seed: int = 0,
     name: str | None = None,
     max_file_mb: float | None = None,
+    labeller: Labeller | None = None,
 ) -> FileLabel:
     """Read a MIDI file and label it.
 
@@ -378,6 +476,7 @@ def label_file(
         name: The file's key for the noise, normally its path relative to the corpus
             root; defaults to the file's name.
         max_file_mb: Reject files larger than this many MiB without reading them.
+        labeller: What turns the features into labels (default: the heuristic).
 
     Returns:
         The labels, in [-1, 1], and the features.
@@ -393,11 +492,17 @@ def label_file(
         score = parse_midi(read_midi_bytes(path, max_file_mb))
     except RejectedFile as exc:
         raise LabelError(exc.reason, exc.detail) from exc
-    return label_score(score, name if name is not None else path.name, jitter=jitter, seed=seed)
+    name = name if name is not None else path.name
+    return label_score(score, name, jitter=jitter, seed=seed, labeller=labeller)
 
 
 def label_score(
-    score: symusic.Score, name: str, *, jitter: float = 0.0, seed: int = 0
+    score: symusic.Score,
+    name: str,
+    *,
+    jitter: float = 0.0,
+    seed: int = 0,
+    labeller: Labeller | None = None,
 ) -> FileLabel:
     """Label a parsed score (what :func:`label_file` does after reading the file).
 
@@ -406,6 +511,7 @@ def label_score(
         name: The file's key for the noise (its path relative to the corpus root).
         jitter: Standard deviation of gaussian noise added to both labels (0: none).
         seed: Seed of the noise.
+        labeller: What turns the features into labels (default: the heuristic).
 
     Returns:
         The labels, in [-1, 1], and the features.
@@ -416,7 +522,7 @@ def label_score(
     """
     _check_params(jitter, seed)
     features = extract_features(score)
-    valence, arousal = label_features(features)
+    valence, arousal = (labeller or HEURISTIC).label(features)
     if jitter > 0:
         noise = _jitter_rng(name, seed).normal(0.0, jitter, 2)
         valence = float(np.clip(valence + noise[0], -1.0, 1.0))
@@ -435,16 +541,26 @@ def label_row(name: str, label: FileLabel) -> dict:
         ``{"filename": name, "valence": ..., "arousal": ..., feature: value, ...}``.
     """
     row = {"filename": name, "valence": float(label.valence), "arousal": float(label.arousal)}
-    return row | {k: float(label.features[k]) for k in FEATURE_NAMES}
+    return row | {k: float(label.features[k]) for k in LABEL_FEATURES}
 
 
 def _label_one(
-    root: str, name: str, jitter: float, seed: int, max_file_mb: float | None
+    root: str,
+    name: str,
+    jitter: float,
+    seed: int,
+    max_file_mb: float | None,
+    labeller: Labeller | None = None,
 ) -> tuple[str, FileLabel | None, tuple[str, str, str] | None]:
     """Worker: label one file; every failure becomes a reject, nothing is raised."""
     try:
         result = label_file(
-            Path(root) / name, jitter=jitter, seed=seed, name=name, max_file_mb=max_file_mb
+            Path(root) / name,
+            jitter=jitter,
+            seed=seed,
+            name=name,
+            max_file_mb=max_file_mb,
+            labeller=labeller,
         )
         return name, result, None
     except LabelError as exc:
@@ -471,6 +587,7 @@ def label_folder(
     seed: int = 0,
     progress: bool = True,
     max_file_mb: float | None = None,
+    labeller: Labeller | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
     """Label every MIDI file of a folder, in parallel.
 
@@ -483,6 +600,7 @@ def label_folder(
         seed: Seed of the noise.
         progress: Show a progress bar on stderr.
         max_file_mb: Reject files larger than this many MiB without reading them.
+        labeller: What turns the features into labels (default: the heuristic).
 
     Returns:
         ``(labels, rejects)``: a DataFrame with columns :data:`LABEL_COLUMNS`
@@ -508,7 +626,7 @@ def label_folder(
     names = list_midi_files(root) if files is None else sorted(set(files))
     names, bad_names = split_bad_names(names)  # their names cannot be hashed or written
 
-    args = [(str(root), name, jitter, seed, max_file_mb) for name in names]
+    args = [(str(root), name, jitter, seed, max_file_mb, labeller) for name in names]
     workers = min(workers, max(len(args), 1))
     tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked
     with tqdm(

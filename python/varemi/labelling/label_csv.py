@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import math
 import os
+import posixpath
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -109,17 +110,108 @@ def _parse_label(text: str | None, label_range: tuple[float, float] | None = Non
     return -1.0 + 2.0 * (value - low) / (high - low)
 
 
+def _read_table(path: Path, what: str = "labels CSV") -> list[list[str]]:
+    """The rows of a CSV (UTF-8, optional byte-order mark), header first; never empty."""
+    if not path.is_file():
+        raise LabelsCSVError(f"{what} not found: {path}")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            table = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LabelsCSVError(f"{what} {path} is unreadable: {exc}") from exc
+    if not table:
+        raise LabelsCSVError(f"{what} {path} is empty (no header row)")
+    return table
+
+
+def read_header(path: Path | str, what: str = "labels CSV") -> list[str]:
+    """The column names of a CSV, stripped and lower-cased.
+
+    Args:
+        path: The CSV.
+        what: How messages name it.
+
+    Returns:
+        The header row.
+
+    Raises:
+        LabelsCSVError: missing, unreadable or empty.
+    """
+    return [h.strip().lower() for h in _read_table(Path(path), what)[0]]
+
+
+SEPARATORS = (";", "\t", "|")
+"""Separators that are not commas, named when a CSV's header was written with one."""
+
+
+def _column(header: list[str], name: str, path: Path, what: str = "labels CSV") -> int:
+    """The index of the one column ``name`` of a lower-cased header, else a clear refusal."""
+    if header.count(name) == 1:
+        return header.index(name)
+    if name in header:
+        raise LabelsCSVError(f"{what} {path} has more than one {name!r} column")
+    for sep in SEPARATORS:  # `filename;valence;arousal` reads as one column
+        if any(name in (part.strip() for part in cell.split(sep)) for cell in header):
+            raise LabelsCSVError(
+                f"{what} {path} is separated by {sep!r}, not commas: its header reads as "
+                f"{len(header)} column(s); write it with commas (filename,valence,arousal)"
+            )
+    raise LabelsCSVError(f"{what} {path} lacks a {name!r} column")
+
+
+def _row_key(text: str, roots: Sequence[str]) -> str:
+    """A row's file name as a path relative to the MIDI root, when it can be one.
+
+    ``./a.mid`` and ``sub/../a.mid`` are ``a.mid``; an absolute path under one of
+    ``roots`` (the MIDI folder as given and as resolved) is made relative to it;
+    anything else (a basename, a stem, a path elsewhere) is returned as written.
+    """
+    name = text.strip().replace("\\", "/")
+    if not name:
+        return name
+    if name.startswith("/") or (len(name) > 2 and name[1] == ":" and name[2] == "/"):
+        for root in roots:
+            prefix = root.rstrip("/") + "/"
+            if name.startswith(prefix):
+                return posixpath.normpath(name[len(prefix) :])
+        return name
+    normal = posixpath.normpath(name)
+    return normal if not normal.startswith("../") else name
+
+
+def _roots(root: Path | str | None) -> list[str]:
+    if root is None:
+        return []
+    given = Path(root).absolute().as_posix()
+    real = Path(root).resolve().as_posix()
+    return [given] if given == real else [given, real]
+
+
+def _match(name: str, rows: Mapping[str, object]) -> str | None:
+    """The key of ``rows`` that labels corpus file ``name``: its path, its basename, its stem."""
+    base = PurePosixPath(name).name
+    return next((k for k in (name, base, os.path.splitext(base)[0]) if k in rows), None)
+
+
 def read_labels_csv(
-    path: Path | str, files: Sequence[str], label_range: Sequence[float] | None = None
+    path: Path | str,
+    files: Sequence[str],
+    label_range: Sequence[float] | None = None,
+    *,
+    root: Path | str | None = None,
 ) -> tuple[dict[str, tuple[float, float]], list[tuple[str, str, str]], list[str]]:
     """Read a user's labels CSV and match its rows to the corpus files.
 
     The CSV needs columns ``filename``, ``valence`` and ``arousal`` (headers are
-    case-insensitive; other columns are ignored). A corpus file matches the rows
-    whose ``filename`` equals its relative path; failing that, its basename; failing
-    that, its basename without extension. A row that labels several different
-    files that way (``a/x.mid`` and ``b/x.mid`` from one row ``x.mid``) is used for
-    each of them, with a :class:`LabelsCSVWarning`.
+    case-insensitive; other columns are ignored), or, instead of the last two, a
+    ``quadrant`` column (``Q1``..``Q4`` or ``1``..``4``: Q1 is valence +1, arousal
+    +1, Q2 -1 +1, Q3 -1 -1, Q4 +1 -1). A row's ``filename`` is read as a path
+    relative to the MIDI folder (``./a.mid`` is ``a.mid``; an absolute path under
+    ``root`` is made relative to it). A corpus file matches the rows whose
+    ``filename`` equals its relative path; failing that, its basename; failing that,
+    its basename without extension. A row that labels several different files that
+    way (``a/x.mid`` and ``b/x.mid`` from one row ``x.mid``) is used for each of
+    them, with a :class:`LabelsCSVWarning`.
 
     Args:
         path: The CSV (UTF-8, an optional byte-order mark).
@@ -127,6 +219,7 @@ def read_labels_csv(
         label_range: ``(low, high)``: the CSV's values lie in [low, high] and are
             mapped linearly to [-1, 1] (low to -1, high to +1); None: they are in
             [-1, 1] already.
+        root: The MIDI folder (absolute paths under it match its files).
 
     Returns:
         ``(labels, rejects, unmatched)``: ``{file: (valence, arousal)}`` for the files
@@ -137,55 +230,59 @@ def read_labels_csv(
         CSV order.
 
     Raises:
-        LabelsCSVError: The CSV is missing or unreadable, or lacks a required column.
+        LabelsCSVError: The CSV is missing or unreadable, lacks a required column, or
+            is separated by something else than commas; ``label_range`` with quadrants.
         LabelRangeError: A bad ``label_range``.
     """
     scale = check_label_range(label_range)
     low, high = scale or (-1.0, 1.0)
     path = Path(path)
-    if not path.is_file():
-        raise LabelsCSVError(f"labels CSV not found: {path}")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            table = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise LabelsCSVError(f"labels CSV {path} is unreadable: {exc}") from exc
-    if not table:
-        raise LabelsCSVError(f"labels CSV {path} is empty (no header row)")
+    table = _read_table(path)
     header = [h.strip().lower() for h in table[0]]
-    columns = {}
-    for required in ("filename", "valence", "arousal"):
-        if header.count(required) != 1:
-            problem = "lacks" if required not in header else "has more than one"
-            raise LabelsCSVError(f"labels CSV {path} {problem} a {required!r} column")
-        columns[required] = header.index(required)
+    quadrants = "quadrant" in header and not ({"valence", "arousal"} & set(header))
+    if quadrants:
+        columns = {c: _column(header, c, path) for c in ("filename", "quadrant")}
+        if scale is not None:
+            raise LabelsCSVError(
+                f"--label-range gives the scale of valence and arousal values; labels CSV "
+                f"{path} has quadrants"
+            )
+    else:
+        columns = {c: _column(header, c, path) for c in ("filename", "valence", "arousal")}
 
-    rows: dict[str, list[tuple[str | None, str | None]]] = {}
+    roots = _roots(root)
+    rows: dict[str, list[tuple[str | None, ...]]] = {}
+    written: dict[str, str] = {}  # row key -> the filename as the CSV writes it
     for record in table[1:]:
         if not any(cell.strip() for cell in record):
             continue  # blank line
         cells = [record[columns[c]] if columns[c] < len(record) else None for c in columns]
-        rows.setdefault(cells[0] or "", []).append((cells[1], cells[2]))
+        key = _row_key(cells[0] or "", roots)
+        written.setdefault(key, cells[0] or "")
+        rows.setdefault(key, []).append(tuple(cells[1:]))
 
     labels: dict[str, tuple[float, float]] = {}
     rejects: list[tuple[str, str, str]] = []
     used: dict[str, list[str]] = {}  # row key -> the files it labels
     for name in files:
-        base = PurePosixPath(name).name
-        key = next((k for k in (name, base, os.path.splitext(base)[0]) if k in rows), None)
+        key = _match(name, rows)
         if key is None:
             rejects.append((name, "unlabelled", "no row in the labels CSV"))
             continue
         used.setdefault(key, []).append(name)
         values = set()
         bad = None
-        for v_text, a_text in rows[key]:
-            v, a = _parse_label(v_text, scale), _parse_label(a_text, scale)
-            if v is None or a is None:
-                bad = (
-                    f"row {key!r}: valence={v_text!r}, arousal={a_text!r} "
-                    f"not finite in [{low:g}, {high:g}]"
+        for cells in rows[key]:
+            if quadrants:
+                v, a = QUADRANTS.get((cells[0] or "").strip().upper().lstrip("Q"), (None, None))
+                problem = f"quadrant={cells[0]!r} is not Q1, Q2, Q3 or Q4"
+            else:
+                v, a = _parse_label(cells[0], scale), _parse_label(cells[1], scale)
+                problem = (
+                    f"valence={cells[0]!r}, arousal={cells[1]!r} not finite in [{low:g}, {high:g}]"
                 )
+            if v is None or a is None:
+                bad = f"row {key!r}: {problem}"
                 break
             values.add((v, a))
         if bad is not None:
@@ -203,8 +300,53 @@ def read_labels_csv(
                 LabelsCSVWarning,
                 stacklevel=2,
             )
-    unmatched = [k for k in rows if k not in used]
+    unmatched = [written[k] for k in rows if k not in used]
     return labels, rejects, unmatched
+
+
+QUADRANTS: dict[str, tuple[float, float]] = {
+    "1": (1.0, 1.0),
+    "2": (-1.0, 1.0),
+    "3": (-1.0, -1.0),
+    "4": (1.0, -1.0),
+}
+"""``(valence, arousal)`` of each quadrant (Russell's circumplex, counter-clockwise from
+positive-positive), keyed by its number."""
+
+
+def read_groups(
+    path: Path | str, files: Sequence[str], column: str = "group", *, root: Path | str | None = None
+) -> dict[str, str]:
+    """Each corpus file's group from a column of a CSV, rows matched as labels rows are.
+
+    Args:
+        path: The CSV (a ``filename,group`` file, or the labels CSV itself).
+        files: The corpus files, as paths relative to the MIDI root.
+        column: The column holding the group (case-insensitive).
+        root: The MIDI folder (absolute paths under it match its files).
+
+    Returns:
+        ``{file: group}`` for the files with a row and a non-empty group.
+
+    Raises:
+        LabelsCSVError: The CSV is missing or unreadable or lacks either column.
+    """
+    path = Path(path)
+    table = _read_table(path, "--groups CSV")
+    header = [h.strip().lower() for h in table[0]]
+    name_col = _column(header, "filename", path, "--groups CSV")
+    group_col = _column(header, column.strip().lower(), path, "--groups CSV")
+    roots = _roots(root)
+    rows: dict[str, str] = {}
+    for record in table[1:]:
+        if max(name_col, group_col) < len(record) and record[group_col].strip():
+            rows.setdefault(_row_key(record[name_col], roots), record[group_col].strip())
+    out = {}
+    for name in files:
+        key = _match(name, rows)
+        if key is not None:
+            out[name] = rows[key]
+    return out
 
 
 class OutputFileError(VaremiError):

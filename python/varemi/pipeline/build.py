@@ -56,6 +56,8 @@ from varemi.dataset.info import FORMAT_VERSION, is_varemi_dataset
 from varemi.dataset.integrity import dataset_checksums
 from varemi.dataset.staging import Staging, resolve_out
 from varemi.labelling import label_csv
+from varemi.labelling.fitted import load_labeller
+from varemi.labelling.heuristic import HEURISTIC
 from varemi.music.encoder import EncodeOptions, TokenEncoder
 from varemi.music.files import list_midi_files, split_bad_names
 from varemi.music.models import window_warning
@@ -116,6 +118,7 @@ def build(p: BuildParams) -> BuildResult:
         out=Path(p.out),
         labels=Path(p.labels) if p.labels is not None else None,
         groups=Path(p.groups) if p.groups is not None else None,
+        labeller=Path(p.labeller) if p.labeller is not None else None,
     )
     Staging.remove_dead(resolve_out(p.out))  # before the checks: it may restore a lost output
     check_params(p)
@@ -179,6 +182,7 @@ def _build_into(
         tmp=tmp,
     )
     run.user_groups, run.groups_how = groups
+    run.labeller = load_labeller(p.labeller) if p.labeller is not None else HEURISTIC
     _labels_stage(p, run)
     if run.label_table is None:  # computed labels: each row goes to disk as it arrives
         run.label_rows = LabelRowSpool(tmp / "_labels.csv")
@@ -265,7 +269,9 @@ def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tu
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", label_csv.LabelsCSVWarning)
-        table, bad, unmatched = label_csv.read_labels_csv(p.labels, files, p.label_range)
+        table, bad, unmatched = label_csv.read_labels_csv(
+            p.labels, files, p.label_range, root=p.midi_dir
+        )
     for w in caught:
         if not issubclass(w.category, label_csv.LabelsCSVWarning):
             warnings.warn(w.message, w.category, stacklevel=2)
@@ -294,7 +300,7 @@ def _job(p: BuildParams, run: Run, base, encoder):
         cache_dir=run.cache_dir,
         labels=None
         if run.label_table is not None
-        else (p.jitter, p.jitter_seed, labeller_version()),
+        else (p.jitter, p.jitter_seed, labeller_version(run.labeller.sha256), run.labeller),
         fingerprint=p.dedup != "off",
         window_labels=(p.window_size, p.stride, p.min_window_tokens, p.window_align)
         if p.label_scope == "window"
@@ -462,7 +468,7 @@ def _checksum_stage(run: Run, tmp: Path, writers: dict) -> None:
 
 def _dataset_info(p: BuildParams, run: Run, base, encoder, cond_tokens, writers) -> dict:
     """The content of ``dataset_info.json`` (contract 7)."""
-    label_source = "heuristic" if run.label_table is None else "csv"
+    label_source = run.labeller.kind if run.label_table is None else "csv"
     vbins_a, abins_a = np.array(run.vbins, dtype=np.int64), np.array(run.abins, dtype=np.int64)
     vedges = [float(e) for e in run.edges[0]] if run.edges else None
     aedges = [float(e) for e in run.edges[1]] if run.edges else None
@@ -490,7 +496,14 @@ def _dataset_info(p: BuildParams, run: Run, base, encoder, cond_tokens, writers)
         "params": _params_record(p),
         "labels": {
             "source": label_source,
-            "file": "labels.csv" if label_source == "heuristic" else str(p.labels),
+            "file": "labels.csv" if run.label_table is None else str(p.labels),
+            "labeller": None
+            if run.label_table is not None
+            else {
+                "kind": run.labeller.kind,
+                "file": str(p.labeller) if p.labeller is not None else None,
+                "sha256": run.labeller.sha256 or None,
+            },
             "range": list(p.label_range) if p.label_range else None,
             "mapped_file": "labels.csv" if p.label_range else None,
             "binning_edges": {"valence": vedges, "arousal": aedges} if vedges else None,

@@ -19,6 +19,7 @@ from varemi.dataset.export import (
 )
 from varemi.dataset.info import is_varemi_dataset
 from varemi.dataset.staging import check_inputs_outside, check_output_folder, resolve_out
+from varemi.labelling.fitted import load_labeller
 from varemi.labelling.heuristic import check_label_params
 from varemi.labelling.label_csv import check_label_range
 from varemi.music import augment
@@ -86,6 +87,9 @@ class BuildParams:
             window starts at the first bar at or after each stride point).
         label_scope: ``file`` (every window carries its file's labels) or ``window``
             (every window is labelled from its own decoded music; computed labels only).
+        labeller: A labeller file written by ``labels --fit``
+            (:mod:`varemi.labelling.fitted`): computed labels come from it; None: the
+            heuristic.
     """
 
     midi_dir: Path
@@ -126,6 +130,7 @@ class BuildParams:
     format: str = _DEFAULTS["format"]
     label_scope: str = _DEFAULTS["label_scope"]
     window_align: str = _DEFAULTS["window_align"]
+    labeller: Path | None = _DEFAULTS["labeller"]
 
 
 def check_label_scope(scope: str, labels: Path | None) -> None:
@@ -199,6 +204,12 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
         raise VaremiError(
             "--jitter applies to computed labels only; it cannot be used with --labels"
         )
+    if p.labeller is not None:
+        if p.labels is not None:
+            raise VaremiError(
+                "--labeller computes the labels and --labels gives them: use one of the two"
+            )
+        load_labeller(p.labeller)  # a missing or malformed file is refused before any work
     if midi_dir and not p.midi_dir.is_dir():
         raise MidiDirError(f"--midi-dir {p.midi_dir} is not a folder")
     if p.labels is not None and not p.labels.is_file():
@@ -209,7 +220,12 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
     check_output_folder(p.out, p.overwrite)
     if p.overwrite and is_varemi_dataset(p.out):  # never replace an input with the output
         cache = (p.cache_dir or default_cache_dir()) if p.cache else None
-        inputs = {"--midi-dir": p.midi_dir, "--labels": p.labels, "--cache-dir": cache}
+        inputs = {
+            "--midi-dir": p.midi_dir,
+            "--labels": p.labels,
+            "--labeller": p.labeller,
+            "--cache-dir": cache,
+        }
         check_inputs_outside(resolve_out(p.out), inputs)
 
 

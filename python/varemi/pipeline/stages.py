@@ -30,6 +30,7 @@ class Run:
     rejects: list[tuple[str, str, str]] = field(default_factory=list)
     label_table: dict[str, tuple[float, float]] | None = None
     label_rows: LabelRowSpool | None = None  # computed labels only
+    labeller: object = None  # computed labels: the heuristic or a fitted labeller
     usable: list[str] = field(default_factory=list)
     user_groups: dict[str, str] = field(default_factory=dict)
     groups_how: str = ""
