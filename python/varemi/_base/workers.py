@@ -7,7 +7,6 @@ once; an item that kills two workers gets :data:`CRASHED_DETAIL`.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import resource
 import signal
 import sys
@@ -70,13 +69,12 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _worker_start(pids, initializer: Callable | None, initargs: tuple) -> None:
+def _worker_start(initializer: Callable | None, initargs: tuple) -> None:
     # The main process handles Ctrl-C and SIGTERM and stops the workers itself: a
     # terminal's Ctrl-C reaches the whole process group, and a worker must not print
     # a traceback for it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    pids.put(os.getpid())  # so that the pool can stop this worker at once (_Pool.close)
     if initializer is not None:
         initializer(*initargs)
 
@@ -87,28 +85,28 @@ class _Pool:
     def __init__(self, workers: int, initializer: Callable | None, initargs: tuple) -> None:
         self.workers, self.initializer, self.initargs = workers, initializer, initargs
         self.executor: ProcessPoolExecutor | None = None
-        self.pids = None  # each worker announces its PID here when it starts
+        self.others: set = set()  # this process's children that are not this pool's workers
 
     def get(self) -> ProcessPoolExecutor:
         if self.executor is None:
-            context = _mp_context()
-            self.pids = context.SimpleQueue()
+            self.others = set(multiprocessing.active_children())
             self.executor = ProcessPoolExecutor(
                 self.workers,
-                mp_context=context,
+                mp_context=_mp_context(),
                 initializer=_worker_start,
-                initargs=(self.pids, self.initializer, self.initargs),
+                initargs=(self.initializer, self.initargs),
             )
         return self.executor
 
     def _kill_workers(self) -> None:
-        """SIGKILL every worker that announced itself (running tasks are abandoned)."""
-        while self.pids is not None and not self.pids.empty():
-            pid = self.pids.get()
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):  # gone already
-                pass
+        """SIGKILL this pool's workers (running tasks are abandoned).
+
+        They are the children this process started since the pool was made (the
+        executor starts them through multiprocessing, which lists them publicly).
+        """
+        for process in multiprocessing.active_children():
+            if process not in self.others:
+                process.kill()
 
     def close(self, kill: bool = False) -> None:
         executor, self.executor = self.executor, None
@@ -117,9 +115,6 @@ class _Pool:
         if kill:  # interrupted, or the pool is broken: do not wait for running tasks
             self._kill_workers()
         executor.shutdown(wait=True, cancel_futures=True)
-        if self.pids is not None:
-            self.pids.close()
-            self.pids = None
 
 
 def map_in_workers(
