@@ -657,3 +657,33 @@ def test_the_documented_trainer_example_runs(data, tmp_path, monkeypatch):
     shutil.copytree(data, tmp_path / "DATA")
     exec(compile(block.replace("max_steps=100", "max_steps=2"), DATA_API_EXAMPLE, "exec"), {})
     assert (tmp_path / "my-run" / "config.json").is_file()
+
+
+def test_gradient_checkpointing_trains_the_same_model(data, tmp_path):
+    # recomputing activations in the backward pass changes memory, not the arithmetic
+    torch.set_num_threads(2)
+    kw = dict(max_steps=4, eval_steps=4)
+    plain = ft.finetune(_params(data, tmp_path / "plain", **kw))
+    checkpointed = ft.finetune(_params(data, tmp_path / "ckpt", gradient_checkpointing=True, **kw))
+    assert checkpointed.best_val_loss == pytest.approx(plain.best_val_loss, rel=1e-4)
+    meta = json.loads((tmp_path / "ckpt" / "run.json").read_text())
+    assert meta["params"]["gradient_checkpointing"] is True
+
+
+def test_report_to_a_missing_package_is_one_error_before_any_work(data, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    with pytest.raises(ft.TrainError, match=r"--report-to tensorboard needs .*pip install"):
+        ft.finetune(_params(data, tmp_path / "tb", report_to="tensorboard"))
+    assert not (tmp_path / "tb").exists()
+
+
+def test_an_empty_val_split_trains_with_a_warning(corpus, tmp_path, capsys):
+    data = tmp_path / "all-train"
+    h.build(corpus, data, window_size=WINDOW, stride=STRIDE, min_window_tokens=MIN, train_split=1.0)
+    capsys.readouterr()
+    result = ft.finetune(_params(data, tmp_path / "run", max_steps=2, eval_steps=2, quiet=False))
+    assert "empty val split" in capsys.readouterr().err
+    assert result.steps == 2

@@ -596,7 +596,8 @@ def _write_log(out: Path, log: list[dict], per_bin: dict) -> str | None:
         ax.plot(*zip(*va, strict=True), label="val", marker="o")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats per token)")
-    ax.legend()
+    if tr or va:  # a run with no logged loss yet has nothing to name
+        ax.legend()
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=100)
     plt.close(fig)
