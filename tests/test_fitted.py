@@ -21,7 +21,7 @@ from varemi.labelling.fitted import (
     load_labeller,
     write_labeller,
 )
-from varemi.labelling.heuristic import LABEL_FEATURES, label_folder
+from varemi.labelling.heuristic import HEURISTIC, LABEL_FEATURES, label_folder
 
 QUICK = ("--tokenizer", "builtin", "--no-cache", "--quiet", "--workers", "1")
 SMALL = ("--window-size", "16", "--stride", "8", "--min-window-tokens", "4")
@@ -394,3 +394,21 @@ def test_ratings_on_another_scale_need_label_range(rated, tmp_path):
     doc = json.loads(out.read_text(encoding="utf-8"))
     assert doc["training"]["label_range"] == [1.0, 9.0] and doc["training"]["files"] == 16
     assert doc["valence"]["cv"]["human_positive"] == 0.5
+
+
+def test_evaluate_measures_generations_with_the_datasets_own_labeller(model, tmp_path, capsys):
+    # issue 19: a dataset labelled by a fitted labeller is evaluated with that labeller
+    from varemi.training.evaluation import dataset_labeller
+
+    heuristic_info = {"labels": {"labeller": {"kind": "heuristic", "file": None}}}
+    labeller, record = dataset_labeller(heuristic_info)
+    assert labeller is HEURISTIC and record["kind"] == "heuristic"
+    written = write_labeller(model, tmp_path / "labeller.json")
+    info = {"labels": {"labeller": {"kind": "fitted", "file": str(tmp_path / "labeller.json"),
+                                    "sha256": written.sha256}}}  # fmt: skip
+    labeller, record = dataset_labeller(info)
+    assert labeller.sha256 == written.sha256 and record["kind"] == "fitted"
+    (tmp_path / "labeller.json").write_text("{}")  # changed since the build
+    labeller, record = dataset_labeller(info)
+    assert labeller is HEURISTIC and "missing or changed" in record["note"]
+    assert "warning:" in capsys.readouterr().err

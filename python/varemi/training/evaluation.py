@@ -18,7 +18,8 @@ import numpy as np
 from varemi._base.fileio import write_json
 from varemi.dataset import info as info_module
 from varemi.dataset.info import half_width
-from varemi.labelling.heuristic import LabelError, label_score
+from varemi.labelling.fitted import LabellerError, load_labeller
+from varemi.labelling.heuristic import HEURISTIC, LabelError, Labeller, label_score
 from varemi.music.tokenizer import DecodeError, decode_music
 from varemi.training.errors import TrainError, require_torch
 from varemi.training.generation import (
@@ -106,6 +107,40 @@ def control_metrics(requested: np.ndarray, measured: np.ndarray, bins: np.ndarra
     return res
 
 
+def dataset_labeller(info: dict) -> tuple[Labeller, dict]:
+    """The labeller the dataset's labels came from, to measure generations the same way.
+
+    A dataset built with ``--labeller FILE`` names the file and its sha256 in
+    ``dataset_info.json``; that file is used when it is still there with that sha256.
+
+    Args:
+        info: The run's (the dataset's) ``dataset_info.json``.
+
+    Returns:
+        ``(labeller, record)``: the labeller, and what ``evaluate.json`` records of it
+        (``kind``, ``sha256``, ``file``, and a ``note`` when it fell back to the heuristic).
+
+    Raises:
+        TrainError: never; a missing or changed file falls back with a ``warning:`` line.
+    """
+    recorded = (info.get("labels") or {}).get("labeller") or {}
+    if recorded.get("kind") != "fitted":
+        return HEURISTIC, {"kind": "heuristic", "sha256": None, "file": None}
+    path, sha = recorded.get("file"), recorded.get("sha256")
+    try:
+        labeller = load_labeller(path) if path else None
+    except (LabellerError, OSError):
+        labeller = None
+    if labeller is not None and labeller.sha256 == sha:
+        return labeller, {"kind": "fitted", "sha256": sha, "file": path}
+    note = (
+        f"the dataset's labeller {path} (sha256 {sha}) is missing or changed: generations "
+        "are measured with the heuristic, not the labeller the data was labelled with"
+    )
+    print(f"warning: {note}", file=sys.stderr)
+    return HEURISTIC, {"kind": "heuristic", "sha256": None, "file": None, "note": note}
+
+
 def evaluate(
     run: str | Path,
     grid: int = 3,
@@ -119,8 +154,9 @@ def evaluate(
     """Controllability of a run: request moods on a grid, label what comes out.
 
     For each (valence, arousal) of a ``grid`` x ``grid`` grid over the dataset's bins,
-    sample ``n_per_cell`` pieces, decode them, label each with varemi's own labeller
-    (:func:`varemi.labelling.heuristic.label_score`) and compare requested with measured: Spearman
+    sample ``n_per_cell`` pieces, decode them, label each with the labeller the dataset
+    was labelled with (:func:`dataset_labeller`: the heuristic, or the ``--labeller`` file;
+    recorded in ``evaluate.json``) and compare requested with measured: Spearman
     rho per axis, quadrant accuracy, mean absolute bin error, normalised L1 error, and
     the fraction of generations that decode to music with notes. The same figures for
     a shuffled-prompt baseline (the requested bins permuted over the same generations)
@@ -161,6 +197,7 @@ def evaluate(
     torch, _ = require_torch()
     resolve_device(device, torch)
     r = load_run(run, device, allow_unfinished)
+    labeller, labeller_record = dataset_labeller(info)
     axis = grid_bins(grid, half)
     cells = [(v, a) for v in axis for a in axis]
     requested, measured, lengths = [], [], []
@@ -173,7 +210,7 @@ def evaluate(
             lengths.append(len(ids))
             try:
                 score = decode_music(r.tokenizer, ids)
-                label = label_score(score, f"v{v:+d}_a{a:+d}_{k}")
+                label = label_score(score, f"v{v:+d}_a{a:+d}_{k}", labeller=labeller)
             except (DecodeError, LabelError):  # ids MidiTok cannot read, or no notes
                 continue
             requested.append((v, a))
@@ -185,6 +222,7 @@ def evaluate(
         "run": str(run),
         "grid": axis,
         "n_per_cell": n_per_cell,
+        "labeller": labeller_record,
         "sampling": asdict(s),
         "generations": attempts,
         "valid_fraction": len(req) / attempts if attempts else 0.0,
