@@ -21,7 +21,9 @@ import pytest
 
 import varemi
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REPO = Path(__file__).resolve().parents[1]
+"""The checkout the tests run from (its docs and pyproject.toml; varemi may be installed)."""
+SHARED = REPO.parent / "shared"
 CORPORA = SHARED / "corpora"
 CHECKER = SHARED / "tools" / "check_dataset.py"
 

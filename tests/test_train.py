@@ -567,7 +567,7 @@ def test_finetune_reads_a_parquet_build(corpus, tmp_path):
 def test_the_train_extra_can_build_a_trainer(run):
     import tomllib
 
-    pyproject = tomllib.loads((h.VAREMI_ROOT.parent / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((h.REPO / "pyproject.toml").read_text())
     extras = pyproject["project"]["optional-dependencies"]
     assert any(d.startswith("accelerate") for d in extras["train"])
     assert {d.split(">")[0] for d in extras["serve"]} == {"starlette", "uvicorn"}
@@ -650,7 +650,7 @@ DATA_API_EXAMPLE = "docs/finetuning.md"
 
 
 def test_the_documented_trainer_example_runs(data, tmp_path, monkeypatch):
-    text = (h.VAREMI_ROOT.parent / DATA_API_EXAMPLE).read_text()
+    text = (h.REPO / DATA_API_EXAMPLE).read_text()
     block = text.split("<!-- trainer-example -->\n```python\n", 1)[1].split("```", 1)[0]
     assert len(block.strip().splitlines()) <= 12
     monkeypatch.chdir(tmp_path)
