@@ -687,3 +687,33 @@ def test_an_empty_val_split_trains_with_a_warning(corpus, tmp_path, capsys):
     result = ft.finetune(_params(data, tmp_path / "run", max_steps=2, eval_steps=2, quiet=False))
     assert "empty val split" in capsys.readouterr().err
     assert result.steps == 2
+
+
+def test_conditioning_gain_is_zero_when_every_example_has_the_same_mood(run, data):
+    # issue 19: the gain compares each example's own mood tokens with another's; with one
+    # mood for all it must be exactly zero, whatever the model
+    from varemi.training import data as tdata
+
+    loaded = gen.load_run(run[0], "cpu")
+    val = tdata.read_splits(data, loaded.info)["val"]
+    collate = tdata.Collator(pad=int(loaded.special.get("PAD", 0)), prefix=3)
+    same = tdata.Split(val.values.copy(), val.offsets, val.vbin, val.abin)
+    starts = same.offsets[:-1]
+    same.values[starts + 1], same.values[starts + 2] = same.values[1], same.values[2]
+    rows = np.arange(min(len(same), 12))
+    gain = tdata.conditioning_gain(loaded.model, same, rows, collate, 4, loaded.device)
+    assert gain["nats_per_token"] == 0.0 and gain["ci95"] == [0.0, 0.0]
+    mixed = tdata.conditioning_gain(loaded.model, val, rows, collate, 4, loaded.device)
+    assert mixed["examples"] == len(rows) and mixed["tokens"] > 0
+    lo, hi = mixed["ci95"]
+    assert lo <= mixed["nats_per_token"] <= hi
+
+
+def test_evaluate_reports_the_conditioning_gain(run, tmp_path):
+    sampling = gen.SamplingParams(max_new_tokens=16)
+    result = varemi.evaluate(
+        run[0], grid=2, n_per_cell=1, sampling=sampling, out=tmp_path, quiet=True
+    )
+    gain = json.loads((tmp_path / "evaluate.json").read_text())["conditioning_gain"]
+    assert gain.get("examples", 0) > 0 and gain["nats_per_token"] is not None, gain
+    assert "conditioning gain" in ev.format_evaluation(result)

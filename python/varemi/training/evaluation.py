@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from varemi._base.errors import VaremiError
 from varemi._base.fileio import write_json
 from varemi.dataset import info as info_module
-from varemi.dataset.info import half_width
+from varemi.dataset.info import half_width, prefix_length
 from varemi.labelling.fitted import LabellerError, load_labeller
 from varemi.labelling.heuristic import HEURISTIC, LabelError, Labeller, label_score
 from varemi.music.tokenizer import DecodeError, decode_music
-from varemi.training.errors import TrainError, require_torch
+from varemi.training.data import Collator, conditioning_gain, read_splits
+from varemi.training.errors import TrainError, one_line, require_torch
 from varemi.training.generation import (
     SamplingParams,
     labels_to_bins,
@@ -229,6 +231,7 @@ def evaluate(
         "mean_new_tokens": float(np.mean(lengths)) if lengths else 0.0,
         "conditioned": control_metrics(req, mea, mbins, half),
     }
+    result["conditioning_gain"] = _conditioning_gain(r, meta, info, s.seed)
     rng = np.random.default_rng(s.seed)
     shuffled = req[rng.permutation(len(req))] if len(req) else req
     result["shuffled_baseline"] = control_metrics(shuffled, mea, mbins, half)
@@ -248,6 +251,22 @@ def evaluate(
     result["report"] = str(out / "evaluate.json")
     result["plot"] = _heatmap(result, axis, out / "evaluate.png")
     return result
+
+
+GAIN_EXAMPLES = 256
+"""Val examples the conditioning gain of ``evaluate`` is measured on (the first ones)."""
+
+
+def _conditioning_gain(r, meta: dict, info: dict, seed: int) -> dict:
+    """The run's conditioning gain on its dataset's val split (or why there is none)."""
+    data = Path(meta.get("data") or "")  # run.json records the dataset folder, resolved
+    try:
+        val = read_splits(data, info)["val"]
+    except (VaremiError, OSError) as e:
+        return {"nats_per_token": None, "ci95": None, "note": f"no val split: {one_line(e)}"}
+    rows = np.arange(min(len(val), GAIN_EXAMPLES))
+    collate = Collator(pad=int(r.special.get("PAD", 0)), prefix=prefix_length(info))
+    return conditioning_gain(r.model, val, rows, collate, 8, r.device, seed)
 
 
 def _heatmap(result: dict, axis: list[int], path: Path) -> str:
@@ -312,6 +331,16 @@ def format_evaluation(result: dict) -> str:
     ):
         sign = key.startswith("spearman")
         lines.append(f"  {key:22s} {_num(c[key], sign):>12s} {_num(b[key], sign):>12s}")
+    gain = result.get("conditioning_gain") or {}
+    if gain.get("nats_per_token") is not None:
+        lo, hi = gain["ci95"]
+        lines.append(
+            f"  conditioning gain {gain['nats_per_token']:+.4f} nats/token "
+            f"(95% CI {lo:+.4f} .. {hi:+.4f}, {gain['examples']} val examples): the val "
+            "loss with other examples' mood tokens minus with their own"
+        )
+    else:
+        lines.append(f"  conditioning gain: {gain.get('note', 'not measured')}")
     lines.append(f"  report: {result['report']}; plot: {result['plot']}")
     return "\n".join(lines)
 
