@@ -380,28 +380,9 @@ def validate(model, split: Split, rows: np.ndarray, collate: Collator, batch_siz
     Returns:
         ``(loss, {(v, a): {"examples", "tokens", "loss"}})``.
     """
-    torch, _ = require_torch()
-    was_training = model.training
-    model.eval()
-    loss_sum = np.zeros(len(rows))
-    tokens = np.zeros(len(rows))
-    order = rows[np.argsort(-split.lengths[rows], kind="stable")]
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = collate([split.row(int(r)) for r in chunk])
-            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            labels = batch["labels"].to(device)
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            logits, target = logits[:, :-1].float(), labels[:, 1:]
-            ce = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none"
-            ).view(target.shape)
-            keep = target != -100
-            at = np.searchsorted(rows, chunk)  # rows is sorted
-            loss_sum[at] = (ce * keep).sum(dim=1).double().cpu().numpy()
-            tokens[at] = keep.sum(dim=1).double().cpu().numpy()
-    model.train(was_training)
+    loss_sum, tokens = example_losses(
+        model, [split.row(int(r)) for r in rows], collate, batch_size, device
+    )
     total = float(loss_sum.sum() / max(tokens.sum(), 1))
     per_bin = {}
     vb_rows, ab_rows = split.vbin[rows], split.abin[rows]
