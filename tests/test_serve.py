@@ -111,6 +111,7 @@ def test_generate_returns_midi_with_what_was_used(server):
         ({"valence": 0, "arousal": 0, "valence_bin": 0}, "valence_bin"),
         ({"valence": 0, "arousal": 0, "bars": 99}, "bars"),
         ({"valence": 0, "arousal": 0, "temperature": 0}, "temperature"),
+        ({"valence": 0, "arousal": 0, "guidance": -1}, "guidance"),
         ({"valence": 0, "arousal": 0, "colour": "blue"}, "colour"),
         ({"valence": "high", "arousal": 0}, "valence"),
     ],

@@ -221,7 +221,7 @@ def test_the_checkpoint_reloads_with_the_conditioning_vocabulary(run, data):
     # the saved model is the best one: its val loss is the best logged
     split = tdata.torch_dataset(data, "val")
     rows = np.unique(np.linspace(0, len(split) - 1, min(len(split), 24))).astype(np.int64)
-    loss, _ = tdata.validate(model.eval(), split, rows, tdata.collator(data), 8, "cpu")
+    loss, _, _ = tdata.validate(model.eval(), split, rows, tdata.collator(data), 8, "cpu")
     assert loss == pytest.approx(result.best_val_loss, rel=1e-4)
     assert (out / "checkpoints").is_dir() and len(list((out / "checkpoints").iterdir())) <= 2
 
@@ -433,8 +433,8 @@ def test_early_stopping_keeps_the_best_checkpoint(data, tmp_path, monkeypatch):
     real_validate = ft.validate
 
     def fake_validate(*args, **kwargs):
-        loss, per_bin = real_validate(*args, **kwargs)
-        return next(scripted), per_bin
+        loss, per_bin, gain = real_validate(*args, **kwargs)
+        return next(scripted), per_bin, gain
 
     monkeypatch.setattr(ft, "validate", fake_validate)
     out = tmp_path / "run"

@@ -375,6 +375,9 @@ FINETUNE_OPTIONS: tuple[Option, ...] = (
            type=int),
     Option("balance_bins", False, "sample evenly over valence x arousal bins", "training",
            flag=True),
+    Option("cond_dropout", 0.0, "drop the mood tokens of this fraction of training "
+           "examples (they start with [BOS] alone), so that generate --guidance can contrast "
+           "with and without a mood; MusicGen uses 0.2", "training", type=float),
     Option("gradient_checkpointing", False, "recompute activations in the backward pass "
            "(less memory, slower)", "training", flag=True),
     Option("report_to", "none", "also log to TensorBoard or Weights & Biases", "output",
@@ -396,6 +399,10 @@ SAMPLING_OPTIONS: tuple[Option, ...] = (
     Option("top_k", 50, "sample from the k likeliest, 0: all", "sampling", type=int),
     Option("top_p", 1.0, "nucleus sampling mass in (0, 1]", "sampling", type=float),
     Option("seed", 0, "sampling seed", "sampling", type=int),
+    Option("guidance", 1.0, "classifier-free guidance G >= 0: the logits without the mood "
+           "tokens plus G times the difference to the conditioned ones (1: plain sampling, "
+           "0: unconditioned; > 1 needs a model trained with finetune --cond-dropout)",
+           "sampling", type=float),
 )  # fmt: skip
 """How ``generate``, ``evaluate`` and ``serve`` sample, in the order of ``SamplingParams``."""
 

@@ -150,6 +150,31 @@ def torch_dataset(data: str | Path, split: str = "train") -> Split:
     return read_splits(Path(data), info)[split]
 
 
+def unconditioned_prefix(special: dict[str, int]) -> list[int]:
+    """The prefix of an example or prompt without its mood tokens: ``[BOS]``.
+
+    Condition dropout (``finetune --cond-dropout``) trains on ``[BOS] music`` in place of
+    ``[BOS] [VAL] [ARO] music``, and guidance (``--guidance``) contrasts the prompt with
+    ``[BOS]``. A dataset built without ``--bos`` gets ``[BOS]`` too: a causal model
+    needs one token to start from, and the pre-trained model saw BOS first.
+
+    Args:
+        special: The special-token ids (``PAD``, ``BOS``, ``EOS``).
+
+    Returns:
+        ``[BOS]``.
+
+    Raises:
+        TrainError: the tokenizer has no BOS token.
+    """
+    if "BOS" not in special:
+        raise TrainError(
+            "the tokenizer has no BOS token: condition dropout and guidance need one to "
+            "start the context without mood tokens"
+        )
+    return [int(special["BOS"])]
+
+
 @dataclass
 class Collator:
     """Pads a list of examples into ``input_ids``, ``attention_mask`` and ``labels`` tensors.
@@ -157,27 +182,56 @@ class Collator:
     Labels are -100 on padding and on the first ``prefix`` ids (BOS and the conditioning
     tokens). Examples are dicts with ``input_ids`` (extra keys are ignored) or id sequences.
 
+    With ``cond_dropout`` P > 0 (training only), each example independently loses its
+    prefix with probability P and starts with ``unconditioned`` (``[BOS]``) instead, so
+    that the model also learns the music without a mood: the unconditioned side of
+    classifier-free guidance. The draws come from ``seed`` and advance with every batch.
+
     Attributes:
         pad: The PAD id.
         prefix: How many ids precede the music (3 with BOS, else 2).
+        cond_dropout: Probability of dropping an example's mood tokens (0: never).
+        unconditioned: The prefix of a dropped example (:func:`unconditioned_prefix`).
+        seed: Seed of the dropout draws.
     """
 
     pad: int
     prefix: int
+    cond_dropout: float = 0.0
+    unconditioned: tuple[int, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise TrainError(f"--cond-dropout must be in [0, 1), got {self.cond_dropout}")
+        if self.cond_dropout > 0 and not self.unconditioned:
+            raise TrainError("condition dropout needs the unconditioned prefix ([BOS])")
+        self._rng = np.random.default_rng([self.seed, 19])
 
     def __call__(self, features) -> dict:
         """Pad ``features`` into ``input_ids``, ``attention_mask`` and ``labels`` tensors."""
         torch, _ = require_torch()
-        rows = [f["input_ids"] if isinstance(f, dict) else f for f in features]
-        rows = [torch.as_tensor(np.asarray(r, dtype=np.int64)) for r in rows]
+        rows = [
+            np.asarray(f["input_ids"] if isinstance(f, dict) else f, dtype=np.int64)
+            for f in features
+        ]
+        prefixes = [self.prefix] * len(rows)
+        if self.cond_dropout > 0:
+            dropped = self._rng.random(len(rows)) < self.cond_dropout
+            head = np.asarray(self.unconditioned, dtype=np.int64)
+            for k in np.nonzero(dropped)[0]:
+                rows[k] = np.concatenate([head, rows[k][self.prefix :]])
+                prefixes[k] = len(head)
+        rows = [torch.as_tensor(r) for r in rows]
         length = max(len(r) for r in rows)
         ids = torch.full((len(rows), length), self.pad, dtype=torch.long)
         mask = torch.zeros((len(rows), length), dtype=torch.long)
+        labels = torch.full((len(rows), length), -100, dtype=torch.long)
         for k, r in enumerate(rows):
             ids[k, : len(r)] = r
             mask[k, : len(r)] = 1
-        labels = ids.masked_fill(mask == 0, -100)
-        labels[:, : self.prefix] = -100  # the model is told the mood (and BOS), never asked
+            # the model is told the mood (and BOS), never asked to guess it
+            labels[k, prefixes[k] : len(r)] = r[prefixes[k] :]
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -306,6 +360,38 @@ def example_losses(model, examples: list[np.ndarray], collate: Collator, batch_s
     return loss_sum, tokens
 
 
+def _with_other_moods(examples: list[np.ndarray], prefix: int, rng) -> list[np.ndarray]:
+    """The examples with the mood tokens of others (a random permutation of the rows)."""
+    donors = rng.permutation(len(examples))
+    mood = slice(prefix - 2, prefix)  # [VAL] [ARO] (after BOS if any)
+    out = []
+    for k, e in enumerate(examples):
+        e = e.copy()
+        e[mood] = examples[int(donors[k])][mood]
+        out.append(e)
+    return out
+
+
+def _gain(diff: np.ndarray, tokens: np.ndarray, rng, resamples: int) -> dict:
+    """Nats per token of ``diff`` (shuffled minus own loss sums) with a bootstrap interval."""
+    n = len(diff)
+    if n == 0:
+        return {"nats_per_token": None, "ci95": None, "examples": 0, "tokens": 0}
+
+    def gain(sel) -> float:
+        return float(diff[sel].sum() / max(tokens[sel].sum(), 1.0))
+
+    boot = [gain(rng.integers(0, n, n)) for _ in range(resamples)]
+    return {
+        "nats_per_token": gain(np.arange(n)),
+        "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+        if boot
+        else None,
+        "examples": int(n),
+        "tokens": int(tokens.sum()),
+    }
+
+
 def conditioning_gain(
     model,
     split: Split,
@@ -338,59 +424,57 @@ def conditioning_gain(
     Returns:
         ``{"nats_per_token", "ci95", "examples", "tokens"}`` (None values without rows).
     """
-    rows = np.asarray(rows, dtype=np.int64)
-    if len(rows) == 0:
-        return {"nats_per_token": None, "ci95": None, "examples": 0, "tokens": 0}
-    rng = np.random.default_rng(seed)
-    own = [split.row(int(r)) for r in rows]
-    donors = rng.permutation(len(rows))
-    mood = slice(collate.prefix - 2, collate.prefix)  # [VAL] [ARO] (after BOS if any)
-    shuffled = []
-    for k, e in enumerate(own):
-        e = e.copy()
-        e[mood] = own[int(donors[k])][mood]
-        shuffled.append(e)
-    own_loss, tokens = example_losses(model, own, collate, batch_size, device)
-    shuffled_loss, _ = example_losses(model, shuffled, collate, batch_size, device)
-    diff = shuffled_loss - own_loss
-
-    def gain(sel: np.ndarray) -> float:
-        return float(diff[sel].sum() / max(tokens[sel].sum(), 1.0))
-
-    boot = [gain(rng.integers(0, len(rows), len(rows))) for _ in range(resamples)]
-    return {
-        "nats_per_token": gain(np.arange(len(rows))),
-        "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-        "examples": int(len(rows)),
-        "tokens": int(tokens.sum()),
-    }
+    return validate(model, split, rows, collate, batch_size, device, seed, resamples)[2]
 
 
-def validate(model, split: Split, rows: np.ndarray, collate: Collator, batch_size: int, device):
-    """Token-weighted val loss, in all and per (valence bin, arousal bin).
+def validate(
+    model,
+    split: Split,
+    rows: np.ndarray,
+    collate: Collator,
+    batch_size: int,
+    device,
+    seed: int = 0,
+    resamples: int = 1000,
+):
+    """Token-weighted val loss and conditioning gain, in all and per (valence, arousal) bin.
+
+    The conditioning gain (:func:`conditioning_gain`) takes one more forward pass over
+    the same examples with other examples' mood tokens; the permutation depends only on
+    ``seed``, so the figures of successive validations are comparable.
 
     Args:
         model: The model (in eval mode inside; train mode restored after).
         split: The val split.
-        rows: Sorted example indices to use.
-        collate: The dataset's collator.
+        rows: Example indices to use.
+        collate: The dataset's collator (without condition dropout).
         batch_size: Examples per forward pass.
         device: Where the model is.
+        seed: Seed of the mood permutation and the bootstrap.
+        resamples: Bootstrap resamples of the overall gain's interval.
 
     Returns:
-        ``(loss, {(v, a): {"examples", "tokens", "loss"}})``.
+        ``(loss, {(v, a): {"examples", "tokens", "loss", "conditioning_gain"}}, gain)``;
+        ``gain`` as :func:`conditioning_gain` returns it.
     """
-    loss_sum, tokens = example_losses(
-        model, [split.row(int(r)) for r in rows], collate, batch_size, device
+    rows = np.asarray(rows, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    own = [split.row(int(r)) for r in rows]
+    own_loss, tokens = example_losses(model, own, collate, batch_size, device)
+    shuffled_loss, _ = example_losses(
+        model, _with_other_moods(own, collate.prefix, rng), collate, batch_size, device
     )
-    total = float(loss_sum.sum() / max(tokens.sum(), 1))
+    diff = shuffled_loss - own_loss
+    total = float(own_loss.sum() / max(tokens.sum(), 1))
     per_bin = {}
     vb_rows, ab_rows = split.vbin[rows], split.abin[rows]
     for vb, ab in sorted(set(zip(vb_rows.tolist(), ab_rows.tolist(), strict=True))):
         sel = (vb_rows == vb) & (ab_rows == ab)
+        n_tokens = max(tokens[sel].sum(), 1)
         per_bin[(vb, ab)] = {
             "examples": int(sel.sum()),
             "tokens": int(tokens[sel].sum()),
-            "loss": float(loss_sum[sel].sum() / max(tokens[sel].sum(), 1)),
+            "loss": float(own_loss[sel].sum() / n_tokens),
+            "conditioning_gain": float(diff[sel].sum() / n_tokens),
         }
-    return total, per_bin
+    return total, per_bin, _gain(diff, tokens, rng, resamples)

@@ -31,7 +31,13 @@ from varemi.dataset import info as info_module
 from varemi.dataset.info import prefix_length
 from varemi.dataset.vocabulary import load_tokenizer
 from varemi.music.models import DEFAULT_MODEL
-from varemi.training.data import Collator, LengthGroupedBatchSampler, read_splits, validate
+from varemi.training.data import (
+    Collator,
+    LengthGroupedBatchSampler,
+    read_splits,
+    unconditioned_prefix,
+    validate,
+)
 from varemi.training.errors import TrainError, require_accelerate, require_torch
 from varemi.training.model import extend_embeddings, generation_config, model_for, special_ids
 from varemi.training.run import (
@@ -70,6 +76,8 @@ class FinetuneParams:
             0 never stops early).
         max_eval_examples: Validate on at most this many ``val`` examples (evenly spread).
         balance_bins: Sample ``train`` evenly over the valence x arousal bins present.
+        cond_dropout: Fraction of training examples whose mood tokens are dropped
+            (``[BOS] music``), the unconditioned side of ``--guidance``.
         gradient_checkpointing: Recompute activations in the backward pass.
         report_to: ``none``, ``tensorboard`` or ``wandb``.
         save_total_limit: Checkpoints kept in ``out/checkpoints`` (the best one too).
@@ -93,6 +101,7 @@ class FinetuneParams:
     patience: int | None = None
     max_eval_examples: int = 1024
     balance_bins: bool = False
+    cond_dropout: float = 0.0
     gradient_checkpointing: bool = False
     report_to: str = "none"
     save_total_limit: int = 2
@@ -103,7 +112,7 @@ class FinetuneParams:
 
 
 _DEFAULTS = {"epochs": 3.0, "eval_steps": 200, "patience": 3}
-LOG_COLUMNS = ("step", "epoch", "lr", "train_loss", "val_loss", "elapsed_s")
+LOG_COLUMNS = ("step", "epoch", "lr", "train_loss", "val_loss", "conditioning_gain", "elapsed_s")
 
 
 @dataclass
@@ -136,7 +145,7 @@ def check_finetune_params(p: FinetuneParams) -> None:
     Raises:
         TrainError: a value out of range.
     """
-    finite = [("--epochs", p.epochs), ("--lr", p.lr)]
+    finite = [("--epochs", p.epochs), ("--lr", p.lr), ("--cond-dropout", p.cond_dropout)]
     for name, value in finite:
         if value is not None and not math.isfinite(value):
             raise TrainError(f"{name} must be finite, got {value}")
@@ -152,6 +161,7 @@ def check_finetune_params(p: FinetuneParams) -> None:
         ("--max-eval-examples", p.max_eval_examples, p.max_eval_examples >= 1, ">= 1"),
         ("--seed", p.seed, 0 <= p.seed < 2**32, "in 0..2**32-1"),
         ("--save-total-limit", p.save_total_limit, p.save_total_limit >= 1, ">= 1"),
+        ("--cond-dropout", p.cond_dropout, 0 <= p.cond_dropout < 1, "in [0, 1)"),
     ]
     for name, value, ok, want in checks:
         if not ok:
@@ -242,9 +252,13 @@ def _trainer_classes(transformers, torch):
     class VaremiTrainer(transformers.Trainer):
         """``Trainer`` with varemi's batch sampler and its per-bin validation."""
 
-        def __init__(self, *a, varemi_val=None, varemi_rows=None, varemi_sampler=None, **kw):
+        def __init__(
+            self, *a, varemi_val=None, varemi_rows=None, varemi_sampler=None,
+            varemi_collate=None, **kw,
+        ):  # fmt: skip
             super().__init__(*a, **kw)
             self.varemi_val, self.varemi_rows = varemi_val, varemi_rows
+            self.varemi_collate = varemi_collate  # validation never drops the mood tokens
             self.varemi_sampler = varemi_sampler
             self.varemi_per_bin: dict = {}
             self.varemi_started = time.perf_counter()
@@ -261,17 +275,22 @@ def _trainer_classes(transformers, torch):
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             with self.accelerator.autocast():
-                loss, per_bin = validate(
+                loss, per_bin, gain = validate(
                     self.model,
                     self.varemi_val,
                     self.varemi_rows,
-                    self.data_collator,
+                    self.varemi_collate,
                     self.args.per_device_eval_batch_size,
                     self.args.device,
+                    resamples=0,
                 )
             self.varemi_per_bin = per_bin
             elapsed = self.varemi_elapsed_base + time.perf_counter() - self.varemi_started
-            metrics = {f"{metric_key_prefix}_loss": loss, "elapsed_s": round(elapsed, 2)}
+            metrics = {
+                f"{metric_key_prefix}_loss": loss,
+                f"{metric_key_prefix}_conditioning_gain": gain["nats_per_token"],
+                "elapsed_s": round(elapsed, 2),
+            }
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(
                 self.args, self.state, self.control, metrics
@@ -450,8 +469,15 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
         args=args,
         train_dataset=train,
         eval_dataset=val if validating else None,
-        data_collator=Collator(pad=special.get("PAD", 0), prefix=prefix),
+        data_collator=Collator(
+            pad=special.get("PAD", 0),
+            prefix=prefix,
+            cond_dropout=p.cond_dropout,
+            unconditioned=tuple(unconditioned_prefix(special)) if p.cond_dropout else (),
+            seed=p.seed,
+        ),  # fmt: skip
         callbacks=callbacks,
+        varemi_collate=Collator(pad=special.get("PAD", 0), prefix=prefix),
         varemi_val=val,
         varemi_rows=rows,
         varemi_sampler=sampler,
@@ -507,8 +533,8 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
         stopped = "max_steps" if p.max_steps else "epochs"
     per_bin: dict = {}
     if validating:  # the kept (best) model's figures per bin
-        _, per_bin = validate(trainer.model, val, rows, trainer.data_collator, p.batch_size,
-                              args.device)  # fmt: skip
+        _, per_bin, _ = validate(trainer.model, val, rows, trainer.varemi_collate,
+                                 p.batch_size, args.device, resamples=0)  # fmt: skip
     log = _log_rows(state.log_history)
     if trainer.is_world_process_zero():
         trainer.model.generation_config = model.generation_config
@@ -551,6 +577,7 @@ def _log_rows(history: list[dict]) -> list[dict]:
                     "lr": lr if r["step"] else 0.0,
                     "train_loss": train_loss if r["step"] else None,
                     "val_loss": r["eval_loss"],
+                    "conditioning_gain": r.get("eval_conditioning_gain"),
                     "elapsed_s": r.get("elapsed_s"),
                 }
             )
@@ -560,7 +587,7 @@ def _log_rows(history: list[dict]) -> list[dict]:
         epoch = round(float(r.get("epoch", 0.0)), 4)
         rows.append(
             {"step": int(r["step"]), "epoch": epoch, "lr": lr, "train_loss": train_loss,
-             "val_loss": None, "elapsed_s": None}
+             "val_loss": None, "conditioning_gain": None, "elapsed_s": None}
         )  # fmt: skip
     return rows
 
@@ -576,7 +603,15 @@ def _write_log(out: Path, log: list[dict], per_bin: dict) -> str | None:
     write_json(out / "val_loss_by_bin.json", {"bins": rows})
     with open(out / "val_loss_by_bin.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(
-            f, fieldnames=["valence_bin", "arousal_bin", "examples", "tokens", "loss"]
+            f,
+            fieldnames=[
+                "valence_bin",
+                "arousal_bin",
+                "examples",
+                "tokens",
+                "loss",
+                "conditioning_gain",
+            ],  # fmt: skip
         )
         w.writeheader()
         w.writerows(rows)

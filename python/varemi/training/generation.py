@@ -28,6 +28,7 @@ from varemi.dataset import info as info_module
 from varemi.dataset.info import bins_of, half_width, prefix_length
 from varemi.dataset.vocabulary import load_tokenizer
 from varemi.music.tokenizer import DecodeError, decode_music, ids_to_tokens
+from varemi.training.data import unconditioned_prefix
 from varemi.training.errors import TrainError, one_line, require_torch
 from varemi.training.model import positions, special_ids, suppressed_ids
 from varemi.training.run import check_new_folder, model_folder, read_run
@@ -49,6 +50,12 @@ class SamplingParams:
         top_k: Keep the k most likely tokens (0: all).
         top_p: Nucleus sampling mass in (0, 1].
         seed: Seed of the sampling.
+        guidance: Classifier-free guidance scale G: each step samples from
+            ``log p(x | no mood) + G * (log p(x | mood) - log p(x | no mood))``
+            (:func:`unconditioned_prompt` is the context without the mood tokens). 1 is
+            plain conditioned sampling, 0 unconditioned sampling; G > 1 strengthens the
+            mood, meaningfully only for a model that also saw examples without mood
+            tokens (``finetune --cond-dropout``).
     """
 
     max_new_tokens: int = 1024
@@ -56,6 +63,7 @@ class SamplingParams:
     top_k: int = 50
     top_p: float = 1.0
     seed: int = 0
+    guidance: float = 1.0
 
     def check(self) -> None:
         """Refuse bad values, naming the option.
@@ -73,6 +81,8 @@ class SamplingParams:
             raise TrainError(f"--top-p must be in (0, 1], got {self.top_p}")
         if _not_int(self.seed) or not (0 <= self.seed < 2**32):
             raise TrainError(f"--seed must be in 0..2**32-1, got {self.seed}")
+        if not (isinstance(self.guidance, numbers.Real) and 0 <= self.guidance < math.inf):
+            raise TrainError(f"--guidance must be >= 0 and finite, got {self.guidance}")
 
 
 def _not_int(x) -> bool:
@@ -384,6 +394,14 @@ def sample(
 ) -> list[list[int]]:
     """``n`` sampled continuations of ``prompt`` (prompt stripped), in batches.
 
+    With ``s.guidance`` G other than 1, classifier-free guidance contrasts ``prompt``
+    with :func:`~varemi.training.data.unconditioned_prefix` (``[BOS]``) at every step:
+    transformers' own ``guidance_scale`` with ``negative_prompt_ids`` (its
+    ``UnbatchedClassifierFreeGuidanceLogitsProcessor``, which runs the unconditioned
+    context beside the batch with its own cache), before temperature, top-k and top-p.
+    G = 0 samples from the unconditioned prompt itself (the same distribution, half the
+    work).
+
     Args:
         r: The loaded run.
         prompt: The prompt ids.
@@ -398,6 +416,12 @@ def sample(
     """
     torch = r.torch
     _, transformers = require_torch()
+    guidance: dict = {}
+    if s.guidance == 0:
+        prompt = unconditioned_prefix(r.special)
+    elif s.guidance != 1:
+        guidance = {"guidance_scale": float(s.guidance)}
+        negative = unconditioned_prefix(r.special)
     new = min(s.max_new_tokens, positions(r.model) - len(prompt))
     eos = r.special.get("EOS")
     pad = r.special.get("PAD", 0)
@@ -408,6 +432,8 @@ def sample(
         torch.manual_seed(seed + k)
         ids = torch.tensor([prompt] * m, device=r.device)
         stop = None
+        if guidance:
+            guidance["negative_prompt_ids"] = torch.tensor([negative] * m, device=r.device)
         if bars is not None:
             stop = [_bar_stop(transformers, torch, r.bars_per_id, len(prompt), bars)]
         with torch.no_grad():
@@ -423,6 +449,7 @@ def sample(
                 pad_token_id=pad,
                 eos_token_id=eos,
                 stopping_criteria=stop,
+                **guidance,
             )
         for row in gen[:, len(prompt) :].tolist():
             if eos is not None and eos in row:

@@ -2,12 +2,12 @@
 
 ``POST /generate`` takes JSON (``valence`` and ``arousal`` in [-1, 1], or ``valence_bin``
 and ``arousal_bin``; ``bars`` and/or ``max_new_tokens``; ``seed``, ``temperature``,
-``top_k``, ``top_p``) and returns ``audio/midi`` with headers stating the bins, the seed,
-the new tokens and the generation time. ``GET /health`` says the service is up; ``GET /``
-is a small page (a valence-arousal pad, playback with Web Audio, a piano roll, a download
-link; no script from the network). The model is loaded once; requests are generated one
-at a time in a worker thread, at most ``queue`` wait, and one more gets 503. A bad
-request gets 422 naming the field.
+``top_k``, ``top_p``, ``guidance``) and returns ``audio/midi`` with headers stating the
+bins, the seed, the new tokens and the generation time. ``GET /health`` says the service
+is up; ``GET /`` is a small page (a valence-arousal pad, playback with Web Audio, a piano
+roll, a download link; no script from the network). The model is loaded once; requests
+are generated one at a time in a worker thread, at most ``queue`` wait, and one more gets
+503. A bad request gets 422 naming the field.
 
 Needs the extra ``varemi[serve]`` (starlette, uvicorn); imported when called.
 """
@@ -54,6 +54,7 @@ FIELDS = {
     "temperature": "softmax temperature",
     "top_k": "top-k (0: off)",
     "top_p": "nucleus mass",
+    "guidance": "classifier-free guidance (1: plain, 0: unconditioned)",
 }
 DEFAULT_BARS = 8
 
@@ -155,11 +156,14 @@ def parse_request(body, info: dict, max_bars: int, max_tokens: int) -> Job:
         top_k=_number(body, "top_k", int, 0, default=50),
         top_p=_number(body, "top_p", float, default=1.0),
         seed=random.randrange(2**32) if seed is None else seed,
+        guidance=_number(body, "guidance", float, default=1.0),
     )
     if not s.temperature > 0:
         raise RequestError("temperature", f"must be > 0, got {s.temperature}")
     if not 0 < s.top_p <= 1:
         raise RequestError("top_p", f"must be in (0, 1], got {s.top_p}")
+    if not 0 <= s.guidance < math.inf:
+        raise RequestError("guidance", f"must be >= 0 and finite, got {s.guidance}")
     return Job(vb, ab, v, a, bars, s)
 
 
