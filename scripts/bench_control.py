@@ -1,28 +1,47 @@
-"""Controllability benchmark: does a varemi dataset give a model any control over mood?
+"""Controllability benchmark and ablation: which data and training choices give mood control?
 
-1. build a varemi dataset (``--bos``, heuristic labels) of a real corpus
-   (default ``../shared/corpora/pop909``) with the built-in tokenizer;
-2. pre-train a small GPT-2 from scratch on the same windows *without* the conditioning
-   tokens (``[BOS] + window``), standing in for Maestro-REMI-bpe20k, which cannot be
-   downloaded here;
-3. fine-tune it with ``varemi.finetune`` on the conditioned dataset;
-4. run ``varemi.evaluate`` and print the figures, conditioned against the shuffled-prompt
-   baseline.
+One corpus, one model size, one budget; only the arm's choice changes:
 
-A preset sets the size; every knob can be overridden::
+1. build a varemi dataset (``--bos``, heuristic labels, quantile bins) of a real corpus
+   (default ``../shared/corpora/pop909``) with the built-in tokenizer, once per arm's
+   data settings (cached in ``--work``);
+2. pre-train a small GPT-2 from scratch on the default dataset's windows *without* the
+   conditioning tokens (``[BOS] + window``), standing in for Maestro-REMI-bpe20k, which
+   cannot be downloaded here; made once and reused by every arm (cached by its settings);
+3. fine-tune it with ``varemi.finetune`` on each arm's dataset;
+4. ``varemi.evaluate`` each arm (at each of its guidance scales) and print a table:
+   Spearman rho of requested against measured arousal and valence with 95% intervals,
+   the shuffled-prompt baseline, quadrant accuracy, and the conditioning gain.
 
-    python scripts/bench_control.py --preset quick   # a few minutes on 2 CPU cores
-    python scripts/bench_control.py --preset cpu     # about 30 minutes on 2 CPU cores
-    python scripts/bench_control.py --preset gpu     # the 12 x 512 (8 heads) architecture
+Arms (``--arms``, comma-separated; default all):
 
-The labeller that measures the generations is the one that labelled the training data,
-so this measures whether the model learned to reproduce what the labeller sees, not
-whether listeners would agree.
+- ``defaults``: what ``build`` and ``finetune`` do by default (``--label-scope file``,
+  ``--window-align token``);
+- ``bar-windows``: ``--window-align bar``;
+- ``beat-labels``: ``--label-time beats`` (file labels on the music as the tokens hold it);
+- ``window-labels``: ``--label-scope window``;
+- ``window-labels-bar``: ``--label-scope window --window-align bar``;
+- ``cond-dropout``: ``--dropout-base``'s data with ``finetune --cond-dropout 0.2``,
+  evaluated at ``--guidance`` 1, 1.5 and 3.
+
+Presets set the size; every knob can be overridden::
+
+    python scripts/bench_control.py --preset quick      # a smoke run: minutes on 2 cores
+    python scripts/bench_control.py --preset ablation   # every arm, about an hour on 2 cores
+    python scripts/bench_control.py --preset cpu --arms window-labels-bar   # the goal run
+    python scripts/bench_control.py --preset gpu        # 12 x 512 x 8 heads (a GPU)
+
+``--stage train`` builds and fine-tunes only, ``--stage evaluate`` evaluates the runs
+already in ``--work``. The labeller that measures the generations is the one that
+labelled the training data, so this measures whether the model learned to reproduce what
+the labeller sees, not whether listeners would agree.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import json
 import math
 import sys
@@ -32,20 +51,39 @@ from pathlib import Path
 import numpy as np
 
 PRESETS = {
-    #         files, window, layers, heads, d, pretrain steps, finetune steps, grid, n/cell, new
     "quick": dict(
         files=120, window=128, layers=2, heads=2, d_model=64, pretrain_steps=150,
         finetune_steps=100, grid=3, n_per_cell=6, max_new_tokens=128, batch_size=16,
+        seeds=1,
+    ),
+    "ablation": dict(
+        files=300, window=128, layers=3, heads=4, d_model=128, pretrain_steps=600,
+        finetune_steps=500, grid=3, n_per_cell=12, max_new_tokens=128, batch_size=16,
+        seeds=1,
     ),
     "cpu": dict(
-        files=909, window=256, layers=4, heads=4, d_model=128, pretrain_steps=1200,
-        finetune_steps=600, grid=3, n_per_cell=12, max_new_tokens=256, batch_size=16,
+        files=600, window=256, layers=4, heads=4, d_model=192, pretrain_steps=1000,
+        finetune_steps=1000, grid=3, n_per_cell=12, max_new_tokens=256, batch_size=16,
+        seeds=1,
     ),
     "gpu": dict(
         files=909, window=384, layers=12, heads=8, d_model=512, pretrain_steps=4000,
         finetune_steps=2000, grid=5, n_per_cell=16, max_new_tokens=384, batch_size=32,
+        seeds=2,
     ),
 }  # fmt: skip
+
+ARMS = {
+    "defaults": {},
+    "bar-windows": {"window_align": "bar"},
+    "beat-labels": {"label_time": "beats"},
+    "window-labels": {"label_scope": "window"},
+    "window-labels-bar": {"label_scope": "window", "window_align": "bar"},
+    "cond-dropout": {"cond_dropout": 0.2, "guidance": (1.0, 1.5, 3.0)},
+}
+"""Each arm's difference from the defaults (build options, ``cond_dropout``, ``guidance``)."""
+
+FINETUNE_KEYS = ("cond_dropout", "guidance")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "pop909"
@@ -54,6 +92,13 @@ DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "pop909"
 def _args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms (default all)")
+    bases = [arm for arm in ARMS if arm != "cond-dropout"]
+    ap.add_argument(
+        "--dropout-base", default="window-labels-bar", choices=bases,
+        help="the data the cond-dropout arm is trained on",
+    )  # fmt: skip
+    ap.add_argument("--stage", choices=["all", "train", "evaluate"], default="all")
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     ap.add_argument("--work", type=Path, default=Path("bench-control"), help="scratch folder")
     for key, value in PRESETS["quick"].items():
@@ -68,6 +113,10 @@ def _args(argv=None) -> argparse.Namespace:
     for key, value in PRESETS[a.preset].items():
         if getattr(a, key) is None:
             setattr(a, key, value)
+    a.arms = [x.strip() for x in a.arms.split(",") if x.strip()]
+    unknown = [x for x in a.arms if x not in ARMS]
+    if unknown:
+        ap.error(f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     return a
 
 
@@ -83,76 +132,198 @@ def _subset(corpus: Path, n: int, folder: Path) -> Path:
     return folder
 
 
-def _pretrain(a, data: Path, out: Path, torch, transformers) -> dict:
-    """A GPT-2 from scratch on [BOS] + window (conditioning tokens removed), base vocabulary."""
+def _key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _data_settings(a, arm: str) -> dict:
+    """The build options of an arm (the cond-dropout arm takes its base arm's)."""
+    spec = ARMS[a.dropout_base if arm == "cond-dropout" else arm]
+    return {k: v for k, v in spec.items() if k not in FINETUNE_KEYS}
+
+
+def _build(a, midi: Path, settings: dict) -> Path:
+    """The dataset of these build settings, built once (cached by them in ``--work``)."""
+    from varemi.pipeline.build import build
+    from varemi.pipeline.params import BuildParams
+
+    common = dict(
+        window_size=a.window, stride=a.window // 2, min_window_tokens=a.window // 4,
+        bins=a.bins, binning=a.binning, bos=True,
+    )  # fmt: skip
+    key = _key([str(a.corpus), a.files, common, settings])
+    data = a.work / f"data-{key}"
+    if (data / "dataset_info.json").is_file():
+        return data
+    print(f"  build {data.name}: {settings or 'defaults'}", file=sys.stderr)
+    build(BuildParams(midi_dir=midi, out=data, tokenizer="builtin", overwrite=True, quiet=True,
+                      cache=False, **common, **settings))  # fmt: skip
+    return data
+
+
+def _pretrain(a, data: Path, torch, transformers) -> tuple[Path, dict]:
+    """A GPT-2 from scratch on [BOS] + window (conditioning tokens removed), cached."""
+    import datasets
+
     from varemi.music.tokenizer import builtin_tokenizer_path
     from varemi.training import data as tdata
 
+    settings = {k: getattr(a, k) for k in ("files", "window", "layers", "heads", "d_model",
+                                           "pretrain_steps", "batch_size", "pretrain_lr",
+                                           "seed")}  # fmt: skip
+    settings["corpus"] = str(a.corpus)
+    out = a.work / f"pretrained-{_key(settings)}"
+    if (out / "pretrain.json").is_file():
+        return out, json.loads((out / "pretrain.json").read_text())
+    print(f"  pre-train {a.layers}x{a.d_model} GPT-2, {a.pretrain_steps} steps", file=sys.stderr)
     info = json.loads((data / "dataset_info.json").read_text())
-    import datasets
-
     split = tdata.split_of(datasets.load_from_disk(str(data))["train"])
     keep = np.ones(len(split.values), dtype=bool)  # drop VAL, ARO (positions 1, 2)
     keep[split.offsets[:-1] + 1] = False
     keep[split.offsets[:-1] + 2] = False
     plain = tdata.Split(
-        split.values[keep],
-        split.offsets - 2 * np.arange(len(split.offsets)),
-        split.vbin,
+        split.values[keep], split.offsets - 2 * np.arange(len(split.offsets)), split.vbin,
         split.abin,
-    )
+    )  # fmt: skip
     special = info["special_tokens"]
     config = transformers.GPT2Config(
-        vocab_size=info["tokenizer"]["base_vocab_size"],
-        n_positions=max(a.window + 3, 64),
-        n_layer=a.layers,
-        n_head=a.heads,
-        n_embd=a.d_model,
-        bos_token_id=special["BOS"],
-        eos_token_id=special["EOS"],
-        pad_token_id=special["PAD"],
-    )
+        vocab_size=info["tokenizer"]["base_vocab_size"], n_positions=max(a.window + 3, 64),
+        n_layer=a.layers, n_head=a.heads, n_embd=a.d_model, bos_token_id=special["BOS"],
+        eos_token_id=special["EOS"], pad_token_id=special["PAD"],
+    )  # fmt: skip
     torch.manual_seed(a.seed)
     model = transformers.GPT2LMHeadModel(config)
     device = torch.device("cuda" if a.device != "cpu" and torch.cuda.is_available() else "cpu")
     model.to(device).train()
     optim = torch.optim.AdamW(model.parameters(), lr=a.pretrain_lr, weight_decay=0.01)
     rng = np.random.default_rng(a.seed)
+    collate = tdata.Collator(pad=special["PAD"], prefix=1)
     started, losses = time.perf_counter(), []
     for step in range(a.pretrain_steps):
-        lr = (
-            a.pretrain_lr
-            * min(1.0, (step + 1) / 50)
-            * 0.5
-            * (1 + math.cos(math.pi * step / a.pretrain_steps))
-        )
+        lr = a.pretrain_lr * min(1.0, (step + 1) / 50)
+        lr *= 0.5 * (1 + math.cos(math.pi * step / a.pretrain_steps))
         for g in optim.param_groups:
             g["lr"] = lr
         rows = rng.integers(0, len(plain), a.batch_size)
-        batch = tdata.Collator(pad=special["PAD"], prefix=1)([plain.row(int(r)) for r in rows])
-        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        batch = collate([plain.row(int(r)) for r in rows])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = model(
-                input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
-            ).loss
+            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
         losses.append(loss.item())
         if (step + 1) % max(1, a.pretrain_steps // 10) == 0:
-            print(
-                f"  pretrain step {step + 1}/{a.pretrain_steps}: loss {np.mean(losses[-20:]):.3f}",
-                file=sys.stderr,
-            )
+            print(f"    step {step + 1}: loss {np.mean(losses[-20:]):.3f}", file=sys.stderr)
     model.save_pretrained(out)
     (out / "tokenizer.json").write_bytes(builtin_tokenizer_path().read_bytes())
-    return {
+    record = {
+        "settings": settings,
         "steps": a.pretrain_steps,
         "final_loss": float(np.mean(losses[-20:])),
         "seconds": round(time.perf_counter() - started, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    (out / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n")
+    return out, record
+
+
+def _finetune(a, arm: str, data: Path, base: Path) -> Path:
+    from varemi.training import finetune as finetuning
+
+    run = a.work / f"run-{arm}-{_key([data.name, base.name, a.finetune_steps, a.finetune_lr])}"
+    if (run / "run.json").is_file() and json.loads((run / "run.json").read_text()).get(
+        "status"
+    ) == "done":
+        return run
+    print(f"  fine-tune {arm}: {a.finetune_steps} steps", file=sys.stderr)
+    finetuning.finetune(
+        finetuning.FinetuneParams(
+            data=data, out=run, model=str(base), max_steps=a.finetune_steps,
+            eval_steps=max(1, a.finetune_steps // 4), patience=0, lr=a.finetune_lr,
+            warmup=max(1, a.finetune_steps // 10), batch_size=a.batch_size, seed=a.seed,
+            max_eval_examples=256, overwrite=True, device=a.device, quiet=True,
+            cond_dropout=ARMS[arm].get("cond_dropout", 0.0),
+        )
+    )  # fmt: skip
+    return run
+
+
+def _evaluate(a, arm: str, run: Path, guidance: float) -> dict:
+    from varemi.training import evaluation, generation
+
+    out = run / f"evaluate-g{guidance:g}-n{a.n_per_cell}-s{a.seeds}"
+    if (out / "evaluate.json").is_file():
+        return json.loads((out / "evaluate.json").read_text())
+    print(f"  evaluate {arm} at guidance {guidance:g}", file=sys.stderr)
+    sampling = generation.SamplingParams(
+        max_new_tokens=a.max_new_tokens, seed=a.seed, guidance=guidance
+    )
+    extra = {}
+    if "seeds" in inspect.signature(evaluation.evaluate).parameters:
+        extra["seeds"] = a.seeds
+    res = evaluation.evaluate(
+        run, grid=a.grid, n_per_cell=a.n_per_cell, sampling=sampling, out=out, quiet=True,
+        device=a.device, **extra,
+    )  # fmt: skip
+    print(evaluation.format_evaluation(res), file=sys.stderr)
+    return json.loads((out / "evaluate.json").read_text())
+
+
+def _ci(res: dict, key: str) -> str:
+    value = res["conditioned"].get(key)
+    ci = (res["conditioned"].get("ci95") or {}).get(key)
+    text = "-" if value is None else f"{value:+.3f}"
+    return text + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
+def _row(arm: str, guidance: float, res: dict, ft: dict) -> dict:
+    c, b = res["conditioned"], res["shuffled_baseline"]
+    gain = res.get("conditioning_gain") or {}
+    features = res.get("features") or {}
+    return {
+        "arm": arm,
+        "guidance": guidance,
+        "rho_arousal": c.get("spearman_arousal"),
+        "rho_valence": c.get("spearman_valence"),
+        "ci95": c.get("ci95"),
+        "shuffled_arousal": b.get("spearman_arousal"),
+        "shuffled_valence": b.get("spearman_valence"),
+        "shuffled_ci95": b.get("ci95"),
+        "quadrant_accuracy": c.get("quadrant_accuracy"),
+        "mae_bins_arousal": c.get("mae_bins_arousal"),
+        "conditioning_gain": gain.get("nats_per_token"),
+        "conditioning_gain_ci95": gain.get("ci95"),
+        "features": {k: v.get("rho") for k, v in features.items() if isinstance(v, dict)},
+        "val_loss": ft,
+        "valid_fraction": res.get("valid_fraction"),
+        "text": {
+            "arousal": _ci(res, "spearman_arousal"),
+            "valence": _ci(res, "spearman_valence"),
+            "quadrant": _ci(res, "quadrant_accuracy"),
+        },
+    }
+
+
+def _table(rows: list[dict]) -> str:
+    def f(x, sign=True):
+        return "-" if x is None else (f"{x:+.3f}" if sign else f"{x:.3f}")
+
+    lines = [
+        "| arm | guidance | rho arousal [95% CI] (shuffled) | rho valence [95% CI] (shuffled) "
+        "| quadrant [95% CI] | arousal bin error | conditioning gain (nats/token) "
+        "| val loss start -> best |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        vl = r["val_loss"]
+        lines.append(
+            f"| {r['arm']} | {r['guidance']:g} | {r['text']['arousal']} "
+            f"({f(r['shuffled_arousal'])}) | {r['text']['valence']} ({f(r['shuffled_valence'])}) "
+            f"| {r['text']['quadrant']} | {f(r['mae_bins_arousal'], False)} "
+            f"| {f(r['conditioning_gain'])} | {vl['start']:.3f} -> {vl['best']:.3f} |"
+        )
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -160,72 +331,65 @@ def main(argv=None) -> int:
     import torch
     import transformers
 
-    from varemi.pipeline.build import build
-    from varemi.pipeline.params import BuildParams
-    from varemi.training import evaluation, generation
-    from varemi.training import finetune as finetuning
-
+    torch.set_num_threads(max(1, torch.get_num_threads()))
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     t0 = time.perf_counter()
-    work = a.work
-    work.mkdir(parents=True, exist_ok=True)
-    midi = _subset(a.corpus, a.files, work / "midi")
-    data = work / "data"
-    print(f"[1/4] build {data} from {a.files} files of {a.corpus}", file=sys.stderr)
-    build(
-        BuildParams(
-            midi_dir=midi, out=data, tokenizer="builtin", window_size=a.window,
-            stride=a.window // 2, min_window_tokens=a.window // 4, bins=a.bins,
-            binning=a.binning, bos=True, overwrite=True, quiet=True, cache=False,
+    a.work.mkdir(parents=True, exist_ok=True)
+    midi = _subset(a.corpus, a.files, a.work / f"midi-{a.files}")
+    print(f"[1/4] build: {a.files} files of {a.corpus}", file=sys.stderr)
+    default_data = _build(a, midi, {})
+    datas = {arm: _build(a, midi, _data_settings(a, arm)) for arm in a.arms}
+    print("[2/4] pre-train (cached)", file=sys.stderr)
+    base, pre = _pretrain(a, default_data, torch, transformers)
+    print("[3/4] fine-tune", file=sys.stderr)
+    runs, timings = {}, {}
+    for arm in a.arms:
+        started = time.perf_counter()
+        if a.stage == "evaluate":
+            runs[arm] = next(iter(sorted(a.work.glob(f"run-{arm}-*"))), None)
+            if runs[arm] is None:
+                sys.exit(f"error: no fine-tuned run of {arm} in {a.work}: run --stage train")
+        else:
+            runs[arm] = _finetune(a, arm, datas[arm], base)
+        timings[arm] = round(time.perf_counter() - started, 1)
+    if a.stage == "train":
+        print(f"trained {len(runs)} arms in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        return 0
+    print("[4/4] evaluate", file=sys.stderr)
+    rows = []
+    for arm in a.arms:
+        meta = json.loads((runs[arm] / "run.json").read_text())
+        log = list(
+            __import__("csv").DictReader(open(runs[arm] / "training_log.csv", encoding="utf-8"))
         )
-    )  # fmt: skip
-    info = json.loads((data / "dataset_info.json").read_text())
-    t_build = time.perf_counter() - t0
-    print(
-        f"[2/4] pre-train {a.layers}x{a.d_model} GPT-2, {a.pretrain_steps} steps", file=sys.stderr
-    )
-    base = work / "pretrained"
-    pre = _pretrain(a, data, base, torch, transformers)
-    print(f"[3/4] finetune {a.finetune_steps} steps", file=sys.stderr)
-    run = work / "run"
-    ft = finetuning.finetune(
-        finetuning.FinetuneParams(
-            data=data, out=run, model=str(base), max_steps=a.finetune_steps,
-            eval_steps=max(1, a.finetune_steps // 4), patience=0, lr=a.finetune_lr,
-            warmup=max(1, a.finetune_steps // 10), batch_size=a.batch_size, seed=a.seed,
-            max_eval_examples=256, overwrite=True, device=a.device, quiet=True,
-        )
-    )  # fmt: skip
-    print(f"[4/4] evaluate: grid {a.grid}, {a.n_per_cell} per cell", file=sys.stderr)
-    sampling = generation.SamplingParams(max_new_tokens=a.max_new_tokens, seed=a.seed)
-    res = evaluation.evaluate(
-        run, grid=a.grid, n_per_cell=a.n_per_cell, sampling=sampling, quiet=True
-    )
-    total = time.perf_counter() - t0
+        ft = {"start": float(log[0]["val_loss"]), "best": float(meta["best_val_loss"])}
+        for g in ARMS[arm].get("guidance", (1.0,)):
+            started = time.perf_counter()
+            res = _evaluate(a, arm, runs[arm], g)
+            row = _row(arm, g, res, ft)
+            row["evaluate_seconds"] = round(time.perf_counter() - started, 1)
+            row["data"] = _data_settings(a, arm)
+            row["run"] = str(runs[arm])
+            rows.append(row)
     summary = {
         "command": "python scripts/bench_control.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "preset": a.preset,
-        "settings": {k: getattr(a, k) for k in PRESETS["quick"]},
+        "settings": {k: getattr(a, k) for k in PRESETS["quick"]}
+        | {"bins": a.bins, "binning": a.binning, "corpus": str(a.corpus)},
         "device": "cuda" if a.device != "cpu" and torch.cuda.is_available() else "cpu",
-        "examples": info["counts"]["examples"],
         "pretrain": pre,
-        "finetune": {
-            "steps": ft.steps,
-            "best_step": ft.best_step,
-            "best_val_loss": ft.best_val_loss,
-            "val_loss_step0": ft.log[0]["val_loss"],
-        },
-        "evaluate": {k: res[k] for k in ("valid_fraction", "conditioned", "shuffled_baseline")},
-        "seconds": {"build": round(t_build, 1), "total": round(total, 1)},
+        "finetune_seconds": timings,
+        "arms": rows,
+        "seconds": round(time.perf_counter() - t0, 1),
     }
-    (work / "bench_control.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(evaluation.format_evaluation(res))
+    (a.work / "bench_control.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(_table(rows))
     print(
         f"pre-train loss {pre['final_loss']:.3f} ({pre['parameters']:,} parameters); "
-        f"fine-tune val loss {ft.log[0]['val_loss']:.3f} -> {finetuning._fmt(ft.best_val_loss)}; "
-        f"{summary['examples']} examples; {total:.0f} s in all on {summary['device']}"
+        f"{summary['seconds']:.0f} s in all on {summary['device']}; "
+        f"report: {a.work / 'bench_control.json'}"
     )
     return 0
 
