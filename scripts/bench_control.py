@@ -270,6 +270,54 @@ def _evaluate(a, arm: str, run: Path, guidance: float) -> dict:
     return json.loads((out / "evaluate.json").read_text())
 
 
+def _ceiling(a, data: Path) -> dict:
+    """What ``evaluate`` would measure if the model wrote its own val windows back.
+
+    For each grid cell, up to ``n_per_cell`` val windows carrying those bins; their
+    first ``max_new_tokens`` music tokens are decoded and labelled like a generation,
+    and scored with ``evaluate``'s own figures. No model is involved: this is the most
+    the evaluation can show at this length with these labels, and the chance level is
+    the shuffled baseline.
+    """
+    from varemi.dataset.info import half_width, prefix_length, read_dataset_info
+    from varemi.dataset.vocabulary import load_tokenizer
+    from varemi.labelling.heuristic import LabelError, label_score
+    from varemi.music.tokenizer import DecodeError, decode_music
+    from varemi.training import data as tdata
+    from varemi.training import evaluation, generation
+
+    info = read_dataset_info(data)
+    val = tdata.read_splits(data, info)["val"]
+    tokenizer, prefix, half = load_tokenizer(data), prefix_length(info), half_width(info)
+    axis = evaluation.grid_bins(a.grid, half)
+    rng = np.random.default_rng(a.seed)
+    req, mea, feats = [], [], []
+    for v in axis:
+        for ar in axis:
+            rows = np.nonzero((val.vbin == v) & (val.abin == ar))[0]
+            for r in rng.permutation(rows)[: a.n_per_cell * a.seeds]:
+                ids = val.row(int(r))[prefix : prefix + a.max_new_tokens]
+                try:
+                    label = label_score(decode_music(tokenizer, ids.tolist()), "w")
+                except (DecodeError, LabelError):
+                    continue
+                req.append((v, ar))
+                mea.append((label.valence, label.arousal))
+                f = label.features
+                feats.append((f["major_corr"] - f["minor_corr"], f["note_density"]))
+    req = np.array(req, dtype=np.int64).reshape(-1, 2)
+    mea = np.array(mea, dtype=np.float64).reshape(-1, 2)
+    res = evaluation.control_metrics(req, mea, generation.labels_to_bins(info, mea), half)
+    feats = np.array(feats).reshape(-1, 2)
+    res["spearman_valence_major_fit"] = evaluation.spearman(req[:, 0], feats[:, 0])
+    res["spearman_arousal_note_density"] = evaluation.spearman(req[:, 1], feats[:, 1])
+    return res
+
+
+def _f(x, sign: bool = True) -> str:
+    return "-" if x is None else (f"{x:+.3f}" if sign else f"{x:.3f}")
+
+
 def _ci(res: dict, key: str) -> str:
     value = res["conditioned"].get(key)
     ci = (res["conditioned"].get("ci95") or {}).get(key)
@@ -306,22 +354,20 @@ def _row(arm: str, guidance: float, res: dict, ft: dict) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    def f(x, sign=True):
-        return "-" if x is None else (f"{x:+.3f}" if sign else f"{x:.3f}")
-
     lines = [
         "| arm | guidance | rho arousal [95% CI] (shuffled) | rho valence [95% CI] (shuffled) "
         "| quadrant [95% CI] | arousal bin error | conditioning gain (nats/token) "
-        "| val loss start -> best |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| val loss start -> best | data ceiling rho arousal / valence |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         vl = r["val_loss"]
         lines.append(
             f"| {r['arm']} | {r['guidance']:g} | {r['text']['arousal']} "
-            f"({f(r['shuffled_arousal'])}) | {r['text']['valence']} ({f(r['shuffled_valence'])}) "
-            f"| {r['text']['quadrant']} | {f(r['mae_bins_arousal'], False)} "
-            f"| {f(r['conditioning_gain'])} | {vl['start']:.3f} -> {vl['best']:.3f} |"
+            f"({_f(r['shuffled_arousal'])}) | {r['text']['valence']} ({_f(r['shuffled_valence'])}) "
+            f"| {r['text']['quadrant']} | {_f(r['mae_bins_arousal'], False)} "
+            f"| {_f(r['conditioning_gain'])} | {vl['start']:.3f} -> {vl['best']:.3f} "
+            f"| {_f(r['ceiling']['spearman_arousal'])} / {_f(r['ceiling']['spearman_valence'])} |"
         )
     return "\n".join(lines)
 
@@ -357,8 +403,18 @@ def main(argv=None) -> int:
         print(f"trained {len(runs)} arms in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         return 0
     print("[4/4] evaluate", file=sys.stderr)
-    rows = []
+    rows, ceilings = [], {}
     for arm in a.arms:
+        name = datas[arm].name
+        if name not in ceilings:
+            ceilings[name] = _ceiling(a, datas[arm])
+            c = ceilings[name]
+            print(
+                f"  ceiling of {arm}'s data (its own val windows, first {a.max_new_tokens} "
+                f"tokens): rho arousal {_f(c['spearman_arousal'])}, valence "
+                f"{_f(c['spearman_valence'])}, quadrant {_f(c['quadrant_accuracy'])}, n {c['n']}",
+                file=sys.stderr,
+            )
         meta = json.loads((runs[arm] / "run.json").read_text())
         log = list(
             __import__("csv").DictReader(open(runs[arm] / "training_log.csv", encoding="utf-8"))
@@ -370,6 +426,7 @@ def main(argv=None) -> int:
             row = _row(arm, g, res, ft)
             row["evaluate_seconds"] = round(time.perf_counter() - started, 1)
             row["data"] = _data_settings(a, arm)
+            row["ceiling"] = ceilings[name]
             row["run"] = str(runs[arm])
             rows.append(row)
     summary = {
