@@ -108,6 +108,7 @@ def _keys():
         ("labelling/fitted.py", {"label"}),
         ("core/label_features.py", {"label"}),
         ("music/tokenizer.py", {"window"}),
+        ("music/timing.py", set()),  # window labels in seconds only (--label-time seconds)
         ("music/fingerprint.py", {"fingerprint"}),
         ("labelling/label_csv.py", set()),  # CSV parsing never costs a cached value
         ("dataset/verify.py", set()),

@@ -170,6 +170,8 @@ def test_ray_parquet_shards_match_local_parquet(ray_session, corpus, tmp_path):
         dict(label_scope="window", augment_transpose="1"),
         dict(label_scope="window", binning="quantile"),
         dict(window_align="bar", label_scope="window"),
+        dict(label_time="beats", augment_tempo="20"),
+        dict(label_scope="window", label_time="seconds", augment_tempo="20"),
     ],
     ids=[
         "drop",
@@ -180,6 +182,8 @@ def test_ray_parquet_shards_match_local_parquet(ray_session, corpus, tmp_path):
         "window-labels+augment",
         "window-labels+quantile",
         "bar-windows+window-labels",
+        "beat-labels+tempo-copies",
+        "seconds-window-labels+tempo-copies",
     ],
 )
 def test_ray_gives_the_build_of_local_with_every_option(ray_session, corpus, tmp_path, kw):

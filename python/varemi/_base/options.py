@@ -29,6 +29,10 @@ BINNINGS = ("uniform", "quantile")
 """The values of ``--binning``."""
 LABEL_SCOPES = ("file", "window")
 """The values of ``build --label-scope``."""
+LABEL_TIMES = ("auto", "beats", "seconds")
+"""The values of ``build --label-time``: on what time base computed labels are taken
+(``auto``: the file's label in seconds, each window's, with ``--label-scope window``, in
+beats, as before the option existed)."""
 PITCH_POLICIES = ("clamp", "fold", "drop")
 """The values of ``--pitch-policy``."""
 TRACK_MODES = ("merge", "first")
@@ -302,6 +306,10 @@ BUILD_OPTIONS: tuple[Option, ...] = (
     Option("labeller", None, "a labeller file from labels --fit: computed labels come from it "
            "instead of the heuristic", "labels", type=path_arg, metavar="JSON",
            shown_default="the heuristic"),
+    Option("label_time", "auto", "beats: label the music as the tokens hold it (decoded, no "
+           "tempo: 120 qpm), files and windows; seconds: with the file's own tempo map, files "
+           "and windows; auto: files in seconds, windows (--label-scope window) in beats "
+           "(computed labels only)", "labels", choices=LABEL_TIMES, checked_by_owner=True),
 )  # fmt: skip
 """The options of ``build``, in the order of ``BuildParams`` and ``dataset_info.params``."""
 

@@ -136,6 +136,14 @@ WINDOW_LABEL_SOURCES = (
 """The Python sources of the stages that turn token ids into window labels (windows,
 decoding); the token and label sources enter through the token and label keys."""
 
+BEAT_LABEL_SOURCES = ("music/tokenizer.py",)
+"""The sources a file's label in beats (``--label-time beats``) adds to the label sources:
+the decoder of its token ids (whose own sources enter through the token key)."""
+
+SECONDS_WINDOW_SOURCES = ("music/timing.py",)
+"""The sources window labels in seconds (``--label-time seconds``) add to the window label
+sources: the file's tempo map given to each decoded window."""
+
 FINGERPRINT_SOURCES = ("corpus/job.py", "music/fingerprint.py")
 """The Python sources of a file's duplicate fingerprint."""
 
@@ -229,7 +237,14 @@ def labeller_version(labeller_sha256: str = "") -> str:
 
 
 def label_key(
-    file_sha256: str, labeller: str, jitter: float, seed: int, name: str, augmentation: str = ""
+    file_sha256: str,
+    labeller: str,
+    jitter: float,
+    seed: int,
+    name: str,
+    augmentation: str = "",
+    time: str = "seconds",
+    token_key: str = "",
 ) -> str:
     """The key of a file's computed labels (``build`` without ``--labels``).
 
@@ -240,30 +255,43 @@ def label_key(
         seed: ``--jitter-seed``.
         name: The file's relative path (the noise depends on it; ignored without jitter).
         augmentation: An augmented copy's name; empty for the original.
+        time: ``seconds`` (from the parsed file, with its tempo map: the key it always
+            had) or ``beats`` (from the file's token ids decoded, ``--label-time
+            beats``: the key also holds ``token_key`` and :data:`BEAT_LABEL_SOURCES`).
+        token_key: The file's :func:`token_key` (used with ``beats`` only).
 
     Returns:
         A hex key.
     """
     extra = ("augmentation", augmentation) if augmentation else ()
+    if time != "seconds":
+        extra += ("time", time, token_key, source_hash(BEAT_LABEL_SOURCES))
     return cache_key(file_sha256, "labels", labeller, jitter, seed, name if jitter else "", *extra)
 
 
-def window_label_key(token_key: str, label_key: str, windows: tuple[int, int, int]) -> str:
+def window_label_key(
+    token_key: str, label_key: str, windows: tuple[int, int, int], time: str = "beats"
+) -> str:
     """The key of a file's window labels (``--label-scope window``).
 
     Window labels are decoded from the token ids and labelled like files, so the key
     holds the file's token key (bytes, tokenizer, pitch policy and range, tracks,
-    encoder, augmentation, their sources) and label key (labeller, jitter), the window
+    encoder, augmentation, their sources) and label key (labeller, jitter, and the
+    file label's time base: a window without notes takes the file's label), the window
     parameters, and the sources of :data:`WINDOW_LABEL_SOURCES`.
 
     Args:
         token_key: The file's :func:`token_key`.
         label_key: The file's :func:`label_key`.
         windows: ``(window_size, stride, min_window_tokens)``.
+        time: ``beats`` (decoded windows as they are: the key it always had) or
+            ``seconds`` (given the file's tempo map, ``--label-time seconds``: the key
+            also holds :data:`SECONDS_WINDOW_SOURCES`).
 
     Returns:
         A hex key.
     """
+    extra = ("time", time, source_hash(SECONDS_WINDOW_SOURCES)) if time != "beats" else ()
     return cache_key(
         token_key,
         "window_labels",
@@ -271,6 +299,7 @@ def window_label_key(token_key: str, label_key: str, windows: tuple[int, int, in
         tuple(windows),
         source_hash(WINDOW_LABEL_SOURCES),
         encoder_version(),
+        *extra,
     )
 
 

@@ -33,9 +33,17 @@ from varemi.corpus.cache import (
 from varemi.labelling import heuristic
 from varemi.music.augment import apply
 from varemi.music.encoder import EncodeOptions, TokenEncoder, encode_midi
-from varemi.music.files import RejectedFile, read_midi_bytes
+from varemi.music.files import RejectedFile, parse_midi, read_midi_bytes
 from varemi.music.fingerprint import Fingerprint, fingerprint_score
-from varemi.music.tokenizer import DecodeError, bar_start_table, decode_music, import_miditok
+from varemi.music.timing import TempoMap, give_tempos, tempo_map, window_first_bars
+from varemi.music.tokenizer import (
+    DecodeError,
+    bar_count_table,
+    bar_quarters,
+    bar_start_table,
+    decode_music,
+    import_miditok,
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,12 @@ class Job:
         window_labels: ``(window_size, stride, min_window_tokens, window_align)`` with ``build
             --label-scope window``: also label every window from its own decoded music
             (:func:`window_labels`), cached beside its tokens; None otherwise.
+        label_time: The time base of the file labels (``build --label-time`` resolved,
+            :func:`varemi.pipeline.params.label_times`): ``seconds`` (the parsed file,
+            its tempo map) or ``beats`` (its token ids decoded: no tempo).
+        window_time: The time base of the window labels: ``beats`` (each window's ids
+            decoded) or ``seconds`` (decoded and given the file's tempo map over the
+            bars it holds, :mod:`varemi.music.timing`).
     """
 
     root: str
@@ -70,6 +84,8 @@ class Job:
     labels: tuple[float, int, str, heuristic.Labeller] | None
     fingerprint: bool = False
     window_labels: tuple[int, int, int, str] | None = None
+    label_time: str = "seconds"
+    window_time: str = "beats"
 
 
 @dataclass
@@ -110,7 +126,7 @@ def _keys(job: Job, rel: str, data: bytes, aug: str = "") -> tuple[str, str | No
     if job.labels is None:
         return tokens, None
     jitter, seed, version, _ = job.labels
-    return tokens, label_key(digest, version, jitter, seed, rel, aug)
+    return tokens, label_key(digest, version, jitter, seed, rel, aug, job.label_time, tokens)
 
 
 def _item(x) -> tuple[str, str]:
@@ -153,7 +169,14 @@ def _cached(job: Job, cache: TokenCache, item, windows: bool = True) -> FileResu
         label = {**label, "filename": rel}
     result = FileResult(ids=ids, label=label, fingerprint=fp, cache="hit")
     if windows and job.window_labels is not None and label is not None:
-        _add_window_labels(job, result, rel, cache, tkey, lkey)
+
+        def tempo() -> TempoMap:  # only when the window labels must be computed
+            score = parse_midi(data)
+            if aug:
+                apply(score, aug)
+            return tempo_map(score)
+
+        _add_window_labels(job, result, rel, cache, tkey, lkey, tempo)
     return result
 
 
@@ -167,6 +190,7 @@ def window_labels(
     seed: int = 0,
     bar_starts: np.ndarray | None = None,
     labeller: heuristic.Labeller | None = None,
+    tempo: tuple[TempoMap, np.ndarray, np.ndarray, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Each window's labels from its own music (``build --label-scope window``).
 
@@ -178,7 +202,9 @@ def window_labels(
     fitted labeller), with the file's noise (``name``, ``jitter``, ``seed``): the label
     describes what the model sees after the conditioning tokens.
     A window that cannot be labelled (no notes, or ids that do not decode) takes
-    ``file_label``.
+    ``file_label``. With ``tempo`` (``--label-time seconds``) each decoded window is
+    first given the file's tempo map over the bars it holds
+    (:mod:`varemi.music.timing`); without it, it keeps the decoder's 120 qpm (beats).
 
     Args:
         tokenizer: The base MidiTok tokenizer the ids were made with.
@@ -191,6 +217,8 @@ def window_labels(
         bar_starts: With ``--window-align bar``: which ids start a bar
             (:func:`varemi.music.tokenizer.bar_start_table`); None for token windows.
         labeller: ``--labeller`` (None: the heuristic).
+        tempo: ``(file's tempo map, bar_start_table, bar_count_table, quarters per
+            bar)`` for labels in seconds; None for labels in beats.
 
     Returns:
         ``(valence, arousal, fallback)``: float64 arrays, one entry per window, and how
@@ -205,9 +233,14 @@ def window_labels(
     valence = np.empty(len(spans.start), dtype=np.float64)
     arousal = np.empty(len(spans.start), dtype=np.float64)
     fallback = 0
+    if tempo is not None:
+        tempos, starts_bar, bar_counts, quarters = tempo
+        first_bars = window_first_bars(ids, spans.start, starts_bar, bar_counts).tolist()
     for k, (start, stop) in enumerate(zip(spans.start.tolist(), spans.stop.tolist(), strict=True)):
         try:
             score = decode_music(tokenizer, ids[start:stop].tolist())
+            if tempo is not None:
+                give_tempos(score, tempos, first_bars[k] * quarters)
             label = heuristic.label_score(score, name, jitter=jitter, seed=seed, labeller=labeller)
             valence[k], arousal[k] = label.valence, label.arousal
         except (DecodeError, heuristic.LabelError):  # no notes, or ids MidiTok cannot decode
@@ -223,10 +256,15 @@ def _add_window_labels(
     cache: TokenCache | None,
     tkey: str,
     lkey: str | None,
+    tempo=None,
 ) -> None:
-    """Put the window labels of a labelled result into it: from the cache, else computed."""
+    """Put the window labels of a labelled result into it: from the cache, else computed.
+
+    ``tempo`` gives the file's :class:`varemi.music.timing.TempoMap` when called (needed
+    for window labels in seconds only, and only when they are not cached).
+    """
     key = (
-        window_label_key(tkey, lkey, job.window_labels)
+        window_label_key(tkey, lkey, job.window_labels, job.window_time)
         if cache is not None and lkey is not None
         else None
     )
@@ -248,6 +286,9 @@ def _add_window_labels(
     file_label = (result.label["valence"], result.label["arousal"])
     t = time.perf_counter()
     *windows, _ = job.window_labels
+    timing = None
+    if job.window_time == "seconds":
+        timing = (tempo(), *_WORKER["bar_tables"])
     v, a, fallback = window_labels(
         _WORKER["encoder"].tokenizer,
         result.ids,
@@ -258,6 +299,7 @@ def _add_window_labels(
         seed,
         _WORKER["bar_starts"],
         labeller,
+        timing,
     )
     result.timings["window_labels"] = result.timings.get("window_labels", 0.0) + (
         time.perf_counter() - t
@@ -280,8 +322,51 @@ def _init_worker(job: Job) -> None:
     _WORKER["job"] = job
     _WORKER["encoder"] = TokenEncoder(import_miditok().REMI(params=job.tokenizer_path), job.encoder)
     _WORKER["cache"] = TokenCache(job.cache_dir) if job.cache_dir else None
+    tokenizer = _WORKER["encoder"].tokenizer
     aligned = job.window_labels is not None and job.window_labels[3] == "bar"
-    _WORKER["bar_starts"] = bar_start_table(_WORKER["encoder"].tokenizer) if aligned else None
+    _WORKER["bar_starts"] = bar_start_table(tokenizer) if aligned else None
+    _WORKER["bar_tables"] = None
+    if job.window_labels is not None and job.window_time == "seconds":
+        starts = _WORKER["bar_starts"] if aligned else bar_start_table(tokenizer)
+        quarters = bar_quarters(tokenizer)
+        if quarters is None:  # build refuses this before any work
+            raise VaremiError("window labels in seconds need bars of one length")
+        _WORKER["bar_tables"] = (starts, bar_count_table(tokenizer), quarters)
+
+
+def label_tokens(
+    tokenizer, ids: np.ndarray, name: str, jitter: float, seed: int, labeller
+) -> heuristic.FileLabel:
+    """A file's label in beats (``--label-time beats``): its token ids decoded and labelled.
+
+    The music as the tokens hold it: quantised to the tokenizer's positions and
+    velocities, no tempo (the decoder's 120 qpm), no drums; as windows and generated
+    music are measured.
+
+    Args:
+        tokenizer: The base tokenizer the ids were made with.
+        ids: The file's music token ids.
+        name: Its path relative to the MIDI root (the noise key).
+        jitter: ``--jitter``.
+        seed: ``--jitter-seed``.
+        labeller: The labeller (None: the heuristic).
+
+    Returns:
+        Its label.
+
+    Raises:
+        RejectedFile: ``no_notes`` (nothing to label), ``tokenize_failed`` (ids that
+            MidiTok cannot decode).
+    """
+    if len(ids) == 0:
+        raise RejectedFile("no_notes", "no notes in the token ids")
+    try:
+        score = decode_music(tokenizer, np.asarray(ids).tolist())
+        return heuristic.label_score(score, name, jitter=jitter, seed=seed, labeller=labeller)
+    except DecodeError as e:
+        raise RejectedFile("tokenize_failed", f"the token ids do not decode: {e}") from e
+    except heuristic.LabelError as e:
+        raise RejectedFile(e.reason, e.detail) from e
 
 
 def _process(item) -> FileResult:
@@ -292,7 +377,13 @@ def _process(item) -> FileResult:
     try:
         data = read_midi_bytes(Path(job.root) / rel, job.options.max_file_mb)
 
+        tempos: list[TempoMap] = []
+
         def label(score) -> None:
+            if job.window_labels is not None and job.window_time == "seconds":
+                tempos.append(tempo_map(score))
+            if job.label_time != "seconds":  # in beats: from the token ids, below
+                return
             jitter, seed, _, labeller = job.labels
             try:
                 file_label = heuristic.label_score(
@@ -318,10 +409,17 @@ def _process(item) -> FileResult:
             data, _WORKER["encoder"], job.options, result.timings, on_parsed, on_ready, augment
         )
         result.ids = ids
+        if job.labels is not None and job.label_time == "beats":
+            t = time.perf_counter()
+            jitter, seed, _, labeller = job.labels
+            tokenizer = _WORKER["encoder"].tokenizer
+            file_label = label_tokens(tokenizer, ids, rel, jitter, seed, labeller)
+            result.label = heuristic.label_row(rel, file_label)
+            result.timings["labels"] = result.timings.get("labels", 0.0) + (time.perf_counter() - t)
         cache: TokenCache | None = _WORKER["cache"]
         tkey, lkey = _keys(job, rel, data, aug)
         if job.window_labels is not None and result.label is not None:
-            _add_window_labels(job, result, rel, cache, tkey, lkey)
+            _add_window_labels(job, result, rel, cache, tkey, lkey, tempos.pop)
         if cache is not None:
             try:
                 cache.put(tkey, ids, minutes)

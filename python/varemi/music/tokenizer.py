@@ -484,6 +484,43 @@ def bar_start_table(tokenizer: REMI) -> np.ndarray:
     return np.array([expand(i)[:1] == ["Bar_None"] for i in range(size)], dtype=bool)
 
 
+def bar_count_table(tokenizer: REMI) -> np.ndarray:
+    """How many ``Bar_None`` tokens each id stands for (a BPE id may hold several).
+
+    With :func:`bar_start_table` it places a window of a file's ids among the file's
+    bars (``build --label-time seconds``): the bars before a window are the Bar tokens
+    of the ids before it.
+
+    Args:
+        tokenizer: A REMI tokenizer (BPE-trained or not; conditioning tokens or not).
+
+    Returns:
+        int64 array, one entry per id (as :func:`bar_start_table`).
+    """
+    expand = _expander(tokenizer)
+    size = max(len(tokenizer), len(tokenizer.vocab))
+    return np.array([expand(i).count("Bar_None") for i in range(size)], dtype=np.int64)
+
+
+def bar_quarters(tokenizer: REMI) -> float | None:
+    """Quarter notes per bar in the tokenizer's bars, or None when they can vary.
+
+    A tokenizer without time-signature tokens writes every piece in MidiTok's default
+    time signature (4/4: 4 quarters a bar), whatever the file's own; with them, bars
+    follow the file's time signatures.
+
+    Args:
+        tokenizer: A MidiTok tokenizer.
+
+    Returns:
+        Quarters per bar, or None with ``use_time_signatures``.
+    """
+    if tokenizer.config.use_time_signatures:
+        return None
+    numerator, denominator = import_miditok().constants.TIME_SIGNATURE
+    return 4.0 * numerator / denominator
+
+
 def encode_ids_split(path: str | Path) -> str | None:
     """The ``encode_ids_split`` a tokenizer file states, or None when it states none.
 

@@ -63,6 +63,7 @@ from varemi.music.files import list_midi_files, split_bad_names
 from varemi.music.models import window_warning
 from varemi.music.tokenizer import (
     add_conditioning_tokens,
+    bar_quarters,
     bar_start_table,
     encode_ids_split,
     load_base_tokenizer,
@@ -75,6 +76,7 @@ from varemi.pipeline.params import (
     MidiDirError,
     augmentations,
     check_params,
+    label_times,
     param_warnings,
 )
 from varemi.pipeline.ray_engine import ray_stages
@@ -245,6 +247,12 @@ def _load_tokenizer(p: BuildParams):
             "not found, and its window starts at the next id that begins a bar",
             file=sys.stderr,
         )
+    if label_times(p)[1] == "seconds" and bar_quarters(base.tokenizer) is None:
+        raise VaremiError(
+            "--label-time seconds with --label-scope window places each window among the "
+            f"file's bars, and tokenizer {p.tokenizer!r} has time-signature tokens (bars of "
+            "varying length): use --label-time beats or auto, or --label-scope file"
+        )
     encoder = TokenEncoder(base.tokenizer, p.encoder)  # refuses `native` before any work
     if encoder.reason and not p.quiet:
         print(f"note: using MidiTok's encoder: {encoder.reason}", file=sys.stderr)
@@ -289,6 +297,7 @@ def _csv_labels(p: BuildParams, files: list[str], rejects: list) -> dict[str, tu
 
 def _job(p: BuildParams, run: Run, base, encoder):
     """What every worker computes for a file (:class:`varemi.corpus.job.Job`)."""
+    file_time, window_time = label_times(p)
     return Job(
         root=str(p.midi_dir),
         tokenizer_path=str(base.path),
@@ -305,6 +314,8 @@ def _job(p: BuildParams, run: Run, base, encoder):
         window_labels=(p.window_size, p.stride, p.min_window_tokens, p.window_align)
         if p.label_scope == "window"
         else None,
+        label_time=file_time or "seconds",
+        window_time=window_time or "beats",
     )
 
 
@@ -469,6 +480,7 @@ def _checksum_stage(run: Run, tmp: Path, writers: dict) -> None:
 def _dataset_info(p: BuildParams, run: Run, base, encoder, cond_tokens, writers) -> dict:
     """The content of ``dataset_info.json`` (contract 7)."""
     label_source = run.labeller.kind if run.label_table is None else "csv"
+    file_time, window_time = label_times(p)
     vbins_a, abins_a = np.array(run.vbins, dtype=np.int64), np.array(run.abins, dtype=np.int64)
     vedges = [float(e) for e in run.edges[0]] if run.edges else None
     aedges = [float(e) for e in run.edges[1]] if run.edges else None
@@ -508,15 +520,24 @@ def _dataset_info(p: BuildParams, run: Run, base, encoder, cond_tokens, writers)
             "mapped_file": "labels.csv" if p.label_range else None,
             "binning_edges": {"valence": vedges, "arousal": aedges} if vedges else None,
             "scope": p.label_scope,
+            # --label-time resolved: the time base of the labels the rows carry, and of
+            # the file labels (labels.csv; a window without notes takes its file's)
+            "time": window_time or file_time,
+            "file_time": file_time,
             "windows": None
             if p.label_scope == "file"
             else {
                 "labelled": run.windows_labelled,
                 "from_file_label": run.window_fallback,
                 "how": "each window's music ids decoded with the tokenizer and labelled "
-                "like a file (with the file's --jitter noise); a window that cannot be "
-                "labelled (no notes) takes its file's label; labels.csv holds the "
-                "per-file labels",
+                "like a file (with the file's --jitter noise)"
+                + (
+                    ", given the file's tempo map over the bars it holds"
+                    if window_time == "seconds"
+                    else ", as the tokens hold them (no tempo tokens: the decoder's 120 qpm)"
+                )
+                + "; a window that cannot be labelled (no notes) takes its file's label; "
+                "labels.csv holds the per-file labels",
             },
         },
         "counts": {

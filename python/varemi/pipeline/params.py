@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from varemi._base.errors import VaremiError
-from varemi._base.options import BUILD_OPTIONS, ENGINES, LABEL_SCOPES, defaults
+from varemi._base.options import BUILD_OPTIONS, ENGINES, LABEL_SCOPES, LABEL_TIMES, defaults
 from varemi._base.workers import check_workers
 from varemi.core import conditioning
 from varemi.core.params import check_split_params, check_window_align, check_window_params
@@ -90,6 +90,11 @@ class BuildParams:
         labeller: A labeller file written by ``labels --fit``
             (:mod:`varemi.labelling.fitted`): computed labels come from it; None: the
             heuristic.
+        label_time: ``auto`` (the file's label in seconds with its tempo map, each
+            window's, with window scope, in beats: the behaviour before the option),
+            ``beats`` (file and window labels from the music as the tokens hold it:
+            decoded, no tempo) or ``seconds`` (file and window labels with the file's
+            own tempo map); see :func:`label_times`.
     """
 
     midi_dir: Path
@@ -131,6 +136,7 @@ class BuildParams:
     label_scope: str = _DEFAULTS["label_scope"]
     window_align: str = _DEFAULTS["window_align"]
     labeller: Path | None = _DEFAULTS["labeller"]
+    label_time: str = _DEFAULTS["label_time"]
 
 
 def check_label_scope(scope: str, labels: Path | None) -> None:
@@ -150,6 +156,50 @@ def check_label_scope(scope: str, labels: Path | None) -> None:
             "--label-scope window labels each window from its own music; a --labels CSV "
             "gives per-file labels only: drop --labels, or use --label-scope file"
         )
+
+
+def check_label_time(time: str, labels: Path | None) -> None:
+    """Refuse a ``--label-time`` that is unknown or that the other options exclude.
+
+    Args:
+        time: ``auto``, ``beats`` or ``seconds``.
+        labels: The ``--labels`` CSV, or None.
+
+    Raises:
+        VaremiError: an unknown value, or ``beats``/``seconds`` with ``--labels``.
+    """
+    if time not in LABEL_TIMES:
+        raise VaremiError(f"--label-time must be one of {', '.join(LABEL_TIMES)}, got {time!r}")
+    if time != "auto" and labels is not None:
+        raise VaremiError(
+            f"--label-time {time} says how computed labels are measured; a --labels CSV "
+            "gives the labels: drop --label-time, or drop --labels"
+        )
+
+
+def label_times(p: BuildParams) -> tuple[str | None, str | None]:
+    """The time base of the file labels and of the window labels, ``--label-time`` resolved.
+
+    ``beats``: the music as the tokens hold it (the file's or window's ids decoded: no
+    tempo, MidiTok's 120 qpm, quantised to the tokenizer's positions). ``seconds``: with
+    the file's own tempo map (a file's label from the parsed file itself; a window's from
+    its decoded ids given the file's tempos over the bars it holds). ``auto`` is the
+    behaviour before the option: files in seconds, windows in beats.
+
+    Args:
+        p: The build parameters (checked).
+
+    Returns:
+        ``(file, window)``: each ``beats`` or ``seconds``; ``file`` is None with a
+        ``--labels`` CSV (the user's labels), ``window`` None unless ``--label-scope
+        window``.
+    """
+    if p.labels is not None:
+        return None, None
+    file_time = "seconds" if p.label_time == "auto" else p.label_time
+    if p.label_scope != "window":
+        return file_time, None
+    return file_time, ("beats" if p.label_time == "auto" else p.label_time)
 
 
 @dataclass
@@ -198,6 +248,7 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
         check_label_range(p.label_range)
     check_engine(p.engine, p.ray_address)
     check_label_scope(p.label_scope, p.labels)
+    check_label_time(p.label_time, p.labels)
     if p.format not in FORMATS:
         raise VaremiError(f"--format must be one of {', '.join(FORMATS)}, got {p.format!r}")
     if p.jitter and p.labels is not None:
@@ -243,6 +294,13 @@ def param_warnings(p: BuildParams) -> list[str]:
         lines.append(
             "--bins 1: every example gets the same [VAL=+0] [ARO=+0] prefix, "
             "so the dataset carries no conditioning signal"
+        )
+    file_time, window_time = label_times(p)
+    if p.augment_tempo is not None and (window_time or file_time) == "beats":
+        lines.append(
+            f"--augment-tempo with labels in beats (--label-time {p.label_time}): with a "
+            "tokenizer without tempo tokens a tempo copy has its source's tokens and so "
+            "its labels; the copies only repeat rows"
         )
     if p.stride > p.window_size:
         lines.append(
