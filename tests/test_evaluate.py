@@ -117,6 +117,12 @@ def test_bins_carried_and_the_warning_name_exactly_the_absent_bins():
     assert absent_bins([-4, 4], None) is None and absent_bins_warning(None) is None
 
 
+def test_a_dataset_labelled_in_seconds_is_noted():
+    assert ev._label_time_note(None) is None and ev._label_time_note("beats") is None
+    note = ev._label_time_note("seconds")
+    assert "seconds" in note and "measured in beats" in note
+
+
 # --------------------------------------------------------------------------- a run
 WINDOW = 64
 
