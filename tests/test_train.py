@@ -302,6 +302,8 @@ def test_evaluate_reports_every_figure(run, tmp_path):
             "mae_bins_valence",
             "mae_bins_arousal",
             "normalised_l1",
+            "ci95",
+            "p_permutation",
         }
         assert m["n"] == round(result["valid_fraction"] * 8)
         for k in ("spearman_valence", "spearman_arousal"):

@@ -163,10 +163,11 @@ def _train_parsers(sub) -> None:
         "evaluate",
         allow_abbrev=False,
         help="measure how well a run follows requested moods",
-        description="For each (valence, arousal) of a grid, generate pieces, label them with "
-        "varemi's labeller and report Spearman rho, quadrant accuracy, bin error and the "
-        "valid fraction, against a shuffled-prompt baseline. Writes evaluate.json and "
-        "evaluate.png.",
+        description="For each (valence, arousal) of a grid, generate pieces (--seeds times), "
+        "label them with the dataset's labeller and report Spearman rho, quadrant accuracy "
+        "and per-feature responses (95% bootstrap intervals, permutation p-values), bin "
+        "error and the valid fraction, against a shuffled-prompt baseline and pieces "
+        "sampled with no mood. Writes evaluate.json and evaluate.png.",
     )
     e.add_argument("run", type=path_arg, help="run folder written by finetune")
     add_options(e, EVALUATE_OPTIONS + _EVAL_SAMPLING)
@@ -311,7 +312,8 @@ def _evaluate(a: argparse.Namespace) -> int:
     result = evaluate(
         a.run, grid=o["grid"], n_per_cell=o["n_per_cell"], sampling=_sampling(a, _EVAL_SAMPLING),
         out=o["out"], quiet=o["quiet"], device=o["device"],
-        allow_unfinished=o["allow_unfinished"],
+        allow_unfinished=o["allow_unfinished"], seeds=o["seeds"],
+        unconditioned=o["unconditioned"],
     )  # fmt: skip
     print(format_evaluation(result))
     return 0

@@ -434,7 +434,11 @@ GENERATE_OPTIONS: tuple[Option, ...] = (
 
 EVALUATE_OPTIONS: tuple[Option, ...] = (
     Option("grid", 3, "requested bins per axis", "output", type=int),
-    Option("n_per_cell", 8, "pieces per grid cell", "output", type=int),
+    Option("n_per_cell", 8, "pieces per grid cell (per seed)", "output", type=int),
+    Option("seeds", 1, "times the whole grid is sampled, each time with other seeds (seed k, "
+           "cell c: --seed + k x cells + c)", "output", type=int),
+    Option("unconditioned", None, "pieces sampled with no mood (guidance 0: the [BOS] prompt) "
+           "as a baseline; 0: none", "output", type=int, shown_default="n-per-cell x grid"),
     Option("out", None, "folder for evaluate.json and evaluate.png", "output", type=path_arg,
            shown_default="RUN"),
     Option("device", "auto", "device (auto: CUDA when present)", "engine", choices=DEVICES),

@@ -124,6 +124,37 @@ def prefix_length(info: dict[str, Any]) -> int:
     return 3 if (info.get("params") or {}).get("bos") else 2
 
 
+def bins_carried(info: dict[str, Any]) -> tuple[list[int], list[int]] | None:
+    """The valence and the arousal bins that some example of a dataset carries.
+
+    From ``histograms.examples_by_bin`` (examples of the train and val splits per
+    ``"v,a"`` pair), or, in an info without it, the per-axis histograms
+    ``histograms.valence_bin`` and ``arousal_bin`` (what the rows carry).
+
+    Args:
+        info: A dataset's info.
+
+    Returns:
+        ``(valence_bins, arousal_bins)``, each sorted, bins with a count above zero; None
+        when the info records no histogram.
+    """
+    hist = info.get("histograms")
+    if not isinstance(hist, dict):
+        return None
+    pairs = hist.get("examples_by_bin")
+    try:
+        if isinstance(pairs, dict) and pairs:
+            carried = [tuple(int(b) for b in k.split(",")) for k, n in pairs.items() if n > 0]
+            return sorted({v for v, _ in carried}), sorted({a for _, a in carried})
+        axes = [hist.get("valence_bin"), hist.get("arousal_bin")]
+        if all(isinstance(x, dict) and x for x in axes):
+            vb, ab = (sorted(int(b) for b, n in x.items() if n > 0) for x in axes)
+            return vb, ab
+    except (ValueError, TypeError):
+        return None
+    return None
+
+
 def tokenizer_sizes(info: dict[str, Any], folder: str | Path) -> tuple[int, int]:
     """The base and full vocabulary sizes recorded for a dataset.
 
