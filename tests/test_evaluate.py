@@ -198,7 +198,9 @@ def test_evaluate_json_holds_every_new_figure(run, data, tmp_path, capsys):
     # the cap of the tiny model: 67 positions, 3 of them the prompt
     assert doc["positions"] == WINDOW + 3 and doc["new_tokens_cap"] == WINDOW
     assert doc["new_tokens_capped"] is True
-    assert doc["label_time"] == "beats" and doc["label_time_note"] is None
+    # a default build labels files in seconds (--label-time auto): evaluate says so
+    assert doc["label_time"] == "beats" and doc["dataset_label_time"] == "seconds"
+    assert "measured in seconds" in doc["label_time_note"]
     assert doc["statistics"] == {
         "bootstrap_resamples": 1000, "permutations": 1000, "level": 0.95, "seed": 0
     }  # fmt: skip

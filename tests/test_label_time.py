@@ -263,3 +263,13 @@ def test_tempo_copies_with_labels_in_beats_are_warned_about(tmp_path):
     assert warnings(augment_tempo="10", label_scope="window")  # auto: windows in beats
     assert not warnings(augment_tempo="10")  # auto, file scope: seconds
     assert not warnings(augment_tempo="10", label_scope="window", label_time="seconds")
+
+
+def test_the_label_time_of_a_dataset_is_read_in_one_place():
+    from varemi.dataset.info import label_time
+
+    assert label_time({"labels": {"time": "beats", "scope": "file"}}) == "beats"
+    # built before --label-time: auto's rule
+    assert label_time({"labels": {"source": "heuristic", "scope": "file"}}) == "seconds"
+    assert label_time({"labels": {"source": "heuristic", "scope": "window"}}) == "beats"
+    assert label_time({"labels": {"source": "csv", "scope": "file"}}) is None

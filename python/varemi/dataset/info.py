@@ -155,6 +155,27 @@ def bins_carried(info: dict[str, Any]) -> tuple[list[int], list[int]] | None:
     return None
 
 
+def label_time(info: dict[str, Any]) -> str | None:
+    """The time base of the labels a dataset's rows carry: ``beats``, ``seconds`` or None.
+
+    ``labels.time`` as ``build --label-time`` recorded it; a dataset built before the
+    option had computed labels in seconds with file scope and in beats with window scope
+    (``--label-time auto``). None for labels from a CSV (their time base is unknown).
+
+    Args:
+        info: The dataset's ``dataset_info.json``.
+
+    Returns:
+        ``beats``, ``seconds`` or None.
+    """
+    labels = info.get("labels") or {}
+    if labels.get("time"):
+        return str(labels["time"])
+    if labels.get("source") == "csv":
+        return None
+    return "beats" if labels.get("scope") == "window" else "seconds"
+
+
 def tokenizer_sizes(info: dict[str, Any], folder: str | Path) -> tuple[int, int]:
     """The base and full vocabulary sizes recorded for a dataset.
 

@@ -407,7 +407,7 @@ def evaluate(
     bar.close()
     req, mea, feats, seed_of = pieces.arrays()
     mbins = labels_to_bins(info, mea) if len(mea) else np.zeros((0, 2), np.int64)
-    dataset_time = (info.get("params") or {}).get("label_time")
+    dataset_time = info_module.label_time(info)
     result: dict[str, Any] = {
         "run": str(run),
         "grid": axis,
