@@ -192,3 +192,42 @@ def test_the_cli_takes_guidance_and_cond_dropout(run, tmp_path):
         [sys.executable, "-m", "varemi", "finetune", "--help"], capture_output=True, text=True
     )
     assert "--cond-dropout" in r.stdout
+
+
+def test_validation_rows_are_spread_over_the_split():
+    assert tdata.validation_rows(10, 4).tolist() == [0, 3, 6, 9]
+    assert tdata.validation_rows(3, 10).tolist() == [0, 1, 2]
+    assert tdata.validation_rows(0, 5).tolist() == []
+
+
+def test_one_axis_swaps_only_its_own_token():
+    rows = [np.array([2, 20000 + k, 20009 + k, 5, 6]) for k in range(6)]
+    rng = np.random.default_rng(0)
+    for axis, position in (("valence", 1), ("arousal", 2)):
+        out = tdata._with_other_moods(rows, 3, np.random.default_rng(1), axis)
+        for before, after in zip(rows, out, strict=True):
+            untouched = [i for i in range(5) if i != position]
+            assert after[untouched].tolist() == before[untouched].tolist()
+        assert sorted(int(e[position]) for e in out) == sorted(int(e[position]) for e in rows)
+    both = tdata._with_other_moods(rows, 3, rng)
+    assert [(int(e[1]) - 20000, int(e[2]) - 20009) for e in both] == [
+        (int(e[1]) - 20000,) * 2 for e in both
+    ]  # both tokens travel together from one donor
+
+
+def test_the_gain_of_an_axis_whose_token_never_varies_is_zero(run, data):
+    loaded = gen.load_run(run, "cpu")
+    val = tdata.read_splits(data, loaded.info)["val"]
+    same_arousal = tdata.Split(val.values.copy(), val.offsets, val.vbin, val.abin)
+    starts = same_arousal.offsets[:-1]
+    same_arousal.values[starts + 2] = same_arousal.values[2]
+    collate = tdata.Collator(pad=int(loaded.special.get("PAD", 0)), prefix=3)
+    rows = tdata.validation_rows(len(val), 12)
+    gain = tdata.conditioning_gain(
+        loaded.model, same_arousal, rows, collate, 4, loaded.device, axis="arousal"
+    )
+    assert gain["nats_per_token"] == 0.0
+    valence = tdata.conditioning_gain(
+        loaded.model, same_arousal, rows, collate, 4, loaded.device, axis="valence"
+    )
+    assert valence["examples"] == len(rows) and np.isfinite(valence["nats_per_token"])

@@ -360,10 +360,39 @@ def example_losses(model, examples: list[np.ndarray], collate: Collator, batch_s
     return loss_sum, tokens
 
 
-def _with_other_moods(examples: list[np.ndarray], prefix: int, rng) -> list[np.ndarray]:
-    """The examples with the mood tokens of others (a random permutation of the rows)."""
+def validation_rows(n: int, at_most: int) -> np.ndarray:
+    """The val examples a validation uses: ``at_most`` of ``n``, evenly spread.
+
+    Rows are stored file after file, so the first ones would come from a few files
+    (and, with window labels, from few moods); spreading them over the split reaches
+    every file. ``finetune`` and ``evaluate`` both use this rule.
+
+    Args:
+        n: Examples in the val split.
+        at_most: How many to use.
+
+    Returns:
+        Sorted distinct int64 indices.
+    """
+    if n <= 0 or at_most <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.linspace(0, n - 1, min(n, at_most))).astype(np.int64)
+
+
+AXES = {"valence": 0, "arousal": 1}
+"""The mood tokens' order after BOS: ``[VAL]`` then ``[ARO]``."""
+
+
+def _with_other_moods(
+    examples: list[np.ndarray], prefix: int, rng, axis: str | None = None
+) -> list[np.ndarray]:
+    """The examples with the mood tokens (or one axis's token) of others, permuted."""
     donors = rng.permutation(len(examples))
-    mood = slice(prefix - 2, prefix)  # [VAL] [ARO] (after BOS if any)
+    first = prefix - 2  # [VAL] [ARO] (after BOS if any)
+    if axis is None:
+        mood = slice(first, prefix)
+    else:
+        mood = slice(first + AXES[axis], first + AXES[axis] + 1)
     out = []
     for k, e in enumerate(examples):
         e = e.copy()
@@ -401,6 +430,7 @@ def conditioning_gain(
     device,
     seed: int = 0,
     resamples: int = 1000,
+    axis: str | None = None,
 ) -> dict:
     """How much the model uses the mood tokens: no sampling needed (issue 19).
 
@@ -420,11 +450,13 @@ def conditioning_gain(
         device: Where the model is.
         seed: Seed of the permutation and the bootstrap.
         resamples: Bootstrap resamples.
+        axis: ``valence`` or ``arousal`` to swap only that axis's token (how much the
+            model uses each one); None swaps both.
 
     Returns:
         ``{"nats_per_token", "ci95", "examples", "tokens"}`` (None values without rows).
     """
-    return validate(model, split, rows, collate, batch_size, device, seed, resamples)[2]
+    return validate(model, split, rows, collate, batch_size, device, seed, resamples, axis)[2]
 
 
 def validate(
@@ -436,6 +468,7 @@ def validate(
     device,
     seed: int = 0,
     resamples: int = 1000,
+    axis: str | None = None,
 ):
     """Token-weighted val loss and conditioning gain, in all and per (valence, arousal) bin.
 
@@ -452,6 +485,7 @@ def validate(
         device: Where the model is.
         seed: Seed of the mood permutation and the bootstrap.
         resamples: Bootstrap resamples of the overall gain's interval.
+        axis: Swap only this axis's token for the gain (None: both).
 
     Returns:
         ``(loss, {(v, a): {"examples", "tokens", "loss", "conditioning_gain"}}, gain)``;
@@ -462,7 +496,7 @@ def validate(
     own = [split.row(int(r)) for r in rows]
     own_loss, tokens = example_losses(model, own, collate, batch_size, device)
     shuffled_loss, _ = example_losses(
-        model, _with_other_moods(own, collate.prefix, rng), collate, batch_size, device
+        model, _with_other_moods(own, collate.prefix, rng, axis), collate, batch_size, device
     )
     diff = shuffled_loss - own_loss
     total = float(own_loss.sum() / max(tokens.sum(), 1))

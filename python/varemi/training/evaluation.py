@@ -29,7 +29,14 @@ from varemi.labelling.fitted import LabellerError, load_labeller
 from varemi.labelling.heuristic import HEURISTIC, LabelError, Labeller, label_score
 from varemi.music.tokenizer import DecodeError, decode_music
 from varemi.training import stats
-from varemi.training.data import Collator, conditioning_gain, read_splits, unconditioned_prefix
+from varemi.training.data import (
+    AXES,
+    Collator,
+    conditioning_gain,
+    read_splits,
+    unconditioned_prefix,
+    validation_rows,
+)
 from varemi.training.errors import TrainError, one_line, require_torch
 from varemi.training.generation import (
     SamplingParams,
@@ -557,7 +564,7 @@ def _unconditioned(free: _Pieces, n: int, seed: int, stats_seed: int) -> dict:
 
 
 GAIN_EXAMPLES = 256
-"""Val examples the conditioning gain of ``evaluate`` is measured on (the first ones)."""
+"""Val examples the conditioning gain of ``evaluate`` is measured on (evenly spread)."""
 
 
 def _conditioning_gain(r, meta: dict, info: dict, seed: int) -> dict:
@@ -567,9 +574,12 @@ def _conditioning_gain(r, meta: dict, info: dict, seed: int) -> dict:
         val = read_splits(data, info)["val"]
     except (VaremiError, OSError) as e:
         return {"nats_per_token": None, "ci95": None, "note": f"no val split: {one_line(e)}"}
-    rows = np.arange(min(len(val), GAIN_EXAMPLES))
+    rows = validation_rows(len(val), GAIN_EXAMPLES)
     collate = Collator(pad=int(r.special.get("PAD", 0)), prefix=prefix_length(info))
-    return conditioning_gain(r.model, val, rows, collate, 8, r.device, seed)
+    gain = conditioning_gain(r.model, val, rows, collate, 8, r.device, seed)
+    for axis in AXES:  # which token the model uses: swap one axis at a time
+        gain[axis] = conditioning_gain(r.model, val, rows, collate, 8, r.device, seed, axis=axis)
+    return gain
 
 
 def _heatmap(result: dict, axis: list[int], path: Path) -> str:
@@ -708,6 +718,14 @@ def format_evaluation(result: dict) -> str:
             f"(95% CI {lo:+.4f} .. {hi:+.4f}, {gain['examples']} val examples): the val "
             "loss with other examples' mood tokens minus with their own"
         )
+        per_axis = [
+            f"{axis} token alone {g['nats_per_token']:+.4f} ({g['ci95'][0]:+.4f} .. "
+            f"{g['ci95'][1]:+.4f})"
+            for axis in AXES
+            if (g := gain.get(axis)) and g.get("nats_per_token") is not None
+        ]
+        if per_axis:
+            lines.append("    " + "; ".join(per_axis))
     else:
         lines.append(f"  conditioning gain: {gain.get('note', 'not measured')}")
     lines.append(f"  report: {result['report']}; plot: {result['plot']}")

@@ -24,8 +24,6 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
-
 from varemi._base.fileio import read_json, write_json
 from varemi.dataset import info as info_module
 from varemi.dataset.info import prefix_length
@@ -37,6 +35,7 @@ from varemi.training.data import (
     read_splits,
     unconditioned_prefix,
     validate,
+    validation_rows,
 )
 from varemi.training.errors import TrainError, require_accelerate, require_torch
 from varemi.training.model import extend_embeddings, generation_config, model_for, special_ids
@@ -412,10 +411,7 @@ def finetune(p: FinetuneParams) -> FinetuneResult:
             f"--warmup {p.warmup} >= the {total} training steps: the learning rate never "
             f"reaches --lr {p.lr} (it peaks at {p.lr * total / max(p.warmup, 1):.3g})"
         )
-    rows = np.zeros(0, dtype=np.int64)
-    if len(val):
-        rows = np.unique(np.linspace(0, len(val) - 1, min(len(val), p.max_eval_examples)))
-        rows = rows.astype(np.int64)
+    rows = validation_rows(len(val), p.max_eval_examples)
 
     validating = len(rows) > 0
     options = dict(
