@@ -161,3 +161,47 @@ def test_workers_are_not_forked_while_other_threads_run():
     finally:
         stop.set()
         thread.join()
+
+
+def test_a_preset_fills_what_was_left_out_and_what_was_given_wins():
+    parser = cli._parser()
+    a = parser.parse_args(["build", "--midi-dir", "m", "--out", "o", "--preset", "control"])
+    given = options.values(a, options.BUILD_OPTIONS, "build")
+    assert (given["label_scope"], given["window_align"], given["bos"]) == ("window", "bar", True)
+    assert given["preset"] == "control" and given["window_size"] == 1024
+    a = parser.parse_args(["build", "--midi-dir", "m", "--out", "o", "--preset", "control",
+                           "--label-scope", "file"])  # fmt: skip
+    given = options.values(a, options.BUILD_OPTIONS, "build")
+    assert (given["label_scope"], given["window_align"]) == ("file", "bar")
+    plain = options.values(parser.parse_args(["build", "--midi-dir", "m", "--out", "o"]),
+                           options.BUILD_OPTIONS, "build")  # fmt: skip
+    assert (plain["label_scope"], plain["window_align"], plain["bos"]) == ("file", "token", False)
+    a = parser.parse_args(["finetune", "d", "--out", "r", "--preset", "control"])
+    assert options.values(a, options.FINETUNE_OPTIONS, "finetune")["cond_dropout"] == 0.2
+    a = parser.parse_args(["finetune", "d", "--out", "r", "--preset", "control",
+                           "--cond-dropout", "0.1"])  # fmt: skip
+    assert options.values(a, options.FINETUNE_OPTIONS, "finetune")["cond_dropout"] == 0.1
+
+
+def test_a_preset_build_records_it_and_an_unknown_one_is_refused(tmp_path, capsys):
+    from varemi.music.demo import write_demo_corpus
+
+    midi = tmp_path / "midi"
+    write_demo_corpus(midi)
+    out = tmp_path / "data"
+    code = cli.main(["build", "--midi-dir", str(midi), "--out", str(out), "--tokenizer",
+                     "builtin", "--window-size", "64", "--stride", "32", "--min-window-tokens",
+                     "16", "--preset", "control", "--quiet", "--workers", "1"])  # fmt: skip
+    assert code == 0
+    info = __import__("json").loads((out / "dataset_info.json").read_text())
+    p = info["params"]
+    assert (p["preset"], p["label_scope"], p["window_align"], p["bos"]) == (
+        "control",
+        "window",
+        "bar",
+        True,
+    )
+    with pytest.raises(Exception, match="--preset must be one of control, got 'bogus'"):
+        from varemi.pipeline.build import build
+
+        build(BuildParams(midi_dir=midi, out=tmp_path / "x", preset="bogus"))

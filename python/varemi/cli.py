@@ -239,7 +239,7 @@ def _build(a: argparse.Namespace) -> int:
         a.tokenizer = a.tokenizer or BUILTIN_TOKENIZER
     elif a.out is None:
         raise VaremiError("--out is required with --midi-dir")
-    given = values(a, BUILD_OPTIONS)
+    given = values(a, BUILD_OPTIONS, "build")
     given["overwrite"] = given["overwrite"] or replace_demo
     params = BuildParams(**given)
     if demo:
@@ -284,7 +284,7 @@ def _silence_stdout() -> None:
 
 
 def _finetune(a: argparse.Namespace) -> int:
-    o = values(a, FINETUNE_OPTIONS)
+    o = values(a, FINETUNE_OPTIONS, "finetune")
     o["data"] = a.data
     finetune(FinetuneParams(**o))
     return 0

@@ -191,17 +191,53 @@ def add_options(
                 o.add_to(section)
 
 
-def values(namespace: argparse.Namespace, options: Sequence[Option]) -> dict[str, Any]:
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "control": {
+        "build": {"label_scope": "window", "window_align": "bar", "bos": True},
+        "finetune": {"cond_dropout": 0.2},
+    },
+}
+"""Named sets of option values (``--preset``), per command. ``control`` is what the
+ablation of issue 19 found gives mood control (README, "Mood control"): window labels,
+bar-aligned windows, BOS first, and condition dropout for ``--guidance``. Without a
+preset every default stays the seed's contract (file labels, token windows)."""
+
+
+def preset_values(name: str | None, command: str) -> dict[str, Any]:
+    """The option values a preset sets for a command (empty without a preset).
+
+    Args:
+        name: The preset (a key of :data:`PRESETS`) or None.
+        command: ``build`` or ``finetune``.
+
+    Returns:
+        ``{dest: value}``; options given explicitly win over these.
+    """
+    return dict(PRESETS[name].get(command, {})) if name else {}
+
+
+def values(
+    namespace: argparse.Namespace, options: Sequence[Option], command: str | None = None
+) -> dict[str, Any]:
     """The parameters of parsed arguments, defaults filled in from the declarations.
+
+    With ``--preset`` (``command`` names whose preset values apply), an option the user
+    left out takes the preset's value instead of its default.
 
     Args:
         namespace: What ``parse_args`` returned.
         options: The declarations the parser was made from.
+        command: ``build`` or ``finetune`` for their presets; None ignores presets.
 
     Returns:
         ``{dest: value}`` for every declared option.
     """
-    return {o.dest: o.value(getattr(namespace, o.dest, None)) for o in options}
+    out = {o.dest: o.value(getattr(namespace, o.dest, None)) for o in options}
+    if command is not None:
+        for dest, value in preset_values(out.get("preset"), command).items():
+            if getattr(namespace, dest, None) in (None, False):  # not given: the preset's
+                out[dest] = value
+    return out
 
 
 def record(params: Any, options: Sequence[Option]) -> dict[str, Any]:
@@ -310,6 +346,9 @@ BUILD_OPTIONS: tuple[Option, ...] = (
            "tempo: 120 qpm), files and windows; seconds: with the file's own tempo map, files "
            "and windows; auto: files in seconds, windows (--label-scope window) in beats "
            "(computed labels only)", "labels", choices=LABEL_TIMES, checked_by_owner=True),
+    Option("preset", None, "control: --label-scope window --window-align bar --bos, what "
+           "the mood-control ablation found works (options you give win); none: the seed's "
+           "defaults", "input", choices=tuple(PRESETS), shown_default="none"),
 )  # fmt: skip
 """The options of ``build``, in the order of ``BuildParams`` and ``dataset_info.params``."""
 
@@ -397,6 +436,9 @@ FINETUNE_OPTIONS: tuple[Option, ...] = (
     Option("overwrite", False, "replace a previous run in --out", "output", flag=True),
     Option("device", "auto", "device (auto: CUDA when present)", "engine", choices=DEVICES),
     Option("quiet", False, "no progress bar or summary", "output", flag=True),
+    Option("preset", None, "control: --cond-dropout 0.2, for generate --guidance 3 (options "
+           "you give win); none: the defaults", "training", choices=tuple(PRESETS),
+           shown_default="none"),
 )  # fmt: skip
 """The options of ``finetune``, in the order of ``FinetuneParams``."""
 

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from varemi._base.errors import VaremiError
-from varemi._base.options import BUILD_OPTIONS, ENGINES, LABEL_SCOPES, LABEL_TIMES, defaults
+from varemi._base.options import (
+    BUILD_OPTIONS,
+    ENGINES,
+    LABEL_SCOPES,
+    LABEL_TIMES,
+    PRESETS,
+    defaults,
+)
 from varemi._base.workers import check_workers
 from varemi.core import conditioning
 from varemi.core.params import check_split_params, check_window_align, check_window_params
@@ -95,6 +102,10 @@ class BuildParams:
             ``beats`` (file and window labels from the music as the tokens hold it:
             decoded, no tempo) or ``seconds`` (file and window labels with the file's
             own tempo map); see :func:`label_times`.
+        preset: The ``--preset`` the options came from (recorded; the command line
+            fills options left out from it, see
+            :func:`varemi._base.options.preset_values`; in Python pass its values
+            yourself: ``BuildParams(**preset_values("control", "build"), ...)``).
     """
 
     midi_dir: Path
@@ -137,6 +148,7 @@ class BuildParams:
     window_align: str = _DEFAULTS["window_align"]
     labeller: Path | None = _DEFAULTS["labeller"]
     label_time: str = _DEFAULTS["label_time"]
+    preset: str | None = _DEFAULTS["preset"]
 
 
 def check_label_scope(scope: str, labels: Path | None) -> None:
@@ -248,6 +260,8 @@ def check_params(p: BuildParams, midi_dir: bool = True) -> None:
         check_label_range(p.label_range)
     check_engine(p.engine, p.ray_address)
     check_label_scope(p.label_scope, p.labels)
+    if p.preset is not None and p.preset not in PRESETS:
+        raise VaremiError(f"--preset must be one of {', '.join(PRESETS)}, got {p.preset!r}")
     check_label_time(p.label_time, p.labels)
     if p.format not in FORMATS:
         raise VaremiError(f"--format must be one of {', '.join(FORMATS)}, got {p.format!r}")

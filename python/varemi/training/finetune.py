@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from varemi._base.fileio import read_json, write_json
+from varemi._base.options import PRESETS
 from varemi.dataset import info as info_module
 from varemi.dataset.info import prefix_length
 from varemi.dataset.vocabulary import load_tokenizer
@@ -84,6 +85,8 @@ class FinetuneParams:
         overwrite: Replace ``out`` if it holds a previous run.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         quiet: No progress bar or summary.
+        preset: The ``--preset`` the options came from (recorded; see
+            :func:`varemi._base.options.preset_values`).
     """
 
     data: Path | None
@@ -108,6 +111,7 @@ class FinetuneParams:
     overwrite: bool = False
     device: str = "auto"
     quiet: bool = False
+    preset: str | None = None
 
 
 _DEFAULTS = {"epochs": 3.0, "eval_steps": 200, "patience": 3}
@@ -169,6 +173,8 @@ def check_finetune_params(p: FinetuneParams) -> None:
         raise TrainError(f"--device must be auto, cpu or cuda, got {p.device!r}")
     if p.report_to not in ("none", "tensorboard", "wandb"):
         raise TrainError(f"--report-to must be none, tensorboard or wandb, got {p.report_to!r}")
+    if p.preset is not None and p.preset not in PRESETS:
+        raise TrainError(f"--preset must be one of {', '.join(PRESETS)}, got {p.preset!r}")
     if p.resume and p.overwrite:
         raise TrainError("--resume and --overwrite cannot be used together")
     if str(p.out) == "" or (p.data is not None and str(p.data) == ""):
