@@ -22,7 +22,13 @@ Arms (``--arms``, comma-separated; default all):
 - ``window-labels``: ``--label-scope window``;
 - ``window-labels-bar``: ``--label-scope window --window-align bar``;
 - ``cond-dropout``: ``--dropout-base``'s data with ``finetune --cond-dropout 0.2``,
-  evaluated at ``--guidance`` 1, 1.5 and 3.
+  evaluated at ``--guidance`` 1, 1.5 and 3;
+- ``key-to-c``: the cond-dropout arm on a copy of the corpus with every file transposed
+  so that its estimated key's tonic is C (Krumhansl-Kessler profiles over its
+  duration-weighted pitch classes), so that major and minor differ by which pitch
+  tokens occur (E or E flat, A or A flat, B or B flat) rather than by their relation to
+  a tonic the model would first have to infer. A probe of why valence is not learned,
+  not a build option.
 
 Presets set the size; every knob can be overridden::
 
@@ -80,10 +86,11 @@ ARMS = {
     "window-labels": {"label_scope": "window"},
     "window-labels-bar": {"label_scope": "window", "window_align": "bar"},
     "cond-dropout": {"cond_dropout": 0.2, "guidance": (1.0, 1.5, 3.0)},
+    "key-to-c": {"cond_dropout": 0.2, "guidance": (1.0, 3.0), "corpus": "key-to-c"},
 }
 """Each arm's difference from the defaults (build options, ``cond_dropout``, ``guidance``)."""
 
-FINETUNE_KEYS = ("cond_dropout", "guidance")
+FINETUNE_KEYS = ("cond_dropout", "guidance", "corpus")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "pop909"
@@ -106,7 +113,7 @@ def _args(argv=None) -> argparse.Namespace:
     ap.add_argument("--bins", type=int, default=5)
     ap.add_argument("--binning", default="quantile", choices=["uniform", "quantile"])
     ap.add_argument("--pretrain-lr", type=float, default=1e-3)
-    ap.add_argument("--finetune-lr", type=float, default=3e-4)
+    ap.add_argument("--finetune-lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     a = ap.parse_args(argv)
@@ -132,14 +139,46 @@ def _subset(corpus: Path, n: int, folder: Path) -> Path:
     return folder
 
 
+def _key_to_c(midi: Path, folder: Path) -> Path:
+    """A copy of the MIDI subset with each file transposed so its key's tonic is C."""
+    import symusic
+
+    from varemi.core.label_features import KK_MAJOR, KK_MINOR
+
+    folder.mkdir(parents=True, exist_ok=True)
+    profiles = [np.roll(p, k) for p in (KK_MAJOR, KK_MINOR) for k in range(12)]
+    for f in sorted(midi.iterdir()):
+        out = folder / f.name
+        if out.exists():
+            continue
+        score = symusic.Score(str(f))
+        hist = np.zeros(12)
+        for track in score.tracks:
+            if not track.is_drum and track.notes:
+                n = track.notes.numpy()
+                np.add.at(hist, n["pitch"] % 12, n["duration"].astype(np.float64))
+        tonic = int(np.argmax([np.corrcoef(hist, p)[0, 1] for p in profiles])) % 12
+        shift = -tonic if tonic <= 6 else 12 - tonic  # the nearer way to C
+        for track in score.tracks:
+            if not track.is_drum:
+                track.shift_pitch(shift, inplace=True)
+        score.dump_midi(str(out))
+    return folder
+
+
 def _key(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _data_settings(a, arm: str) -> dict:
-    """The build options of an arm (the cond-dropout arm takes its base arm's)."""
-    spec = ARMS[a.dropout_base if arm == "cond-dropout" else arm]
+    """The build options of an arm (the cond-dropout arms take their base arm's)."""
+    spec = ARMS[a.dropout_base if "cond_dropout" in ARMS[arm] else arm]
     return {k: v for k, v in spec.items() if k not in FINETUNE_KEYS}
+
+
+def _corpus_of(arm: str) -> dict:
+    """The corpus variant of an arm, as part of its dataset's cache key (not an option)."""
+    return {"corpus": ARMS[arm]["corpus"]} if "corpus" in ARMS[arm] else {}
 
 
 def _build(a, midi: Path, settings: dict) -> Path:
@@ -156,8 +195,9 @@ def _build(a, midi: Path, settings: dict) -> Path:
     if (data / "dataset_info.json").is_file():
         return data
     print(f"  build {data.name}: {settings or 'defaults'}", file=sys.stderr)
+    options = {k: v for k, v in settings.items() if k != "corpus"}
     build(BuildParams(midi_dir=midi, out=data, tokenizer="builtin", overwrite=True, quiet=True,
-                      cache=False, **common, **settings))  # fmt: skip
+                      cache=False, **common, **options))  # fmt: skip
     return data
 
 
@@ -314,8 +354,12 @@ def _ceiling(a, data: Path) -> dict:
     return res
 
 
-def _f(x, sign: bool = True) -> str:
-    return "-" if x is None else (f"{x:+.3f}" if sign else f"{x:.3f}")
+def _f(x, sign: bool = True, gain: bool = False) -> str:
+    if x is None:
+        return "-"
+    if gain:  # nats per token: small numbers
+        return f"{x:+.4f}"
+    return f"{x:+.3f}" if sign else f"{x:.3f}"
 
 
 def _ci(res: dict, key: str) -> str:
@@ -342,6 +386,9 @@ def _row(arm: str, guidance: float, res: dict, ft: dict) -> dict:
         "mae_bins_arousal": c.get("mae_bins_arousal"),
         "conditioning_gain": gain.get("nats_per_token"),
         "conditioning_gain_ci95": gain.get("ci95"),
+        "conditioning_gain_valence": (gain.get("valence") or {}).get("nats_per_token"),
+        "conditioning_gain_arousal": (gain.get("arousal") or {}).get("nats_per_token"),
+        "unconditioned": res.get("unconditioned"),
         "features": {k: v.get("rho") for k, v in features.items() if isinstance(v, dict)},
         "val_loss": ft,
         "valid_fraction": res.get("valid_fraction"),
@@ -356,7 +403,7 @@ def _row(arm: str, guidance: float, res: dict, ft: dict) -> dict:
 def _table(rows: list[dict]) -> str:
     lines = [
         "| arm | guidance | rho arousal [95% CI] (shuffled) | rho valence [95% CI] (shuffled) "
-        "| quadrant [95% CI] | arousal bin error | conditioning gain (nats/token) "
+        "| quadrant [95% CI] | arousal bin error | conditioning gain: both / VAL / ARO "
         "| val loss start -> best | data ceiling rho arousal / valence |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
@@ -366,7 +413,10 @@ def _table(rows: list[dict]) -> str:
             f"| {r['arm']} | {r['guidance']:g} | {r['text']['arousal']} "
             f"({_f(r['shuffled_arousal'])}) | {r['text']['valence']} ({_f(r['shuffled_valence'])}) "
             f"| {r['text']['quadrant']} | {_f(r['mae_bins_arousal'], False)} "
-            f"| {_f(r['conditioning_gain'])} | {vl['start']:.3f} -> {vl['best']:.3f} "
+            f"| {_f(r['conditioning_gain'], gain=True)} / "
+            f"{_f(r['conditioning_gain_valence'], gain=True)} / "
+            f"{_f(r['conditioning_gain_arousal'], gain=True)} "
+            f"| {vl['start']:.3f} -> {vl['best']:.3f} "
             f"| {_f(r['ceiling']['spearman_arousal'])} / {_f(r['ceiling']['spearman_valence'])} |"
         )
     return "\n".join(lines)
@@ -385,7 +435,12 @@ def main(argv=None) -> int:
     midi = _subset(a.corpus, a.files, a.work / f"midi-{a.files}")
     print(f"[1/4] build: {a.files} files of {a.corpus}", file=sys.stderr)
     default_data = _build(a, midi, {})
-    datas = {arm: _build(a, midi, _data_settings(a, arm)) for arm in a.arms}
+    corpora = {"key-to-c": lambda: _key_to_c(midi, a.work / f"midi-{a.files}-key-to-c")}
+    datas = {
+        arm: _build(a, corpora[ARMS[arm]["corpus"]]() if "corpus" in ARMS[arm] else midi,
+                    _data_settings(a, arm) | _corpus_of(arm))
+        for arm in a.arms
+    }  # fmt: skip
     print("[2/4] pre-train (cached)", file=sys.stderr)
     base, pre = _pretrain(a, default_data, torch, transformers)
     print("[3/4] fine-tune", file=sys.stderr)
@@ -425,7 +480,7 @@ def main(argv=None) -> int:
             res = _evaluate(a, arm, runs[arm], g)
             row = _row(arm, g, res, ft)
             row["evaluate_seconds"] = round(time.perf_counter() - started, 1)
-            row["data"] = _data_settings(a, arm)
+            row["data"] = _data_settings(a, arm) | _corpus_of(arm)
             row["ceiling"] = ceilings[name]
             row["run"] = str(runs[arm])
             rows.append(row)
