@@ -33,9 +33,9 @@ Arms (``--arms``, comma-separated; default all):
 Presets set the size; every knob can be overridden::
 
     python scripts/bench_control.py --preset quick      # a smoke run: minutes on 2 cores
-    python scripts/bench_control.py --preset ablation   # every arm, about an hour on 2 cores
-    python scripts/bench_control.py --preset cpu --arms window-labels-bar   # the goal run
-    python scripts/bench_control.py --preset gpu        # 12 x 512 x 8 heads (a GPU)
+    python scripts/bench_control.py --preset ablation   # every arm: about 35 min on 2 cores
+    python scripts/bench_control.py --preset cpu --arms defaults,cond-dropout  # goal run
+    bash scripts/bench_control_gpu.sh OUT               # --preset gpu under a timeout
 
 ``--stage train`` builds and fine-tunes only, ``--stage evaluate`` evaluates the runs
 already in ``--work``. The labeller that measures the generations is the one that
@@ -68,9 +68,9 @@ PRESETS = {
         seeds=1,
     ),
     "cpu": dict(
-        files=600, window=256, layers=4, heads=4, d_model=192, pretrain_steps=1000,
-        finetune_steps=1000, grid=3, n_per_cell=12, max_new_tokens=256, batch_size=16,
-        seeds=1,
+        files=909, window=128, layers=4, heads=4, d_model=128, pretrain_steps=1500,
+        finetune_steps=2000, grid=3, n_per_cell=16, max_new_tokens=128, batch_size=16,
+        seeds=2,
     ),
     "gpu": dict(
         files=909, window=384, layers=12, heads=8, d_model=512, pretrain_steps=4000,
