@@ -157,3 +157,21 @@ def test_the_flag_is_on_the_command_line(capsys):
     with pytest.raises(SystemExit):
         cli.main(["build", "--help"])
     assert "--key-to-c" in capsys.readouterr().out
+
+
+def test_the_command_line_builds_with_it_and_verify_passes(tmp_path):
+    midi, out = tmp_path / "midi", tmp_path / "out"
+    names = [f"{k}.mid" for k in range(20)]
+    train = next(n for n in names if h.split_of(n, train_split=0.5) == "train")
+    val = next(n for n in names if h.split_of(n, train_split=0.5) == "val")
+    h.write_midi(midi / train, scale_piece(C_MAJOR, 2))
+    h.write_midi(midi / val, scale_piece(A_MINOR))
+    args = ["--window-size", "64", "--stride", "32", "--min-window-tokens", "16"]
+    res = h.run_cli(
+        "build", "--midi-dir", midi, "--out", out, "--tokenizer", "builtin", "--key-to-c",
+        "--no-cache", "--workers", "1", "--quiet", "--train-split", "0.5", *args,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert h.info(out)["params"]["key_to_c"] is True
+    res = h.run_cli("verify", out)
+    assert res.returncode == 0, res.stdout + res.stderr
