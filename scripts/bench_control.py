@@ -140,28 +140,22 @@ def _subset(corpus: Path, n: int, folder: Path) -> Path:
 
 
 def _key_to_c(midi: Path, folder: Path) -> Path:
-    """A copy of the MIDI subset with each file transposed so its key's tonic is C."""
+    """A copy of the MIDI subset with each file transposed so its key's tonic is C.
+
+    The transposition of ``build --key-to-c`` (:func:`varemi.music.key.to_c`), written out
+    as files so that the arm's corpus is a folder of its own.
+    """
     import symusic
 
-    from varemi.core.label_features import KK_MAJOR, KK_MINOR
+    from varemi.music.key import to_c
 
     folder.mkdir(parents=True, exist_ok=True)
-    profiles = [np.roll(p, k) for p in (KK_MAJOR, KK_MINOR) for k in range(12)]
     for f in sorted(midi.iterdir()):
         out = folder / f.name
         if out.exists():
             continue
         score = symusic.Score(str(f))
-        hist = np.zeros(12)
-        for track in score.tracks:
-            if not track.is_drum and track.notes:
-                n = track.notes.numpy()
-                np.add.at(hist, n["pitch"] % 12, n["duration"].astype(np.float64))
-        tonic = int(np.argmax([np.corrcoef(hist, p)[0, 1] for p in profiles])) % 12
-        shift = -tonic if tonic <= 6 else 12 - tonic  # the nearer way to C
-        for track in score.tracks:
-            if not track.is_drum:
-                track.shift_pitch(shift, inplace=True)
+        to_c(score)
         score.dump_midi(str(out))
     return folder
 

@@ -172,6 +172,7 @@ def test_ray_parquet_shards_match_local_parquet(ray_session, corpus, tmp_path):
         dict(window_align="bar", label_scope="window"),
         dict(label_time="beats", augment_tempo="20"),
         dict(label_scope="window", label_time="seconds", augment_tempo="20"),
+        dict(key_to_c=True, augment_transpose="1", label_scope="window"),
     ],
     ids=[
         "drop",
@@ -184,6 +185,7 @@ def test_ray_parquet_shards_match_local_parquet(ray_session, corpus, tmp_path):
         "bar-windows+window-labels",
         "beat-labels+tempo-copies",
         "seconds-window-labels+tempo-copies",
+        "key-to-c+transpose+window-labels",
     ],
 )
 def test_ray_gives_the_build_of_local_with_every_option(ray_session, corpus, tmp_path, kw):

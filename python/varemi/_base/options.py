@@ -349,6 +349,10 @@ BUILD_OPTIONS: tuple[Option, ...] = (
     Option("preset", None, "control: --label-scope window --window-align bar --bos, what "
            "the mood-control ablation found works (options you give win); none: the seed's "
            "defaults", "input", choices=tuple(PRESETS), shown_default="none"),
+    Option("key_to_c", False, "move every file to a tonic of C (major to C major, minor to C "
+           "minor; its estimated key, non-drum notes) before labels and tokens, so mode shows "
+           "as which pitches occur; the file's own key is lost", "tokens and windows",
+           flag=True),
 )  # fmt: skip
 """The options of ``build``, in the order of ``BuildParams`` and ``dataset_info.params``."""
 

@@ -3,7 +3,8 @@
 Users iterate on windows, bins, labels and split far more often than on the
 tokenizer, so ``build`` keeps each file's token ids keyed by everything that
 determines them: the sha256 of the file's bytes and of the tokenizer, the pitch
-policy and range, the track mode, the encoder used (native or MidiTok), the
+policy and range, the track mode, the encoder used (native or MidiTok), ``--key-to-c``
+(only when set), the
 versions of varemi, MidiTok and symusic, the hash of the native sources baked in at
 build time (:func:`encoder_version`) and a hash of the Python sources of exactly the
 stages that made the value (:data:`TOKEN_SOURCES`). Computed labels, window labels and
@@ -144,6 +145,10 @@ SECONDS_WINDOW_SOURCES = ("music/timing.py",)
 """The sources window labels in seconds (``--label-time seconds``) add to the window label
 sources: the file's tempo map given to each decoded window."""
 
+KEY_SOURCES = ("core/label_features.py", "music/key.py")
+"""The sources ``build --key-to-c`` adds to the token and label keys: the key estimate and
+its profiles (keys without the option never hold them, so they stay what they were)."""
+
 FINGERPRINT_SOURCES = ("corpus/job.py", "music/fingerprint.py")
 """The Python sources of a file's duplicate fingerprint."""
 
@@ -191,6 +196,7 @@ def token_key(
     tracks: str,
     encoder: str,
     augmentation: str = "",
+    key_to_c: bool = False,
 ) -> str:
     """The key of a file's token ids: everything that determines them.
 
@@ -202,12 +208,16 @@ def token_key(
         tracks: ``merge`` or ``first``.
         encoder: ``native`` or ``miditok`` (what computes the ids).
         augmentation: An augmented copy's name (``t+2``); empty for the original.
+        key_to_c: ``build --key-to-c`` (the file moved to a tonic of C first): the key
+            also holds :data:`KEY_SOURCES`; without it the key is the one it always was.
 
     Returns:
         A hex key, also covering :func:`encoder_version` and the sources of
         :data:`TOKEN_SOURCES`.
     """
     extra = ("augmentation", augmentation) if augmentation else ()
+    if key_to_c:
+        extra += ("key_to_c", source_hash(KEY_SOURCES))
     return cache_key(
         file_sha256,
         tokenizer_sha256,
@@ -245,6 +255,7 @@ def label_key(
     augmentation: str = "",
     time: str = "seconds",
     token_key: str = "",
+    key_to_c: bool = False,
 ) -> str:
     """The key of a file's computed labels (``build`` without ``--labels``).
 
@@ -259,6 +270,9 @@ def label_key(
             had) or ``beats`` (from the file's token ids decoded, ``--label-time
             beats``: the key also holds ``token_key`` and :data:`BEAT_LABEL_SOURCES`).
         token_key: The file's :func:`token_key` (used with ``beats`` only).
+        key_to_c: ``build --key-to-c`` (the file labelled after its move to a tonic of
+            C): the key also holds :data:`KEY_SOURCES`; without it the key is the one it
+            always was.
 
     Returns:
         A hex key.
@@ -266,6 +280,8 @@ def label_key(
     extra = ("augmentation", augmentation) if augmentation else ()
     if time != "seconds":
         extra += ("time", time, token_key, source_hash(BEAT_LABEL_SOURCES))
+    if key_to_c:
+        extra += ("key_to_c", source_hash(KEY_SOURCES))
     return cache_key(file_sha256, "labels", labeller, jitter, seed, name if jitter else "", *extra)
 
 

@@ -35,6 +35,7 @@ from varemi.music.augment import apply
 from varemi.music.encoder import EncodeOptions, TokenEncoder, encode_midi
 from varemi.music.files import RejectedFile, parse_midi, read_midi_bytes
 from varemi.music.fingerprint import Fingerprint, fingerprint_score
+from varemi.music.key import to_c
 from varemi.music.timing import TempoMap, give_tempos, tempo_map, window_first_bars
 from varemi.music.tokenizer import (
     DecodeError,
@@ -73,6 +74,9 @@ class Job:
         window_time: The time base of the window labels: ``beats`` (each window's ids
             decoded) or ``seconds`` (decoded and given the file's tempo map over the
             bars it holds, :mod:`varemi.music.timing`).
+        key_to_c: ``build --key-to-c``: each parsed file is first moved to a tonic of C
+            (:func:`varemi.music.key.to_c`), before labelling, augmentation and
+            tokenisation.
     """
 
     root: str
@@ -86,6 +90,7 @@ class Job:
     window_labels: tuple[int, int, int, str] | None = None
     label_time: str = "seconds"
     window_time: str = "beats"
+    key_to_c: bool = False
 
 
 @dataclass
@@ -121,12 +126,21 @@ def _keys(job: Job, rel: str, data: bytes, aug: str = "") -> tuple[str, str | No
     digest = hashlib.sha256(data).hexdigest()
     o = job.options
     tokens = token_key(
-        digest, job.tokenizer_sha256, o.pitch_policy, o.pitch_range, o.tracks, job.encoder, aug
+        digest,
+        job.tokenizer_sha256,
+        o.pitch_policy,
+        o.pitch_range,
+        o.tracks,
+        job.encoder,
+        aug,
+        job.key_to_c,
     )
     if job.labels is None:
         return tokens, None
     jitter, seed, version, _ = job.labels
-    return tokens, label_key(digest, version, jitter, seed, rel, aug, job.label_time, tokens)
+    return tokens, label_key(
+        digest, version, jitter, seed, rel, aug, job.label_time, tokens, job.key_to_c
+    )
 
 
 def _item(x) -> tuple[str, str]:
@@ -400,10 +414,13 @@ def _process(item) -> FileResult:
         on_parsed = label if job.labels is not None else None
         on_ready = fingerprint if job.fingerprint and not aug else None
         augment = None
-        if aug:
+        if aug or job.key_to_c:
 
             def augment(score) -> None:
-                apply(score, aug)
+                if job.key_to_c:  # first: labels, copies and tokens see the music in C
+                    to_c(score)
+                if aug:
+                    apply(score, aug)
 
         ids, minutes = encode_midi(
             data, _WORKER["encoder"], job.options, result.timings, on_parsed, on_ready, augment

@@ -316,6 +316,7 @@ def _job(p: BuildParams, run: Run, base, encoder):
         else None,
         label_time=file_time or "seconds",
         window_time=window_time or "beats",
+        key_to_c=p.key_to_c,
     )
 
 

@@ -106,6 +106,8 @@ class BuildParams:
             fills options left out from it, see
             :func:`varemi._base.options.preset_values`; in Python pass its values
             yourself: ``BuildParams(**preset_values("control", "build"), ...)``).
+        key_to_c: Move every file to a tonic of C (its estimated key,
+            :mod:`varemi.music.key`) before labelling, augmentation and tokenisation.
     """
 
     midi_dir: Path
@@ -149,6 +151,7 @@ class BuildParams:
     labeller: Path | None = _DEFAULTS["labeller"]
     label_time: str = _DEFAULTS["label_time"]
     preset: str | None = _DEFAULTS["preset"]
+    key_to_c: bool = _DEFAULTS["key_to_c"]
 
 
 def check_label_scope(scope: str, labels: Path | None) -> None:
