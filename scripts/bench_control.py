@@ -27,8 +27,8 @@ Arms (``--arms``, comma-separated; default all):
   so that its estimated key's tonic is C (Krumhansl-Kessler profiles over its
   duration-weighted pitch classes), so that major and minor differ by which pitch
   tokens occur (E or E flat, A or A flat, B or B flat) rather than by their relation to
-  a tonic the model would first have to infer. A probe of why valence is not learned,
-  not a build option.
+  a tonic the model would first have to infer (``varemi.music.key.to_c``, what
+  ``build --key-to-c`` does; with this arm's data and dropout: ``--preset control``).
 
 Presets set the size; every knob can be overridden::
 

@@ -168,6 +168,7 @@ def test_a_preset_fills_what_was_left_out_and_what_was_given_wins():
     a = parser.parse_args(["build", "--midi-dir", "m", "--out", "o", "--preset", "control"])
     given = options.values(a, options.BUILD_OPTIONS, "build")
     assert (given["label_scope"], given["window_align"], given["bos"]) == ("window", "bar", True)
+    assert given["key_to_c"] is True
     assert given["preset"] == "control" and given["window_size"] == 1024
     a = parser.parse_args(["build", "--midi-dir", "m", "--out", "o", "--preset", "control",
                            "--label-scope", "file"])  # fmt: skip
@@ -195,6 +196,7 @@ def test_a_preset_build_records_it_and_an_unknown_one_is_refused(tmp_path, capsy
     assert code == 0
     info = __import__("json").loads((out / "dataset_info.json").read_text())
     p = info["params"]
+    assert p["key_to_c"] is True
     assert (p["preset"], p["label_scope"], p["window_align"], p["bos"]) == (
         "control",
         "window",

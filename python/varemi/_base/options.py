@@ -193,13 +193,14 @@ def add_options(
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "control": {
-        "build": {"label_scope": "window", "window_align": "bar", "bos": True},
+        "build": {"label_scope": "window", "window_align": "bar", "bos": True, "key_to_c": True},
         "finetune": {"cond_dropout": 0.2},
     },
 }
 """Named sets of option values (``--preset``), per command. ``control`` is what the
 ablation of issue 19 found gives mood control (README, "Mood control"): window labels,
-bar-aligned windows, BOS first, and condition dropout for ``--guidance``. Without a
+bar-aligned windows, BOS first, every piece in C (the only setting under which the
+valence token was learned), and condition dropout for ``--guidance``. Without a
 preset every default stays the seed's contract (file labels, token windows)."""
 
 
@@ -346,9 +347,9 @@ BUILD_OPTIONS: tuple[Option, ...] = (
            "tempo: 120 qpm), files and windows; seconds: with the file's own tempo map, files "
            "and windows; auto: files in seconds, windows (--label-scope window) in beats "
            "(computed labels only)", "labels", choices=LABEL_TIMES, checked_by_owner=True),
-    Option("preset", None, "control: --label-scope window --window-align bar --bos, what "
-           "the mood-control ablation found works (options you give win); none: the seed's "
-           "defaults", "input", choices=tuple(PRESETS), shown_default="none"),
+    Option("preset", None, "control: --label-scope window --window-align bar --bos "
+           "--key-to-c, what the mood-control ablation found works (options you give win); "
+           "none: the seed's defaults", "input", choices=tuple(PRESETS), shown_default="none"),
     Option("key_to_c", False, "move every file to a tonic of C (major to C major, minor to C "
            "minor; its estimated key, non-drum notes) before labels and tokens, so mode shows "
            "as which pitches occur; the file's own key is lost", "tokens and windows",
