@@ -87,7 +87,7 @@ def test_file_labels_in_beats_ignore_the_tempo_in_seconds_follow_it(tmp_path):
     for time, resolved in (("auto", "seconds"), ("beats", "beats"), ("seconds", "seconds")):
         info = h.info(tmp_path / time)
         assert info["params"]["label_time"] == time
-        assert list(info["params"])[-1] == "label_time"
+        assert list(info["params"])[-3:] == ["label_time", "preset", "key_to_c"]
         assert (info["labels"]["time"], info["labels"]["file_time"]) == (resolved, resolved)
         assert verify(tmp_path / time).ok
 

@@ -349,7 +349,7 @@ BUILD_OPTIONS: tuple[Option, ...] = (
            "(computed labels only)", "labels", choices=LABEL_TIMES, checked_by_owner=True),
     Option("preset", None, "control: --label-scope window --window-align bar --bos "
            "--key-to-c, what the mood-control ablation found works (options you give win); "
-           "none: the seed's defaults", "input", choices=tuple(PRESETS), shown_default="none"),
+           "none: the seed's settings", "input", choices=tuple(PRESETS), shown_default="none"),
     Option("key_to_c", False, "move every file to a tonic of C (major to C major, minor to C "
            "minor; its estimated key, non-drum notes) before labels and tokens, so mode shows "
            "as which pitches occur; the file's own key is lost", "tokens and windows",
@@ -442,7 +442,7 @@ FINETUNE_OPTIONS: tuple[Option, ...] = (
     Option("device", "auto", "device (auto: CUDA when present)", "engine", choices=DEVICES),
     Option("quiet", False, "no progress bar or summary", "output", flag=True),
     Option("preset", None, "control: --cond-dropout 0.2, for generate --guidance 3 (options "
-           "you give win); none: the defaults", "training", choices=tuple(PRESETS),
+           "you give win); none: no preset", "training", choices=tuple(PRESETS),
            shown_default="none"),
 )  # fmt: skip
 """The options of ``finetune``, in the order of ``FinetuneParams``."""
