@@ -33,7 +33,7 @@ Arms (``--arms``, comma-separated; default all):
 Presets set the size; every knob can be overridden::
 
     python scripts/bench_control.py --preset quick      # a smoke run: minutes on 2 cores
-    python scripts/bench_control.py --preset ablation   # every arm: about 35 min on 2 cores
+    python scripts/bench_control.py --preset ablation   # every arm: about 30 min on 2 cores
     python scripts/bench_control.py --preset cpu --arms cond-dropout,key-to-c  # goal run
     bash scripts/bench_control_gpu.sh OUT               # --preset gpu under a timeout
 
