@@ -53,3 +53,27 @@ def load_impl(name: str) -> ModuleType:
 def impl(request: pytest.FixtureRequest) -> ModuleType:
     """Each kernel test runs once on the Rust kernels and once on the Python reference."""
     return load_impl(request.param)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run the CLI's main in-process and return its one ``error:`` line (exit 2 expected).
+
+    The same code path as ``python -m varemi`` without the seconds a subprocess spends
+    importing torch; offline, so a hub id fails at once.
+    """
+    import helpers as h
+
+    from varemi.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def one_error(*args) -> str:
+        code = main([str(a) for a in args])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        errors = h.error_lines(err)
+        assert len(errors) == 1 and "Traceback" not in err, err
+        return errors[0]
+
+    return one_error

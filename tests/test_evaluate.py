@@ -237,23 +237,6 @@ def test_seeds_repeat_the_grid_and_unconditioned_0_skips(run, tmp_path):
     assert "per seed:" in ev.format_evaluation(two)
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    from varemi.cli import main
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def one_error(*args) -> str:
-        code = main([str(a) for a in args])
-        err = capsys.readouterr().err
-        assert code == 2, err
-        errors = h.error_lines(err)
-        assert len(errors) == 1 and "Traceback" not in err, err
-        return errors[0]
-
-    return one_error
-
-
 def test_bad_values_are_one_error_line(cli, run, tmp_path):
     out = tmp_path / "e"
     assert cli("evaluate", run, "--seeds", "0", "--out", out) == (

@@ -316,25 +316,8 @@ def test_evaluate_reports_every_figure(run, tmp_path):
 
 
 # --------------------------------------------------------------------------- bad input
-# In-process through the CLI's main (the same code path as python -m varemi, without the
-# seconds a subprocess spends importing torch); test_cli.py covers the subprocess wiring.
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    from varemi.cli import main
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def one_error(*args) -> str:
-        code = main([str(a) for a in args])
-        err = capsys.readouterr().err
-        assert code == 2, err
-        errors = h.error_lines(err)
-        assert len(errors) == 1 and "Traceback" not in err, err
-        return errors[0]
-
-    return one_error
-
-
+# The `cli` fixture (conftest.py) runs the CLI's main in-process; test_cli.py covers the
+# subprocess wiring.
 def test_not_a_varemi_dataset(cli, corpus, tmp_path):
     line = cli("finetune", corpus, "--model", "tiny", "--out", tmp_path / "r")
     assert "is not a varemi dataset" in line
